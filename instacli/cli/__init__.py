@@ -1,0 +1,1 @@
+"""The Typer command line. Commands only parse, call the library and print."""

@@ -1,0 +1,50 @@
+"""Entry point of the ``instacli`` command: assembles the sub-commands and turns user errors into one line."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from instacli.errors import InstacliError
+
+app = typer.Typer(
+    name="instacli",
+    help="Tell what a post's photo shows and how many likes it will get.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+
+def _register_commands() -> None:
+    """Import the command modules; each adds itself to ``app``."""
+    from instacli.cli import data  # noqa: F401
+
+
+def main() -> None:
+    """Run the CLI; an :class:`InstacliError` becomes ``error: <message>`` and exit code 2."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _register_commands()
+    try:
+        app(standalone_mode=False)
+    except InstacliError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]; nothing half-written was kept")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors come through here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,67 @@
+"""Atomic writes: an output appears whole or not at all, and is never overwritten silently."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from instacli.errors import InstacliError
+
+
+def check_writable_target(path: Path, overwrite: bool, what: str = "output") -> None:
+    """Refuse to replace an existing file or folder unless the user asked for it."""
+    if path.exists() and not overwrite:
+        raise InstacliError(f"{path}: {what} already exists; pass --overwrite to replace it or choose another path")
+
+
+@contextmanager
+def atomic_dir(path: Path, overwrite: bool = False, what: str = "output folder") -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``path`` and move it into place on success.
+
+    The temporary folder sits in the same parent so the final ``rename`` is atomic; on any error
+    (Ctrl-C included) it is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    check_writable_target(path, overwrite, what)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, trash / "old")
+            os.replace(tmp, path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[Any]:
+    """Open a temporary file beside ``path`` for writing and rename it over ``path`` when closed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_file(path) as handle:
+        json.dump(data, handle, indent=2, sort_keys=False, default=str)
+        handle.write("\n")

@@ -1,0 +1,3 @@
+"""Built-in likes regressors, one per file."""
+
+from instacli_plugins.regressors import conv1d  # noqa: F401

@@ -1,0 +1,47 @@
+"""``conv1d``: the original design's likes regressor, kept as the reference.
+
+The numeric features (log1p-scaled and standardized by the trainer) are treated as a 1-channel
+sequence: a 1-D convolution, a dense layer, batch norm and dropout turn them into a small vector
+that is concatenated with the image embedding (late fusion) before a linear output.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from instacli.registry import register_regressor
+
+
+class Conv1dRegressor(nn.Module):
+    """Conv1d over numeric features ⊕ image embedding → standardized log1p(likes)."""
+
+    def __init__(self, embed_dim: int, num_features: int, channels: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.numeric: nn.Module | None = None
+        fused = embed_dim
+        if num_features > 0:
+            self.numeric = nn.Sequential(
+                nn.Conv1d(1, channels, kernel_size=min(3, num_features), padding="same"),
+                nn.GELU(),
+                nn.Flatten(),
+                nn.Linear(channels * num_features, hidden),
+                nn.BatchNorm1d(hidden),
+                nn.GELU(),
+                nn.Dropout(dropout),
+            )
+            fused += hidden
+        self.image_norm = nn.LayerNorm(embed_dim)
+        self.out = nn.Linear(fused, 1)
+
+    def forward(self, embedding: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        parts = [self.image_norm(embedding)]
+        if self.numeric is not None:
+            parts.append(self.numeric(features.unsqueeze(1)))
+        return self.out(torch.cat(parts, dim=1)).squeeze(1)
+
+
+@register_regressor("conv1d")
+def conv1d(*, embed_dim: int, num_features: int, channels: int = 16, hidden: int = 64, dropout: float = 0.2) -> Conv1dRegressor:
+    """Reference regressor of the original design: Conv1d + dense + batch norm on the numbers, fused with the image."""
+    return Conv1dRegressor(embed_dim, num_features, channels, hidden, dropout)
