@@ -17,12 +17,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+console = Console()
 err_console = Console(stderr=True)
 
 
 def _register_commands() -> None:
     """Import the command modules; each adds itself to ``app``."""
-    from instacli.cli import data  # noqa: F401
+    from instacli.cli import data, demo, evaluate, predict, train  # noqa: F401
 
 
 def main() -> None:

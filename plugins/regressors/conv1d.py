@@ -22,7 +22,7 @@ class Conv1dRegressor(nn.Module):
         fused = embed_dim
         if num_features > 0:
             self.numeric = nn.Sequential(
-                nn.Conv1d(1, channels, kernel_size=min(3, num_features), padding="same"),
+                nn.Conv1d(1, channels, kernel_size=3, padding=1),
                 nn.GELU(),
                 nn.Flatten(),
                 nn.Linear(channels * num_features, hidden),

@@ -1,0 +1,27 @@
+"""``instacli demo``: the end-to-end pipeline on the bundled sample photos, in about two minutes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from instacli.cli.evaluate import print_evaluation
+from instacli.cli.main import app, console
+from instacli.cli.progress import RichReporter
+from instacli.demo import run_demo
+
+
+@app.command("demo")
+def demo_command(
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the demo's dataset, run and predictions. [default: a new temp folder]"),
+    epochs: int = typer.Option(40, help="Training epochs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier demo in --out."),
+) -> None:
+    """Bundled sample photos → dataset → training → evaluation → predictions, with results on screen."""
+    console.rule("[bold]instacli demo")
+    result = run_demo(out, epochs=epochs, reporter=RichReporter(console), overwrite=overwrite)
+    print_evaluation(result.evaluation)
+    console.print(f"predictions for {result.predictions.scored} sample photos: {result.predictions.out}")
+    console.rule(f"done in {result.seconds:.0f} s — everything is in {result.workdir}")

@@ -1,0 +1,62 @@
+"""``instacli evaluate``: metrics of a trained run on a dataset split or a class-folder tree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from instacli.cli.main import app, console
+from instacli.evaluation import evaluate
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def print_evaluation(result: dict[str, Any]) -> None:
+    """Summary, per-class table and confusion matrix as rich tables."""
+    summary = Table(title=f"Evaluation on {result['data']} ({result['split']}, n={result['n']})", show_header=False)
+    for key in ("accuracy", "f1_macro", "likes_mae", "likes_mae_class_median", "likes_rmse", "likes_r2", "likes_spearman", "log_likes_mae"):
+        summary.add_row(key, _fmt(result.get(key)))
+    console.print(summary)
+    if result.get("per_class"):
+        per_class = Table(title="Per class")
+        for col in ("class", "precision", "recall", "F1", "support"):
+            per_class.add_column(col, justify="right")
+        for name, m in result["per_class"].items():
+            per_class.add_row(name, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(m["support"]))
+        console.print(per_class)
+        names = list(result["per_class"])
+        cm = Table(title="Confusion matrix (rows: true, columns: predicted)")
+        cm.add_column("")
+        for name in names:
+            cm.add_column(name, justify="right")
+        for name, row in zip(names, result["confusion_matrix"]):
+            cm.add_row(name, *map(str, row))
+        console.print(cm)
+    console.print(f"plots and metrics.json in {result['outputs']}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run: Path = typer.Argument(..., help="Run folder written by `instacli train`."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder, or a folder with one sub-folder of photos per category."),
+    split: str = typer.Option("test", help="Split of a saved dataset (ignored for a plain folder)."),
+    batch_size: int = typer.Option(128, help="Images per batch."),
+    workers: int = typer.Option(2, help="Processes that decode images."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Accuracy, per-class F1, confusion matrix and likes errors of RUN on DATA."""
+    result = evaluate(run, data, split=split, batch_size=batch_size, workers=workers)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        print_evaluation(result)

@@ -1,0 +1,42 @@
+"""``instacli predict``: score a whole folder of photos into CSV, JSONL or Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import Progress
+
+from instacli.cli.main import app, console
+from instacli.errors import InstacliError
+from instacli.prediction import predict_folder
+
+
+@app.command("predict")
+def predict_command(
+    run: Path = typer.Argument(..., help="Run folder written by `instacli train`."),
+    folder: Path = typer.Argument(..., help="Folder of photos (searched recursively)."),
+    metadata: Optional[Path] = typer.Option(None, help="Engagement table (CSV/JSONL/Parquet keyed by file_name) for the numeric inputs."),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", help="Output file: .csv, .jsonl or .parquet."),
+    batch_size: int = typer.Option(64, help="Images per batch."),
+    workers: int = typer.Option(2, help="Processes that decode images."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+) -> None:
+    """One row per photo: predicted label, class probabilities, likes, and an error column for unreadable files."""
+    from instacli_datasets import iter_image_files
+
+    total = sum(1 for _ in iter_image_files(folder)) if folder.is_dir() else 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("scoring", total=total)
+        summary = predict_folder(run, folder, out, metadata, batch_size, workers, overwrite, on_batch=lambda n: progress.advance(task, n))
+    console.print(
+        f"[green]wrote[/] {summary.out}: {summary.scored} scored, {summary.failed} unreadable "
+        f"({summary.scored / max(summary.seconds, 1e-9):.0f} images/s)"
+    )
+    if summary.from_defaults:
+        console.print(f"{summary.from_defaults} rows had no engagement numbers: likes use the training medians (likes_from_defaults = true)")
+    if summary.failed:
+        console.print(f"[yellow]{summary.failed} files could not be read; see the error column[/]")
+    if summary.scored == 0:
+        raise InstacliError(f"{folder}: nothing could be scored")

@@ -1,0 +1,66 @@
+"""Rich rendering of training progress and results, shared by the commands that train."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from instacli.training import Reporter
+
+
+class RichReporter(Reporter):
+    """Live bar with the running loss and last validation accuracy; one table row per epoch at the end."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.progress: Progress | None = None
+        self.records: list[dict[str, Any]] = []
+
+    def start(self, epochs: int, steps_per_epoch: int, info: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.console.print(
+            f"[bold]training[/] → {info['run']}  ({info['device']}, precision {info['mixed_precision']}, "
+            f"{info['processes']} process{'es' if info['processes'] > 1 else ''})"
+        )
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.3f}  val acc {task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=self.console, transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=epochs * steps_per_epoch, epoch=1, epochs=epochs, loss=0.0, acc="-")
+
+    def step(self, epoch: int, loss: float) -> None:
+        if self.progress:
+            self.progress.update(self.task, advance=1, epoch=epoch, loss=loss)
+
+    def epoch_end(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if self.progress:
+            acc = record.get("val_accuracy")
+            self.progress.update(self.task, acc=f"{acc:.3f}" if acc is not None else "-")
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        if self.progress:
+            self.progress.update(self.task, completed=self.progress.tasks[0].total)
+            self.progress.stop()
+        if not self.enabled:
+            return
+        table = Table(title=f"Training summary — best epoch {summary['best_epoch']} of {summary['epochs_run']}")
+        for col in ("epoch", "train loss", "val loss", "val acc", "val likes loss", "img/s", ""):
+            table.add_column(col, justify="right")
+        for r in self.records:
+            acc = r.get("val_accuracy")
+            table.add_row(
+                str(r["epoch"]), f"{r['train_loss']:.3f}", f"{r['val_loss']:.3f}", f"{acc:.3f}" if acc is not None else "-",
+                f"{r['val_likes_loss']:.3f}", f"{r['images_per_second']:.0f}", "★" if r["best"] else "",
+            )
+        self.console.print(table)
+        self.console.print(
+            f"[green]saved[/] {summary['run']}  ({summary['seconds']:.0f} s, {summary['images_per_second']:.0f} images/s)"
+        )

@@ -1,0 +1,81 @@
+"""``instacli train``: parse flags, resolve settings, call :func:`instacli.training.train`, print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from instacli.cli.main import app, console
+from instacli.cli.progress import RichReporter
+from instacli.errors import InstacliError
+from instacli.settings import load_settings
+from instacli.training import train
+
+
+def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any] | None:
+    """``["width=128", "pool=cls"]`` → ``{"width": 128, "pool": "cls"}`` (values parsed as JSON when possible)."""
+    if not pairs:
+        return None
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InstacliError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {flag} width=128")
+        try:
+            options[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip().replace("-", "_")] = value
+    return options
+
+
+@app.command("train")
+def train_command(
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder from `instacli data build`."),
+    encoder: Optional[str] = typer.Option(None, help="Image encoder name (`instacli models list`). [default: vit-scratch]"),
+    regressor: Optional[str] = typer.Option(None, help="Likes regressor name. [default: conv1d]"),
+    preset: Optional[str] = typer.Option(None, help="Named encoder preset, e.g. seed-512 (the original design)."),
+    pretrained: Optional[str] = typer.Option(None, help="Pretrained weights for the encoder: hub id, local path or 'imagenet'."),
+    encoder_option: Optional[list[str]] = typer.Option(None, "--encoder-option", "-E", help="Encoder option KEY=VALUE (repeatable)."),
+    regressor_option: Optional[list[str]] = typer.Option(None, "--regressor-option", "-R", help="Regressor option KEY=VALUE (repeatable)."),
+    task: Optional[str] = typer.Option(None, help="auto|both|category|likes. [default: auto — what the data supports]"),
+    features: Optional[str] = typer.Option(None, help="Numeric inputs, comma-separated (comments,shares,followers). [default: all present]"),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (early stopping may end sooner). [default: 60]"),
+    batch_size: Optional[int] = typer.Option(None, help="Images per batch and process. [default: 64]"),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate of AdamW. [default: 2e-3]"),
+    encoder_lr: Optional[float] = typer.Option(None, help="Separate learning rate for the encoder (fine-tuning)."),
+    image_size: Optional[int] = typer.Option(None, help="Override the encoder's input size."),
+    likes_loss: Optional[str] = typer.Option(None, help="l1|huber|mse on standardized log1p(likes). [default: l1]"),
+    likes_weight: Optional[float] = typer.Option(None, help="Weight w in loss = CE + w·likes loss. [default: 1.0]"),
+    patience: Optional[int] = typer.Option(None, help="Epochs without validation-loss improvement before stopping. [default: 15]"),
+    freeze_encoder: Optional[bool] = typer.Option(None, "--freeze-encoder/--no-freeze-encoder", help="Train the heads only on cached embeddings."),
+    mixed_precision: Optional[str] = typer.Option(None, help="auto|no|bf16|fp16. [default: auto — bf16 where the hardware is fast at it]"),
+    seed: Optional[int] = typer.Option(None, help="Random seed. [default: 42]"),
+    workers: Optional[int] = typer.Option(None, help="Processes that decode images. [default: 2]"),
+    grad_accum: Optional[int] = typer.Option(None, help="Gradient accumulation steps. [default: 1]"),
+    time_budget: Optional[float] = typer.Option(None, help="Stop after this many seconds of training."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create. [default: runs/<encoder>-<time>]"),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace an existing run at --out."),
+    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue the run at --out from its last checkpoint."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with settings (flags and INSTACLI_* env win)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
+) -> None:
+    """Train an encoder + heads on a dataset and write a run folder (model.safetensors, config.json, metrics)."""
+    settings = load_settings(
+        config,
+        data=data, encoder=encoder, regressor=regressor, preset=preset, pretrained=pretrained,
+        encoder_options=parse_options(encoder_option, "--encoder-option"),
+        regressor_options=parse_options(regressor_option, "--regressor-option"),
+        task=task, features=features.split(",") if features else None, epochs=epochs, batch_size=batch_size,
+        lr=lr, encoder_lr=encoder_lr, image_size=image_size, likes_loss=likes_loss, likes_weight=likes_weight,
+        patience=patience, freeze_encoder=freeze_encoder, mixed_precision=mixed_precision, seed=seed,
+        workers=workers, grad_accum=grad_accum, time_budget=time_budget, compile=compile, out=out,
+        overwrite=overwrite, resume=resume,
+    )
+    from accelerate import PartialState
+
+    reporter = RichReporter(console, enabled=not quiet and PartialState().is_main_process)
+    train(settings, reporter)

@@ -1,0 +1,85 @@
+"""``instacli evaluate``: score a trained run on a dataset split or a plain class-folder tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from instacli.errors import InstacliError
+from instacli.io import write_json
+from instacli.metrics import classification_metrics, likes_metrics
+from instacli.model import LoadedRun, load_run
+from instacli.plots import plot_confusion, plot_likes
+from instacli.splits import SplitArrays, load_split_arrays
+from instacli.training import resolve_mixed_precision, run_inference
+
+
+def _align_labels(split: SplitArrays, run: LoadedRun) -> np.ndarray:
+    """Map the data's label indices onto the run's class order by name (folders may sort differently)."""
+    labels = split.labels.numpy()
+    if run.config.task == "likes" or not (labels >= 0).any():
+        return np.full(len(labels), -1)
+    known = {name: i for i, name in enumerate(run.config.class_names)}
+    unknown = sorted({split.class_names[i] for i in labels[labels >= 0]} - set(known))
+    if unknown:
+        raise InstacliError(
+            f"data has categories the run never saw ({', '.join(unknown)}); the run knows {', '.join(known)}"
+        )
+    mapping = np.array([known.get(name, -1) for name in split.class_names] + [-1])
+    return mapping[labels]
+
+
+def class_median_baseline(labels: np.ndarray, likes: np.ndarray) -> float | None:
+    """MAE of predicting each row's class median likes: the best a model that knows the true class can do."""
+    keep = (labels >= 0) & ~np.isnan(likes)
+    if not keep.any():
+        return None
+    predicted = np.empty(keep.sum())
+    for c in np.unique(labels[keep]):
+        rows = labels[keep] == c
+        predicted[rows] = np.median(likes[keep][rows])
+    return float(np.mean(np.abs(predicted - likes[keep])))
+
+
+def predict_split(run: LoadedRun, split: SplitArrays, batch_size: int = 128, workers: int = 2) -> dict[str, np.ndarray]:
+    """Probabilities and likes for every row of ``split``."""
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision("auto"))
+    images = split.images(run.preprocess.resize_size, workers)
+    dataset = torch.utils.data.TensorDataset(images, split.features, split.targets, split.labels)
+    loader = accelerator.prepare(torch.utils.data.DataLoader(dataset, batch_size=batch_size))
+    model = accelerator.prepare(run.model)
+    out = run_inference(model, loader, accelerator, frozen=False)
+    probs = torch.softmax(torch.from_numpy(out["logits"]), dim=1).numpy() if out["logits"].shape[1] else out["logits"]
+    likes = run.scaler.decode_target(out["likes"]) if run.config.task != "category" else np.full(len(split), np.nan)
+    return {"probs": probs, "likes": likes}
+
+
+def evaluate(run_path: Path, data: Path, split: str = "test", batch_size: int = 128, workers: int = 2) -> dict[str, Any]:
+    """Metrics of ``run_path`` on ``data``; also writes ``eval/metrics.json`` and plots inside the run."""
+    run = load_run(run_path)
+    arrays = load_split_arrays(data, split, settings=None, scaler=run.scaler, task=run.config.task)
+    labels = _align_labels(arrays, run)
+    predicted = predict_split(run, arrays, batch_size, workers)
+    result: dict[str, Any] = {"n": len(arrays), "split": split, "data": str(data), "run": str(run_path)}
+    labelled = labels >= 0
+    if labelled.any():
+        result.update(classification_metrics(labels[labelled], predicted["probs"][labelled].argmax(1), run.config.class_names))
+    else:
+        result.update(accuracy=None, f1_macro=None, per_class=None, confusion_matrix=None)
+    result.update(likes_metrics(arrays.likes, predicted["likes"]))
+    result["likes_mae_class_median"] = class_median_baseline(labels, arrays.likes)
+    result["imputed_values"] = arrays.imputed
+    out_dir = Path(run_path) / "eval"
+    out_dir.mkdir(exist_ok=True)
+    if result["confusion_matrix"] is not None:
+        plot_confusion(result["confusion_matrix"], run.config.class_names, out_dir / "confusion_matrix.png")
+    if result["likes_mae"] is not None:
+        keep = ~np.isnan(arrays.likes)
+        plot_likes(arrays.likes[keep], predicted["likes"][keep], out_dir / "likes.png")
+    write_json(out_dir / "metrics.json", result)
+    result["outputs"] = str(out_dir)
+    return result

@@ -1,0 +1,85 @@
+"""Numeric inputs and the likes target, scaled the same way at train, evaluate and predict time.
+
+Engagement counts span six orders of magnitude, so inputs and target are ``log1p``-transformed and
+then standardized. Every statistic is fitted on the training split only and stored in the run's
+``config.json`` (the design we started from fitted separate scalers on the test set, which leaks and
+breaks predictions on new data). Missing inputs are imputed with the training median and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from instacli.errors import InstacliError
+
+#: Numeric columns the model may use as inputs, in this order, when present in the data.
+NUMERIC_COLUMNS = ("comments", "shares", "followers")
+
+
+def as_float(values: Sequence[object]) -> np.ndarray:
+    """Column → float64 array with ``None`` (missing) as NaN."""
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+@dataclass
+class Scaler:
+    """Fitted statistics: feature names, imputation medians, log-space mean/std of inputs and target."""
+
+    features: list[str]
+    medians: list[float]
+    mean: list[float]
+    std: list[float]
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    likes_median: float = 0.0
+
+    @classmethod
+    def fit(cls, columns: Mapping[str, np.ndarray], features: Sequence[str], likes: np.ndarray | None) -> Scaler:
+        """Fit on the training split: ``columns`` maps feature name → raw counts (NaN = missing)."""
+        medians, means, stds = [], [], []
+        for name in features:
+            raw = columns[name]
+            observed = raw[~np.isnan(raw)]
+            if observed.size == 0:
+                raise InstacliError(f"feature '{name}' has no values in the training split; drop it from --features")
+            median = float(np.median(observed))
+            logged = np.log1p(np.where(np.isnan(raw), median, raw))
+            medians.append(median)
+            means.append(float(logged.mean()))
+            stds.append(float(logged.std()) or 1.0)
+        scaler = cls(features=list(features), medians=medians, mean=means, std=stds)
+        if likes is not None:
+            observed = likes[~np.isnan(likes)]
+            if observed.size:
+                logged = np.log1p(observed)
+                scaler.target_mean = float(logged.mean())
+                scaler.target_std = float(logged.std()) or 1.0
+                scaler.likes_median = float(np.median(observed))
+        return scaler
+
+    def transform(self, columns: Mapping[str, np.ndarray], n: int) -> tuple[np.ndarray, int]:
+        """Raw columns → standardized ``(n, F)`` float32 inputs and the number of imputed cells."""
+        out = np.empty((n, len(self.features)), dtype=np.float32)
+        imputed = 0
+        for j, name in enumerate(self.features):
+            raw = columns.get(name)
+            raw = np.full(n, np.nan) if raw is None else raw
+            missing = np.isnan(raw)
+            imputed += int(missing.sum())
+            logged = np.log1p(np.where(missing, self.medians[j], raw))
+            out[:, j] = (logged - self.mean[j]) / self.std[j]
+        return out, imputed
+
+    def encode_target(self, likes: np.ndarray) -> np.ndarray:
+        """Raw likes → standardized log1p likes (NaN stays NaN: a missing target is masked out)."""
+        return ((np.log1p(likes) - self.target_mean) / self.target_std).astype(np.float32)
+
+    def decode_target(self, z: np.ndarray) -> np.ndarray:
+        """Standardized log1p likes → likes (non-negative)."""
+        return np.clip(np.expm1(z * self.target_std + self.target_mean), 0.0, None)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

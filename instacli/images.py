@@ -1,0 +1,117 @@
+"""Decoding photos into the uint8 squares every encoder starts from, once.
+
+Training touches every image once per epoch; decoding JPEGs each time would dominate a CPU run. So a
+dataset split is decoded a single time into a ``(N, 3, R, R)`` uint8 array (``R`` = the encoder's
+``resize_size``), kept as a memory-mapped ``.npy`` file in the cache folder (``INSTACLI_CACHE``,
+default ``~/.cache/instacli``) and shared by every later run at that size. Prediction instead
+streams files through DataLoader workers and never holds a folder in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from instacli.errors import InstacliError
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("INSTACLI_CACHE", Path.home() / ".cache" / "instacli"))
+
+
+def decode_square(source: bytes | str | Path, size: int) -> np.ndarray:
+    """Photo → ``(3, size, size)`` uint8: EXIF-rotated, RGB, shorter side resized to ``size``, center-cropped.
+
+    ``Image.draft`` lets libjpeg decode a big JPEG directly at a reduced scale (2-8× less work).
+    Raises the PIL/OS error for unreadable files; callers decide whether to skip them.
+    """
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+        if img.format == "JPEG":
+            w, h = img.size
+            ratio = min(w, h) / size
+            if ratio >= 2:
+                img.draft("RGB", (int(w / ratio * 1.0) + 1, int(h / ratio) + 1))
+        img = ImageOps.exif_transpose(img)
+        if img.mode != "RGB":
+            if img.mode in ("RGBA", "LA", "P"):
+                img = img.convert("RGBA")
+                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, img)
+            img = img.convert("RGB")
+        w, h = img.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize((nw, nh), Image.BILINEAR, reducing_gap=2.0)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+        return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+
+
+class _BytesDataset(torch.utils.data.Dataset):
+    """Encoded images of a split, decoded in DataLoader workers."""
+
+    def __init__(self, encoded: Sequence[dict], size: int) -> None:
+        self.encoded = encoded
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        item = self.encoded[i]
+        try:
+            return torch.from_numpy(decode_square(item["bytes"] or item["path"], self.size))
+        except Exception as exc:
+            raise InstacliError(f"{item.get('path') or f'image #{i}'}: cannot decode ({exc}); rebuild the dataset with `instacli data build`") from None
+
+
+def decode_split(encoded: Sequence[dict], size: int, key: str | None, workers: int = 2) -> torch.Tensor:
+    """Decode a split's images (``[{"bytes", "path"}]``) to a uint8 tensor, reusing the cache for ``key``.
+
+    ``key`` identifies the split's content (dataset fingerprint + split); ``None`` disables the cache.
+    """
+    n = len(encoded)
+    path = cache_dir() / f"decoded-{key}-{size}.npy" if key else None
+    if path is not None and path.exists():
+        array = np.load(path, mmap_mode="c")  # copy-on-write map: pages load lazily, file never changes
+        if array.shape == (n, 3, size, size):
+            return torch.from_numpy(array)
+    array = np.empty((n, 3, size, size), dtype=np.uint8)
+    loader = torch.utils.data.DataLoader(
+        _BytesDataset(encoded, size), batch_size=64, num_workers=workers if n > 256 else 0
+    )
+    start = 0
+    for batch in loader:
+        array[start : start + len(batch)] = batch.numpy()
+        start += len(batch)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array)
+        os.replace(tmp, path)
+    return torch.from_numpy(array)
+
+
+class FileDataset(torch.utils.data.Dataset):
+    """Image files streamed for prediction; an unreadable file yields an error string, not an exception."""
+
+    def __init__(self, files: Sequence[Path], size: int) -> None:
+        self.files = files
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
+        try:
+            return torch.from_numpy(decode_square(self.files[i], self.size)), i, ""
+        except Exception as exc:  # corrupt, truncated or not an image: report and keep going
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), i, f"{type(exc).__name__}: {exc}".splitlines()[0]

@@ -1,0 +1,129 @@
+"""The multimodal, multi-task network and how a trained one is saved and loaded.
+
+Late fusion: the image encoder turns pixels into an embedding; a category head reads the
+embedding; the likes regressor reads the embedding together with the scaled numeric features.
+A run folder holds ``model.safetensors`` (weights only: no pickles) and ``config.json`` (everything
+needed to rebuild the network offline: component names and options, label names, scaler).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from instacli import __version__, registry
+from instacli.encoders import ImageEncoder, Preprocess
+from instacli.errors import InstacliError
+from instacli.features import Scaler
+from instacli.io import atomic_file
+
+
+
+@dataclass
+class ModelConfig:
+    """What ``config.json`` stores about the network (everything but the weights)."""
+
+    encoder: str
+    encoder_options: dict[str, Any]
+    regressor: str
+    regressor_options: dict[str, Any]
+    class_names: list[str]
+    scaler: dict[str, Any]
+    task: str = "both"
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    instacli_version: str = __version__
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class MultiTaskModel(nn.Module):
+    """Image encoder → category logits; [image embedding ⊕ numeric features] → standardized log1p(likes)."""
+
+    def __init__(self, encoder: ImageEncoder, regressor: nn.Module | None, num_classes: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.classifier = (
+            nn.Sequential(nn.LayerNorm(encoder.embed_dim), nn.Dropout(dropout), nn.Linear(encoder.embed_dim, num_classes))
+            if num_classes > 0
+            else None
+        )
+        self.regressor = regressor
+
+    def heads(self, embedding: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Both heads on a precomputed embedding (used directly when the encoder is frozen and cached)."""
+        logits = self.classifier(embedding) if self.classifier is not None else None
+        likes = self.regressor(embedding, features) if self.regressor is not None else None
+        return logits, likes
+
+    def forward(
+        self, inputs: torch.Tensor, features: torch.Tensor, embedded: bool = False
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``inputs`` are pixels, or precomputed embeddings when ``embedded`` (frozen, cached encoder)."""
+        return self.heads(inputs if embedded else self.encoder(inputs), features)
+
+
+def build_model(config: ModelConfig) -> MultiTaskModel:
+    """Instantiate the network described by ``config`` (weights initialized or pretrained, not loaded)."""
+    encoder = registry.encoders.create(config.encoder, **config.encoder_options)
+    regressor = None
+    if config.task != "category":
+        regressor = registry.regressors.create(
+            config.regressor,
+            embed_dim=encoder.embed_dim,
+            num_features=len(config.scaler["features"]),
+            **config.regressor_options,
+        )
+    num_classes = 0 if config.task == "likes" else len(config.class_names)
+    return MultiTaskModel(encoder, regressor, num_classes)
+
+
+@dataclass
+class LoadedRun:
+    """A trained run ready for inference."""
+
+    path: Path
+    config: ModelConfig
+    model: MultiTaskModel
+    scaler: Scaler
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.model.encoder.preprocess
+
+
+def save_model(run: Path, model: MultiTaskModel, config: ModelConfig) -> None:
+    """Write ``model.safetensors`` and ``config.json`` atomically (the config records the rebuild options)."""
+    config.encoder_options = dict(model.encoder.saved_options or config.encoder_options)
+    config.preprocess = model.encoder.preprocess.to_dict()
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = run / ".model.safetensors.tmp"
+    save_file(state, str(tmp), metadata={"format": "pt", "instacli_version": __version__})
+    tmp.replace(run / "model.safetensors")
+    with atomic_file(run / "config.json") as handle:
+        json.dump(config.to_json(), handle, indent=2)
+
+
+def load_run(run: Path | str) -> LoadedRun:
+    """Rebuild a trained network from a run folder, with no network access."""
+    run = Path(run)
+    config_path, weights = run / "config.json", run / "model.safetensors"
+    if not config_path.is_file() or not weights.is_file():
+        raise InstacliError(f"{run}: not a trained run (needs config.json and model.safetensors); train one with `instacli train --out {run}`")
+    try:
+        raw = json.loads(config_path.read_text())
+        config = ModelConfig(**{k: v for k, v in raw.items() if k in ModelConfig.__dataclass_fields__})
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise InstacliError(f"{config_path}: unreadable run config ({exc}); retrain the run") from None
+    model = build_model(config)
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    if missing or unexpected:
+        raise InstacliError(f"{weights}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]}); retrain the run")
+    model.eval()
+    return LoadedRun(path=run, config=config, model=model, scaler=Scaler(**config.scaler))

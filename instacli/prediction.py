@@ -1,0 +1,157 @@
+"""``instacli predict``: score every photo under a folder, streaming, to CSV, JSONL or Parquet.
+
+Files are decoded in DataLoader workers and scored in batches, so memory stays flat however large
+the folder. A file that cannot be read gets a row with ``error`` filled and the rest goes on. The
+output appears atomically when everything is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from instacli.augment import eval_view
+from instacli.errors import InstacliError
+from instacli.features import as_float
+from instacli.images import FileDataset
+from instacli.io import atomic_file, check_writable_target
+from instacli.model import LoadedRun, load_run
+from instacli.training import resolve_mixed_precision
+
+FORMATS = (".csv", ".jsonl", ".parquet")
+
+
+@dataclass
+class PredictSummary:
+    out: Path
+    scored: int
+    failed: int
+    from_defaults: int
+    seconds: float
+
+
+def _feature_matrix(run: LoadedRun, names: Sequence[str], table: dict[str, dict[str, Any]] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled numeric inputs for ``names`` and a flag per row telling whether training medians stood in."""
+    n = len(names)
+    features = run.scaler.features
+    if table is None or not features:
+        rows: list[dict[str, Any]] = [{} for _ in names]
+    else:
+        rows = [table.get(name) or table.get(Path(name).name) or {} for name in names]
+    from_defaults = np.array([bool(features) and not row for row in rows])
+    columns = {f: as_float([row.get(f) for row in rows]) for f in features}
+    scaled, _ = run.scaler.transform(columns, n)
+    return scaled, from_defaults
+
+
+def _read_metadata(path: Path, features: Sequence[str]) -> dict[str, dict[str, Any]]:
+    from instacli_datasets import read_engagement_table
+
+    table = read_engagement_table(path)
+    if table:
+        have = set().union(*(row.keys() for row in table.values()))
+        missing = [f for f in features if f not in have]
+        if missing:
+            raise InstacliError(f"{path}: lacks column(s) {', '.join(missing)} that this model uses; add them or predict without --metadata")
+    return table
+
+
+def _writer(out: Path, handle: Any, class_names: Sequence[str]) -> Callable[[list[dict[str, Any]]], None]:
+    """A function that appends rows to the open temp file in the format of ``out``'s suffix."""
+    columns = ["file", "label", *[f"prob_{c}" for c in class_names], "likes", "likes_from_defaults", "error"]
+    if out.suffix == ".csv":
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        return writer.writerows
+    if out.suffix == ".jsonl":
+        return lambda rows: handle.writelines(json.dumps(r) + "\n" for r in rows)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(c, pa.string() if c in ("file", "label", "error") else pa.bool_() if c == "likes_from_defaults" else pa.float64()) for c in columns])
+    parquet = pq.ParquetWriter(handle, schema)
+    return lambda rows: parquet.write_table(pa.Table.from_pylist(rows, schema=schema)) if rows else parquet.close()
+
+
+def iter_predictions(
+    run: LoadedRun, folder: Path, files: Sequence[Path], table: dict[str, dict[str, Any]] | None, batch_size: int, workers: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield one list of output rows per batch."""
+    names = [f.relative_to(folder).as_posix() for f in files]
+    features, from_defaults = _feature_matrix(run, names, table)
+    features_t = torch.from_numpy(features)
+    loader = torch.utils.data.DataLoader(
+        FileDataset(files, run.preprocess.resize_size), batch_size=batch_size, num_workers=workers,
+        prefetch_factor=4 if workers else None,
+    )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_mixed_precision("auto"))
+    model, classes = run.model.eval().to(device), run.config.class_names
+    for images, index, errors in loader:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            pixels = eval_view(images.to(device, non_blocking=True), run.preprocess)
+            logits, likes_z = model(pixels, features_t[index].to(device))
+        probs = torch.softmax(logits.float(), 1).cpu().numpy() if logits is not None else None
+        likes = run.scaler.decode_target(likes_z.float().cpu().numpy()) if likes_z is not None else None
+        rows = []
+        for k, i in enumerate(index.tolist()):
+            ok = not errors[k]
+            row: dict[str, Any] = {"file": names[i], "label": classes[int(probs[k].argmax())] if ok and probs is not None else None}
+            for c, name in enumerate(classes):
+                row[f"prob_{name}"] = float(probs[k, c]) if ok and probs is not None else None
+            row["likes"] = float(likes[k]) if ok and likes is not None else None
+            row["likes_from_defaults"] = bool(from_defaults[i]) if ok and likes is not None else None
+            row["error"] = errors[k]
+            rows.append(row)
+        yield rows
+
+
+def predict_folder(
+    run_path: Path,
+    folder: Path,
+    out: Path,
+    metadata: Path | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
+    overwrite: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> PredictSummary:
+    """Score every image under ``folder`` (recursively) with the run at ``run_path`` and write ``out``."""
+    import time
+
+    from instacli_datasets import iter_image_files
+
+    started = time.perf_counter()
+    if out.suffix not in FORMATS:
+        raise InstacliError(f"{out}: unknown output format; use a name ending in {', '.join(FORMATS)}")
+    if not folder.is_dir():
+        raise InstacliError(f"{folder}: not a folder; pass the folder of photos to score")
+    check_writable_target(out, overwrite, "prediction file")
+    run = load_run(run_path)
+    files = list(iter_image_files(folder))
+    if not files:
+        raise InstacliError(f"{folder}: no image files found (jpg, png, webp, …); check the path")
+    table = _read_metadata(metadata, run.scaler.features) if metadata else None
+    scored = failed = from_defaults = 0
+    with atomic_file(out, "wb" if out.suffix == ".parquet" else "w") as handle:
+        write = _writer(out, handle, run.config.class_names)
+        for rows in iter_predictions(run, folder, files, table, batch_size, workers):
+            write(rows)
+            bad = sum(bool(r["error"]) for r in rows)
+            failed += bad
+            scored += len(rows) - bad
+            from_defaults += sum(bool(r["likes_from_defaults"]) for r in rows)
+            if on_batch:
+                on_batch(len(rows))
+        if out.suffix == ".parquet":
+            write([])  # closes the Parquet footer
+        if scored == 0:
+            raise InstacliError(f"{folder}: none of the {len(files)} files could be read as an image; nothing was written")
+    return PredictSummary(out=out, scored=scored, failed=failed, from_defaults=from_defaults, seconds=time.perf_counter() - started)

@@ -1,0 +1,87 @@
+"""Training settings, resolved as: command-line flag > ``INSTACLI_*`` environment variable > ``--config`` TOML > default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from instacli.errors import InstacliError
+
+
+class TrainSettings(BaseSettings):
+    """Everything ``instacli train`` accepts. Defaults are measured on real photos (see README)."""
+
+    model_config = SettingsConfigDict(env_prefix="INSTACLI_", extra="forbid")
+
+    data: Path
+    out: Path | None = None
+    encoder: str = "vit-scratch"
+    preset: str | None = None
+    encoder_options: dict[str, Any] = {}
+    pretrained: str | None = None
+    regressor: str = "conv1d"
+    regressor_options: dict[str, Any] = {}
+    task: Literal["auto", "both", "category", "likes"] = "auto"
+    features: list[str] | None = None
+    image_size: int | None = None
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 2e-3
+    encoder_lr: float | None = None
+    weight_decay: float = 0.05
+    warmup_epochs: float = 3.0
+    label_smoothing: float = 0.1
+    likes_loss: Literal["l1", "huber", "mse"] = "l1"
+    likes_weight: float = 1.0
+    patience: int = 15
+    freeze_encoder: bool = False
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    seed: int = 42
+    workers: int = 2
+    grad_accum: int = 1
+    checkpoint_every: int = 0
+    time_budget: float | None = None
+    compile: bool = False
+    overwrite: bool = False
+    resume: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if toml_file:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml_file),)
+        return sources
+
+
+def load_settings(config: Path | None = None, **flags: Any) -> TrainSettings:
+    """Resolve settings from flags given on the command line (``None`` = not given), env and a TOML file."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    cls: type[TrainSettings] = TrainSettings
+    if config is not None:
+        if not config.is_file():
+            raise InstacliError(f"{config}: config file not found; pass an existing TOML file to --config")
+
+        class FromFile(TrainSettings):
+            model_config = SettingsConfigDict(env_prefix="INSTACLI_", extra="forbid", toml_file=config)
+
+        cls = FromFile
+    try:
+        return cls(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        source = f" (in {config})" if config else ""
+        raise InstacliError(f"{where}: {first['msg']}{source}; see `instacli train --help`") from None
+    except Exception as exc:  # e.g. a TOML syntax error
+        raise InstacliError(f"{config}: cannot read settings ({exc}); fix the TOML file") from None
