@@ -1,3 +1,4 @@
 """Built-in image encoders, one per file."""
 
 from instacli_plugins.encoders import vit_scratch  # noqa: F401
+from instacli_plugins.encoders import efficientnet_lite0  # noqa: F401
