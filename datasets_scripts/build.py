@@ -1,0 +1,291 @@
+"""``instacli data build``: photos + engagement → a portable, split ``datasets.DatasetDict`` on disk.
+
+The order of work is chosen so that a mistake costs little: everything that can be checked
+without decoding (layout, tables, options, the output path) is checked first; photos are then
+decoded in a process pool; the dataset is written into a hidden folder that is renamed into place
+only when complete (Ctrl-C leaves nothing behind).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from instacli.errors import InstacliError
+from instacli.io import atomic_dir, check_writable_target, write_json
+from instacli_datasets.engagement import COUNT_COLUMNS, OPTIONAL_COLUMNS, Table, read_table
+from instacli_datasets.folder import Skipped, Source, discover
+from instacli_datasets.images import encode_photos
+from instacli_datasets.splits import SPLITS, stratified_split
+from instacli_datasets.synthetic import seed_engagement
+
+INFO_FILE = "instacli_dataset.json"
+REPORT_FILE = "build_report.json"
+SYNTHETIC_KINDS = ("seed",)
+#: Engagement columns a likes model may use as inputs (likes itself is the target).
+NUMERIC_INPUTS = ("comments", "shares", "followers")
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Collected:
+    """The decoded rows of a source, sorted by file name, before any split."""
+
+    source: Source
+    rows: list[dict[str, Any]]
+    hashes: list[str]
+    columns: list[str]
+    engagement: str | None
+    skipped: list[Skipped]
+    unused_rows: list[str]
+    kept_original: int
+
+    @property
+    def numeric_columns(self) -> list[str]:
+        """Input columns that exist and are not all missing."""
+        return [c for c in NUMERIC_INPUTS if c in self.columns and any(r[c] is not None for r in self.rows)]
+
+
+@dataclass
+class BuildReport:
+    """What a build produced; also written (with the skipped list) to ``build_report.json``."""
+
+    out: Path
+    class_names: list[str]
+    counts: dict[str, dict[str, int]]
+    skipped: list[Skipped]
+    unused_rows: list[str]
+    kept_original: int
+    reencoded: int
+    fingerprint: str
+    seconds: float
+    engagement: str | None = None
+
+    @property
+    def n_images(self) -> int:
+        return sum(sum(per_class.values()) for per_class in self.counts.values())
+
+
+def _engagement_table(source: Source, engagement: Path | None, column_map: dict[str, str] | None) -> Table | None:
+    """The table that gives engagement: ``--engagement``, else a metadata file that has such columns."""
+    if engagement is not None:
+        table = read_table(Path(engagement), column_map)
+        if "likes" not in table.columns:
+            raise InstacliError(f"{engagement}: no 'likes' column; add one or name it with --map likes=<column>")
+        return table
+    if source.table is not None and set(source.table.columns) & {*COUNT_COLUMNS, *OPTIONAL_COLUMNS}:
+        return source.table
+    return None
+
+
+def _check_rows(source: Source, table: Table) -> None:
+    """Every photo needs a row: a photo without one would silently train on missing targets."""
+    missing = [p.file_name for p in source.photos if p.file_name not in table.rows]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise InstacliError(f"{table.path}: no row for photo '{missing[0]}'{more}; add rows keyed by file_name (path relative to SRC) or remove the photos")
+
+
+def collect(
+    src: Path,
+    *,
+    engagement: Path | None = None,
+    synthetic: str | None = None,
+    seed: int = 42,
+    max_side: int = 256,
+    workers: int = 2,
+    progress: Progress | None = None,
+    column_map: dict[str, str] | None = None,
+    min_classes: int = 2,
+) -> Collected:
+    """Discover, validate and decode every photo of ``src`` into dataset rows (in memory)."""
+    if synthetic is not None and synthetic not in SYNTHETIC_KINDS:
+        raise InstacliError(f"--synthetic-engagement: unknown generator '{synthetic}'; choose {' or '.join(SYNTHETIC_KINDS)}")
+    if synthetic is not None and engagement is not None:
+        raise InstacliError("--engagement and --synthetic-engagement: both given; choose one source of engagement")
+    source = discover(Path(src), min_classes=min_classes, column_map=None if engagement else column_map)
+    table = None if synthetic else _engagement_table(source, engagement, column_map)
+    if table is not None:
+        _check_rows(source, table)
+    results = encode_photos([str(p.path) for p in source.photos], max_side, workers, progress)
+
+    columns = [*COUNT_COLUMNS, *(c for c in OPTIONAL_COLUMNS if table is not None and c in table.columns)]
+    index = {name: i for i, name in enumerate(source.class_names)}
+    rows, hashes, skipped, kept = [], [], list(source.skipped), 0
+    for photo, result in zip(source.photos, results):
+        if isinstance(result, str):
+            skipped.append(Skipped(photo.file_name, result))
+            continue
+        values = table.rows[photo.file_name] if table is not None else {}
+        rows.append({
+            "image": {"bytes": result.data, "path": None},
+            "label": index[photo.label],
+            "file_name": photo.file_name,
+            **{c: values.get(c) for c in columns},
+        })
+        hashes.append(result.sha256)
+        kept += result.kept_original
+    _check_every_class_readable(source, rows, skipped)
+    if synthetic == "seed":
+        for column, values in seed_engagement([r["label"] for r in rows], source.class_names, seed).items():
+            for row, value in zip(rows, values):
+                row[column] = value
+    used = {p.file_name for p in source.photos}
+    unused = sorted(set(table.rows) - used) if table is not None and table is not source.table else []
+    kind = f"synthetic:{synthetic}" if synthetic else (f"table:{table.name}" if table is not None else None)
+    return Collected(source, rows, hashes, columns, kind, skipped, unused, kept)
+
+
+def _check_every_class_readable(source: Source, rows: list[dict[str, Any]], skipped: list[Skipped]) -> None:
+    present = Counter(r["label"] for r in rows)
+    for i, name in enumerate(source.class_names):
+        if not present[i]:
+            reasons = {s.file: s.reason for s in skipped}
+            first = next(p.file_name for p in source.photos if p.label == name)
+            raise InstacliError(f"category '{name}': none of its photos is readable (e.g. {first}: {reasons[first]}); fix or replace them")
+
+
+@contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """Silence ``datasets``' own progress bars (the CLI shows one bar for the whole build)."""
+    from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
+def features_for(class_names: Sequence[str], columns: Sequence[str]):
+    """The dataset schema: image bytes, class label, key, engagement columns (int64/str, None allowed)."""
+    from datasets import ClassLabel, Features, Image, Value
+
+    types = {"likes": "int64", "comments": "int64", "shares": "int64", "followers": "int64", "timestamp": "int64", "caption": "string"}
+    return Features({
+        "image": Image(),
+        "label": ClassLabel(names=list(class_names)),
+        "file_name": Value("string"),
+        **{c: Value(types[c]) for c in columns},
+    })
+
+
+def to_dataset(rows: list[dict[str, Any]], class_names: Sequence[str], columns: Sequence[str]):
+    """An in-memory ``datasets.Dataset`` of ``rows``."""
+    from datasets import Dataset
+
+    features = features_for(class_names, columns)
+    return Dataset.from_dict({name: [r[name] for r in rows] for name in features}, features=features)
+
+
+def fingerprint(collected: Collected, splits: Sequence[str] | None = None) -> str:
+    """sha256 over class names and, per photo, file name, image-bytes hash, label, split and engagement."""
+    digest = hashlib.sha256(json.dumps(collected.source.class_names).encode())
+    for i, (row, image_hash) in enumerate(zip(collected.rows, collected.hashes)):
+        values = [row["file_name"], image_hash, row["label"], splits[i] if splits else None, *(row[c] for c in collected.columns)]
+        digest.update(json.dumps(values, default=str).encode())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _check_options(out: Path, src: Path, overwrite: bool, seed: int, val_fraction: float, test_fraction: float, max_side: int, workers: int) -> None:
+    for option, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise InstacliError(f"{option}: {value} is not in [0, 1); give a fraction such as 0.15")
+    if val_fraction + test_fraction >= 1:
+        raise InstacliError(f"--val-fraction + --test-fraction: {val_fraction + test_fraction:g} leaves no training photos; keep the sum below 1")
+    if max_side < 8:
+        raise InstacliError(f"--max-side: {max_side} is too small; use at least 8 (256 is the default)")
+    if workers < 1:
+        raise InstacliError(f"--workers: {workers} must be at least 1")
+    if seed < 0:
+        raise InstacliError(f"--seed: {seed} must be ≥ 0")
+    out_abs, src_abs = out.resolve(), src.resolve()
+    if out_abs == src_abs or src_abs in out_abs.parents or out_abs in src_abs.parents:
+        raise InstacliError(f"--out {out}: must not be SRC, inside it or above it; choose a separate folder")
+    check_writable_target(out, overwrite, "dataset folder")
+    if out.exists() and not (out / INFO_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise InstacliError(f"--out {out}: exists and is not an instacli dataset (no {INFO_FILE}); refusing to replace it, choose another folder")
+
+
+def build_dataset(
+    src: Path,
+    out: Path,
+    *,
+    engagement: Path | None = None,
+    synthetic: str | None = None,
+    seed: int = 42,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    max_side: int = 256,
+    overwrite: bool = False,
+    workers: int = 2,
+    progress: Progress | None = None,
+    column_map: dict[str, str] | None = None,
+) -> BuildReport:
+    """Build the dataset of ``src`` into ``out`` (see the module docstring); returns what was done."""
+    from datasets import DatasetDict
+
+    from instacli import __version__
+
+    started = time.perf_counter()
+    src, out = Path(src), Path(out)
+    _check_options(out, src, overwrite, seed, val_fraction, test_fraction, max_side, workers)
+    collected = collect(src, engagement=engagement, synthetic=synthetic, seed=seed, max_side=max_side,
+                        workers=workers, progress=progress, column_map=column_map)
+    rows, names = collected.rows, collected.source.class_names
+    assignment = stratified_split([r["label"] for r in rows], [r["file_name"] for r in rows],
+                                  val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    counts = {s: {n: 0 for n in names} for s in SPLITS}
+    for row, split in zip(rows, assignment):
+        counts[split][names[row["label"]]] += 1
+    report = BuildReport(
+        out=out, class_names=names, counts=counts, skipped=collected.skipped, unused_rows=collected.unused_rows,
+        kept_original=collected.kept_original, reencoded=len(rows) - collected.kept_original,
+        fingerprint=fingerprint(collected, assignment), seconds=0.0, engagement=collected.engagement,
+    )
+    info = {
+        "instacli_version": __version__,
+        "source": str(src.resolve()),
+        "source_kind": collected.source.kind,
+        "engagement": collected.engagement,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "max_side": max_side,
+        "class_names": names,
+        "columns": ["image", "label", "file_name", *collected.columns],
+        "numeric_columns": collected.numeric_columns,
+        "splits": {s: sum(counts[s].values()) for s in SPLITS},
+        "class_counts": counts,
+        "skipped": len(collected.skipped),
+        "fingerprint": report.fingerprint,
+    }
+    with atomic_dir(out, overwrite=overwrite, what="dataset folder") as tmp, quiet_datasets():
+        splits = DatasetDict({
+            s: to_dataset([r for r, a in zip(rows, assignment) if a == s], names, collected.columns) for s in SPLITS
+        })
+        # an empty split needs an explicit single shard, or datasets writes none and cannot load it back
+        splits.save_to_disk(str(tmp), num_shards={s: 1 for s, ds in splits.items() if len(ds) == 0})
+        write_json(tmp / INFO_FILE, info)
+        report.seconds = time.perf_counter() - started
+        write_json(tmp / REPORT_FILE, {
+            "source": str(src.resolve()),
+            "out": str(out.resolve()),
+            "images": report.n_images,
+            "kept_original": report.kept_original,
+            "reencoded": report.reencoded,
+            "seconds": round(report.seconds, 3),
+            "images_per_second": round(report.n_images / max(report.seconds, 1e-9), 1),
+            "skipped": [{"file": s.file, "reason": s.reason} for s in collected.skipped],
+            "unused_table_rows": collected.unused_rows,
+        })
+    return report

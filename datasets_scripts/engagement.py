@@ -1,0 +1,233 @@
+"""Reading per-photo tables (engagement counts, labels, captions) from CSV, JSONL or Parquet.
+
+A table is keyed by ``file_name``: the photo's path relative to the source folder, posix form.
+Every value is checked here, once, so the builder can trust what it gets: counts are whole numbers
+≥ 0 or missing (None), keys are unique and never point outside the source. A bad value is a
+one-line :class:`InstacliError` naming the table and the line (row for Parquet) to fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from instacli.errors import InstacliError
+
+#: Engagement counts every dataset has as columns (None where unknown).
+COUNT_COLUMNS = ("likes", "comments", "shares")
+#: Columns a dataset carries only when its table provides them.
+OPTIONAL_COLUMNS = ("followers", "caption", "timestamp")
+#: Other names accepted for a canonical column (the original design called shares "distribution").
+ALIASES = {"distribution": "shares", "distributions": "shares"}
+KNOWN_COLUMNS = ("file_name", "label", *COUNT_COLUMNS, *OPTIONAL_COLUMNS)
+
+
+@dataclass
+class Table:
+    """A validated table: canonical column names → parsed values, per photo."""
+
+    path: Path
+    columns: tuple[str, ...]
+    rows: dict[str, dict[str, Any]]
+    where: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def locate(self, file_name: str) -> str:
+        """``"<table> line N"`` for messages about a row."""
+        return f"{self.name} {self.where[file_name]}"
+
+
+def normalize_file_name(raw: Any) -> str:
+    """Posix path relative to the source; raises ValueError for empty, absolute or escaping paths."""
+    text = str(raw).strip().replace("\\", "/") if raw is not None else ""
+    if not text:
+        raise ValueError("has an empty file_name")
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+        raise ValueError(f"file_name '{raw}' is an absolute path; use a path relative to SRC")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"file_name '{raw}' points outside SRC; use a path relative to SRC")
+    return "/".join(parts)
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip().lower() in ("", "nan", "null", "none", "na")
+
+
+def parse_count(value: Any) -> int | None:
+    """A whole number ≥ 0 from an int, an integral float or a numeric string; None when missing."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"is {value!r}, not a count")
+    number: float | int
+    if isinstance(value, int):
+        number = value
+    else:
+        try:
+            number = int(value) if isinstance(value, str) and value.strip().lstrip("-").isdigit() else float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"is '{value}', not a number") from None
+        if isinstance(number, float):
+            if not math.isfinite(number) or number != int(number):
+                raise ValueError(f"is '{value}', not a whole number")
+            number = int(number)
+    if number < 0:
+        raise ValueError(f"is negative ({number}); counts must be ≥ 0")
+    return int(number)
+
+
+def parse_timestamp(value: Any) -> int | None:
+    """Unix seconds (UTC) from epoch numbers, ISO-8601 strings (naive means UTC) or datetimes."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    else:
+        text = str(value).strip()
+        if re.fullmatch(r"-?\d+(\.\d+)?", text):
+            return int(float(text))
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"is '{value}', not Unix seconds or an ISO-8601 date") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
+
+
+def parse_text(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def parse_label(value: Any) -> str | None:
+    return None if _is_missing(value) else str(value).strip()
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "label": parse_label,
+    "likes": parse_count,
+    "comments": parse_count,
+    "shares": parse_count,
+    "followers": parse_count,
+    "caption": parse_text,
+    "timestamp": parse_timestamp,
+}
+
+
+def parse_mapping(specs: list[str] | None) -> dict[str, str]:
+    """``["likes=like_count,comments=n"]`` → ``{"likes": "like_count", "comments": "n"}`` (the --map option)."""
+    mapping: dict[str, str] = {}
+    for spec in specs or []:
+        for item in filter(None, (s.strip() for s in spec.split(","))):
+            canon, sep, column = item.partition("=")
+            canon, column = canon.strip().lower(), column.strip()
+            if not sep or not column:
+                raise InstacliError(f"--map: '{item}' is not COLUMN=SOURCE_COLUMN; write e.g. --map likes=like_count")
+            if canon not in KNOWN_COLUMNS:
+                raise InstacliError(f"--map: unknown column '{canon}'; known: {', '.join(KNOWN_COLUMNS)}")
+            mapping[canon] = column
+    return mapping
+
+
+def _raw_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``"line N"`` or ``"row N"``, raw record) for each record of a CSV, JSONL or Parquet file."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            for record in reader:
+                yield f"line {reader.line_num}", {k: v for k, v in record.items() if k is not None}
+    elif suffix in (".jsonl", ".ndjson"):
+        with path.open(encoding="utf-8-sig") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InstacliError(f"{path} line {number}: not valid JSON ({exc.msg}); fix that line") from None
+                if not isinstance(record, dict):
+                    raise InstacliError(f"{path} line {number}: expected a JSON object per line; fix that line")
+                yield f"line {number}", record
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            records = pq.read_table(path).to_pylist()
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise InstacliError(f"{path}: not a readable Parquet file ({exc}); re-export it") from None
+        for number, record in enumerate(records, 1):
+            yield f"row {number}", record
+    else:
+        raise InstacliError(f"{path}: unsupported table format '{path.suffix}'; use .csv, .jsonl or .parquet")
+
+
+def _resolve_columns(keys: list[str], mapping: dict[str, str], path: Path) -> dict[str, str]:
+    """Canonical column → column name in the file: --map first, then exact names (any case), then aliases."""
+    by_lower = {k.strip().lower(): k for k in keys}
+    resolved: dict[str, str] = {}
+    for canon, column in mapping.items():
+        if column.lower() not in by_lower:
+            raise InstacliError(f"--map {canon}={column}: {path.name} has no column '{column}'; its columns: {', '.join(keys)}")
+        resolved[canon] = by_lower[column.lower()]
+    for canon in KNOWN_COLUMNS:
+        if canon not in resolved and canon in by_lower:
+            resolved[canon] = by_lower[canon]
+    aliases = [a for a in ALIASES if a in by_lower and ALIASES[a] not in resolved]
+    if len(aliases) > 1:
+        raise InstacliError(f"{path}: columns {' and '.join(aliases)} both mean shares; keep one or pick with --map shares=<column>")
+    for alias in aliases:
+        resolved[ALIASES[alias]] = by_lower[alias]
+    if "file_name" not in resolved:
+        raise InstacliError(f"{path}: no 'file_name' column; add one (photo path relative to SRC) or pick one with --map file_name=<column>")
+    return resolved
+
+
+def read_table(path: Path, mapping: dict[str, str] | None = None) -> Table:
+    """Read and validate a table; raises InstacliError naming the file and line of the first bad value."""
+    path = Path(path)
+    if not path.is_file():
+        raise InstacliError(f"{path}: no such file; check the path")
+    try:
+        records = list(_raw_rows(path))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InstacliError(f"{path}: cannot be read as UTF-8 {path.suffix.lstrip('.').upper()} ({exc}); re-export it") from None
+    keys = list(dict.fromkeys(k for _, record in records for k in record))
+    columns = _resolve_columns(keys, mapping or {}, path)
+    rows: dict[str, dict[str, Any]] = {}
+    where: dict[str, str] = {}
+    for location, record in records:
+        try:
+            file_name = normalize_file_name(record.get(columns["file_name"]))
+        except ValueError as exc:
+            raise InstacliError(f"{path} {location}: {exc}") from None
+        if file_name in rows:
+            raise InstacliError(f"{path} {location}: file_name '{file_name}' repeats {where[file_name]}; keep one row per photo")
+        values = {}
+        for canon, column in columns.items():
+            if canon == "file_name":
+                continue
+            try:
+                values[canon] = PARSERS[canon](record.get(column))
+            except ValueError as exc:
+                raise InstacliError(f"{path} {location}: {column} {exc}; fix the value or leave it empty") from None
+        rows[file_name] = values
+        where[file_name] = location
+    return Table(path=path, columns=tuple(c for c in KNOWN_COLUMNS if c in columns and c != "file_name"), rows=rows, where=where)

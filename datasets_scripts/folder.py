@@ -1,0 +1,133 @@
+"""Finding the photos of a source folder and the category of each.
+
+Two layouts are understood: one sub-folder per category (any names; photos may sit deeper inside),
+or the ``datasets`` imagefolder convention, a ``metadata.csv``/``.jsonl``/``.parquet`` with
+``file_name`` and ``label`` columns. Photos are keyed by their path relative to the source in posix
+form, so tables, splits and fingerprints do not depend on where the folder lives. Hidden files and
+folders (``.DS_Store``, ``.git``) are ignored; anything else that cannot be used is *listed* as
+skipped, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from instacli.errors import InstacliError
+from instacli_datasets.engagement import Table, read_table
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+METADATA_NAMES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One photo to decode: where it is, its key, and its category (None for unlabeled data)."""
+
+    path: Path
+    file_name: str
+    label: str | None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file left out of the dataset and why; listed in build_report.json."""
+
+    file: str
+    reason: str
+
+
+@dataclass
+class Source:
+    """What a source folder holds, before any photo is decoded."""
+
+    root: Path
+    kind: str
+    photos: list[Photo]
+    class_names: list[str]
+    skipped: list[Skipped]
+    table: Table | None = None
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """Every non-hidden file below ``folder``, sorted by relative path (stable across machines)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(Path(dirpath, f) for f in filenames if not f.startswith("."))
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def iter_image_files(folder: Path) -> Iterator[Path]:
+    """Image files below ``folder`` (recursive, sorted, suffix match case-insensitive)."""
+    return (p for p in _visible_files(Path(folder)) if is_image_file(p))
+
+
+def _key(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def discover(src: Path, min_classes: int = 2, column_map: dict[str, str] | None = None) -> Source:
+    """Read the layout of ``src``: a metadata table if there is one (read with ``column_map``), else
+    one folder per category."""
+    src = Path(src)
+    if not src.is_dir():
+        raise InstacliError(f"{src}: not a folder; SRC must be a folder of category sub-folders or of photos with a metadata.csv")
+    metadata = [src / name for name in METADATA_NAMES if (src / name).is_file()]
+    if len(metadata) > 1:
+        raise InstacliError(f"{src}: has {' and '.join(p.name for p in metadata)}; keep one metadata file")
+    source = _from_metadata(src, metadata[0], column_map) if metadata else _from_category_folders(src)
+    if len(source.class_names) < min_classes:
+        found = ", ".join(source.class_names) or "none"
+        raise InstacliError(
+            f"{src}: found {len(source.class_names)} categor{'y' if len(source.class_names) == 1 else 'ies'} ({found}); "
+            f"need at least {min_classes}: one sub-folder per category, or a metadata.csv with file_name,label"
+        )
+    return source
+
+
+def _from_category_folders(src: Path) -> Source:
+    photos: list[Photo] = []
+    skipped: list[Skipped] = []
+    categories = sorted(d.name for d in src.iterdir() if d.is_dir() and not d.name.startswith("."))
+    for category in categories:
+        files = _visible_files(src / category)
+        images = [f for f in files if is_image_file(f)]
+        if not images:
+            raise InstacliError(f"{src / category}: category folder has no photos ({', '.join(sorted(IMAGE_SUFFIXES))}); add photos or remove the folder")
+        photos.extend(Photo(f, _key(src, f), category) for f in images)
+        skipped.extend(Skipped(_key(src, f), "not an image file (by its suffix)") for f in files if not is_image_file(f))
+    skipped.extend(Skipped(_key(src, f), "not inside a category folder") for f in src.iterdir() if f.is_file() and is_image_file(f))
+    photos.sort(key=lambda p: p.file_name)
+    return Source(root=src, kind="folders", photos=photos, class_names=categories, skipped=skipped)
+
+
+def _from_metadata(src: Path, metadata: Path, column_map: dict[str, str] | None) -> Source:
+    table = read_table(metadata, column_map)
+    if "label" not in table.columns:
+        raise InstacliError(f"{metadata}: no 'label' column; add one, or arrange the photos in one sub-folder per category")
+    photos: list[Photo] = []
+    skipped: list[Skipped] = []
+    for file_name, values in sorted(table.rows.items()):
+        path = src / file_name
+        if not path.is_file():
+            raise InstacliError(f"{table.locate(file_name)}: photo '{file_name}' not found under {src}; fix file_name or remove the row")
+        if not values.get("label"):
+            raise InstacliError(f"{table.locate(file_name)}: photo '{file_name}' has no label; fill it in or remove the row")
+        if is_image_file(path):
+            photos.append(Photo(path, file_name, values["label"]))
+        else:
+            skipped.append(Skipped(file_name, "not an image file (by its suffix)"))
+    listed = set(table.rows)
+    unlisted = [k for k in (_key(src, p) for p in iter_image_files(src)) if k not in listed]
+    if unlisted:
+        more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
+        raise InstacliError(f"{metadata}: no row for photo '{unlisted[0]}'{more}; add rows for them or move them out of SRC")
+    class_names = sorted({p.label for p in photos if p.label})
+    return Source(root=src, kind="metadata", photos=photos, class_names=class_names, skipped=skipped, table=table)

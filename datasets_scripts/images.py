@@ -1,0 +1,110 @@
+"""Turning photo files into the portable, small, upright RGB bytes a dataset stores.
+
+Decoding is the cost of a build, so it runs in a process pool and does as little as it can: a
+JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8 scale (``Image.draft``), and a file
+that is already a small, upright RGB JPEG or PNG keeps its original bytes (after a full decode to
+prove it is readable) instead of being re-encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import multiprocessing
+import signal
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps
+
+JPEG_QUALITY = 95
+_ORIENTATION = 0x0112
+_KEEPABLE_FORMATS = ("JPEG", "PNG")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A photo ready for the dataset: the bytes to store and their sha256 (for the fingerprint)."""
+
+    data: bytes
+    sha256: str
+    kept_original: bool
+
+
+def _target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB; transparent pixels become white rather than whatever colour hides under the alpha."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def encode_photo(path: str, max_side: int) -> Encoded | str:
+    """The stored form of one photo, or the reason it cannot be used (a string)."""
+    try:
+        with open(path, "rb") as handle:
+            original = handle.read()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(original))
+            orientation = image.getexif().get(_ORIENTATION, 1)
+            if (image.format in _KEEPABLE_FORMATS and image.mode == "RGB" and orientation == 1
+                    and max(image.size) <= max_side):
+                image.load()
+                return Encoded(original, hashlib.sha256(original).hexdigest(), kept_original=True)
+            target = _target_size(*image.size, max_side)
+            if image.format == "JPEG" and target != image.size:
+                image.draft(None, target)
+            image = _to_rgb(ImageOps.exif_transpose(image))
+            target = _target_size(*image.size, max_side)
+            if image.size != target:
+                image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
+            out = io.BytesIO()
+            image.save(out, format="JPEG", quality=JPEG_QUALITY)
+    except Exception as exc:  # any decoder failure means "unreadable photo": report it, never crash the build
+        return f"unreadable image ({type(exc).__name__}: {exc})"
+    data = out.getvalue()
+    return Encoded(data, hashlib.sha256(data).hexdigest(), kept_original=False)
+
+
+def _encode_task(task: tuple[str, int]) -> Encoded | str:
+    return encode_photo(*task)
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which terminates the pool (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def encode_photos(
+    paths: Sequence[str],
+    max_side: int,
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Encoded | str]:
+    """``encode_photo`` for every path, in order, on ``workers`` processes; ``progress(done, total)``."""
+    total = len(paths)
+    tasks = [(p, max_side) for p in paths]
+    results: list[Encoded | str] = []
+
+    def collect(iterable) -> list[Encoded | str]:
+        for result in iterable:
+            results.append(result)
+            if progress is not None:
+                progress(len(results), total)
+        return results
+
+    if workers <= 1 or total <= 1:
+        return collect(map(_encode_task, tasks))
+    chunksize = max(1, min(32, total // (workers * 8)))
+    with multiprocessing.get_context().Pool(workers, initializer=_ignore_sigint) as pool:
+        return collect(pool.imap(_encode_task, tasks, chunksize=chunksize))

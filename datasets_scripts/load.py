@@ -1,0 +1,76 @@
+"""Loading data for training, evaluation or prediction from whatever the user points at.
+
+A folder made by ``instacli data build`` (it has ``dataset_dict.json``) is memory-mapped as is. A
+plain folder of photos (one sub-folder per category, or a metadata file) is decoded in memory
+with every photo in it, so ``evaluate RUN --data FOLDER`` works without a build step; its
+unreadable photos are skipped and listed in ``DataInfo.skipped``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from instacli.errors import InstacliError
+from instacli_datasets.build import INFO_FILE, collect, fingerprint, quiet_datasets, to_dataset
+from instacli_datasets.folder import Skipped
+
+#: Longer side of photos decoded from a plain folder; large enough for any encoder's input.
+PLAIN_MAX_SIDE = 512
+
+
+@dataclass
+class DataInfo:
+    """What a consumer needs to know about a dataset besides its rows."""
+
+    class_names: list[str]
+    engagement: str | None
+    fingerprint: str
+    source: str
+    numeric_columns: list[str]
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def is_built_dataset(path: Path) -> bool:
+    return (Path(path) / "dataset_dict.json").is_file()
+
+
+def read_info(path: Path) -> DataInfo:
+    """The ``DataInfo`` recorded by ``data build`` in ``instacli_dataset.json``."""
+    info_path = Path(path) / INFO_FILE
+    if not info_path.is_file():
+        raise InstacliError(f"{path}: no {INFO_FILE}, so it was not made by 'instacli data build'; build it with that command")
+    info = json.loads(info_path.read_text())
+    return DataInfo(
+        class_names=info["class_names"], engagement=info["engagement"], fingerprint=info["fingerprint"],
+        source=info["source"], numeric_columns=info["numeric_columns"],
+    )
+
+
+def load_dataset_dict(path: Path):
+    """``(DatasetDict, DataInfo)`` of a folder made by ``data build``."""
+    from datasets import DatasetDict
+
+    info = read_info(path)
+    with quiet_datasets():
+        return DatasetDict.load_from_disk(str(path)), info
+
+
+def load_data(path: Path, split: str = "test", *, workers: int = 2):
+    """``(datasets.Dataset, DataInfo)``: split ``split`` of a built dataset, or all photos of a plain folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InstacliError(f"{path}: no such folder; give a dataset built by 'instacli data build' or a folder of photos")
+    if is_built_dataset(path):
+        dataset_dict, info = load_dataset_dict(path)
+        if split not in dataset_dict:
+            raise InstacliError(f"{path}: has no split '{split}'; its splits: {', '.join(dataset_dict)}")
+        return dataset_dict[split], info
+    collected = collect(path, max_side=PLAIN_MAX_SIDE, workers=workers, min_classes=1)
+    info = DataInfo(
+        class_names=collected.source.class_names, engagement=collected.engagement,
+        fingerprint=fingerprint(collected), source=str(path.resolve()),
+        numeric_columns=collected.numeric_columns, skipped=collected.skipped,
+    )
+    return to_dataset(collected.rows, info.class_names, collected.columns), info

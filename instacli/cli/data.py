@@ -1,0 +1,91 @@
+"""``instacli data build`` and ``instacli data info``: thin wrappers over :mod:`instacli_datasets`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from instacli.cli.main import app
+
+data_app = typer.Typer(help="Build datasets from photo folders and inspect them.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+
+
+@data_app.command("build")
+def build(
+    src: Annotated[Path, typer.Argument(help="Folder with one sub-folder per category, or photos + metadata.csv/.jsonl.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to create.")],
+    engagement: Annotated[Path | None, typer.Option(help="CSV/JSONL/Parquet keyed by file_name with likes, comments, shares (distribution) [, followers, caption, timestamp].")] = None,
+    synthetic_engagement: Annotated[str | None, typer.Option(help="Generate engagement instead: 'seed' (uniform ranges per category).")] = None,
+    column_map: Annotated[list[str] | None, typer.Option("--map", help="Column names of the table, e.g. likes=like_count,comments=n_comments (repeatable).")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of each category for validation.")] = 0.15,
+    test_fraction: Annotated[float, typer.Option(help="Share of each category for test.")] = 0.15,
+    seed: Annotated[int, typer.Option(help="Seed of the split and of synthetic engagement.")] = 42,
+    max_side: Annotated[int, typer.Option(help="Longer image side after resizing, in pixels.")] = 256,
+    workers: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset folder.")] = False,
+) -> None:
+    """Decode, resize and split the photos of SRC into a portable dataset folder."""
+    from instacli_datasets import build_dataset
+    from instacli_datasets.engagement import parse_mapping
+
+    mapping = parse_mapping(column_map)
+    with Progress(TextColumn("decoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("decode", total=None)
+        report = build_dataset(
+            src, out, engagement=engagement, synthetic=synthetic_engagement, seed=seed,
+            val_fraction=val_fraction, test_fraction=test_fraction, max_side=max_side,
+            overwrite=overwrite, workers=workers, column_map=mapping,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    table = Table(title=f"{report.out}  ({report.n_images} photos, {report.seconds:.1f} s)")
+    table.add_column("category")
+    for split in report.counts:
+        table.add_column(split, justify="right")
+    for name in report.class_names:
+        table.add_row(name, *(str(report.counts[s][name]) for s in report.counts))
+    console.print(table)
+    console.print(f"engagement: {report.engagement or 'none'}   kept original bytes: {report.kept_original}   re-encoded: {report.reencoded}")
+    if report.skipped:
+        console.print(f"[yellow]skipped {len(report.skipped)} file(s)[/]; reasons in {report.out / 'build_report.json'}")
+    if report.unused_rows:
+        console.print(f"[yellow]{len(report.unused_rows)} table row(s) matched no photo[/]; listed in {report.out / 'build_report.json'}")
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.6g}"
+
+
+@data_app.command("info")
+def info(data: Annotated[Path, typer.Argument(help="Dataset folder made by 'instacli data build'.")]) -> None:
+    """Show the splits, class balance and engagement statistics of a dataset."""
+    from instacli_datasets.summary import summarize
+
+    summary = summarize(data)
+    meta = summary.info
+    console.print(f"[bold]{data}[/]", highlight=False)
+    console.print(f"source: {meta.source}\nengagement: {meta.engagement or 'none'}\nfingerprint: {meta.fingerprint}", highlight=False, soft_wrap=True)
+
+    splits = Table(title="photos per split and category")
+    splits.add_column("category")
+    for split in summary.class_counts:
+        splits.add_column(split, justify="right")
+    splits.add_column("total", justify="right")
+    for name in [*meta.class_names, None]:
+        counts = [sum(c.values()) if name is None else c[name] for c in summary.class_counts.values()]
+        splits.add_row(name or "[bold]all[/]", *map(str, counts), str(sum(counts)))
+    console.print(splits)
+
+    stats = Table(title="engagement (all splits)")
+    for column in ("column", "category", "n", "missing", "min", "median", "mean", "max"):
+        stats.add_column(column, justify="left" if column in ("column", "category") else "right")
+    for row in summary.stats:
+        stats.add_row(row.column, row.class_name, str(row.count), str(row.missing),
+                      *map(_number, (row.min, row.median, row.mean, row.max)))
+    console.print(stats if meta.engagement else "engagement: none (category-only data)")

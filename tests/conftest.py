@@ -1,0 +1,86 @@
+"""Shared test helpers: tiny generated photo folders and an in-process CLI runner.
+
+Photos are made with PIL at a few pixels, so a whole folder costs milliseconds and no test needs
+the network or ../shared data.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+DEFAULT_CLASSES = {"animal": 10, "landscape": 10}
+
+
+def make_photo(
+    path: Path,
+    size: tuple[int, int] = (32, 24),
+    color: tuple[int, int, int] = (200, 40, 40),
+    *,
+    fmt: str | None = None,
+    mode: str = "RGB",
+    exif_orientation: int | None = None,
+) -> Path:
+    """Write a solid-colour image (format from the suffix unless ``fmt``); the left quarter is black
+    so that rotations are visible. ``exif_orientation`` sets the EXIF Orientation tag (JPEG)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", size, color)
+    image.paste((0, 0, 0), (0, 0, max(1, size[0] // 4), size[1]))
+    if mode == "RGBA":
+        image = image.convert("RGBA")
+        image.putalpha(Image.new("L", size, 0))
+    elif mode != "RGB":
+        image = image.convert(mode)
+    extra = {}
+    if exif_orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        extra["exif"] = exif.tobytes()
+    image.save(path, format=fmt, **extra)
+    return path
+
+
+def make_photo_tree(root: Path, counts: dict[str, int] | None = None, size: tuple[int, int] = (32, 24)) -> Path:
+    """``root/<category>/<category>_<i>.jpg`` with a distinct colour per photo; returns ``root``."""
+    for c, (category, n) in enumerate((counts or DEFAULT_CLASSES).items()):
+        for i in range(n):
+            make_photo(root / category / f"{category}_{i:02d}.jpg", size, ((i * 23) % 256, (i * 71 + 40) % 256, (c * 97) % 256))
+    return root
+
+
+@pytest.fixture
+def photo_tree(tmp_path: Path) -> Path:
+    """Two categories (animal, landscape) of 10 tiny JPEGs each."""
+    return make_photo_tree(tmp_path / "src")
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """Run ``instacli ARGS...`` in-process through the real entry point (exit code and one-line errors
+    included), faster than a subprocess."""
+    from instacli.cli.main import main
+
+    def run(*args: object) -> CliResult:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["instacli", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
