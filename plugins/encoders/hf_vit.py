@@ -1,0 +1,153 @@
+"""``hf-vit``: a Hugging Face transformers ``ViTModel``, pretrained or built from a config.
+
+``pretrained`` takes a hub id (``google/vit-base-patch16-224-in21k``, for online users or a filled
+Hugging Face cache) or a local folder written by ``save_pretrained``; the checkpoint's image
+processor, when it has one, supplies the mean, std and image size the weights were trained with.
+Without ``pretrained`` a small ViT is built from the size options, which suits a CPU.
+
+A trained run stores the full ``ViTConfig`` dict and ``pretrained=None`` as its options, so loading
+it rebuilds the architecture offline and then takes the weights from the run's safetensors.
+
+transformers is imported only when a model is built: it is the slowest import in the project and
+listing the registry must not pay for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from instacli.encoders import ImageEncoder, Preprocess
+from instacli.errors import InstacliError
+from instacli.registry import register_encoder
+
+if TYPE_CHECKING:
+    from transformers import ViTModel
+
+#: ViTImageProcessor's defaults, for checkpoints that come without an image processor.
+VIT_MEAN = (0.5, 0.5, 0.5)
+VIT_STD = (0.5, 0.5, 0.5)
+POOLINGS = ("cls", "pooler")
+
+
+def _is_local(pretrained: str) -> bool:
+    """A hub id is ``name`` or ``owner/name``; anything that exists or looks like a path is a folder."""
+    return Path(pretrained).expanduser().exists() or pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1 or "\\" in pretrained
+
+
+def _load_error(pretrained: str, exc: Exception) -> InstacliError:
+    """Turn transformers' multi-line loading errors into one line that says how to fix the problem."""
+    from huggingface_hub import is_offline_mode
+
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if _is_local(pretrained):
+        if not Path(pretrained).expanduser().exists():
+            return InstacliError(f"hf-vit: pretrained folder {pretrained} does not exist; pass a folder written by save_pretrained, or a hub id")
+        return InstacliError(f"hf-vit: {pretrained} is not a ViT checkpoint folder ({reason}); it needs config.json and model.safetensors from save_pretrained")
+    if is_offline_mode():
+        return InstacliError(
+            f"hf-vit: '{pretrained}' is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+            f"run once online (or `hf download {pretrained}`) to cache it, or pass --pretrained a local folder written by save_pretrained"
+        )
+    return InstacliError(
+        f"hf-vit: cannot load '{pretrained}' from the Hugging Face Hub ({reason}); "
+        "check the id and your connection, or pass --pretrained a local folder written by save_pretrained"
+    )
+
+
+def _checkpoint_preprocess(pretrained: str, default_size: int) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """Image size, mean and std from the checkpoint's image processor, or ViT defaults when it has none."""
+    from transformers import AutoImageProcessor
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(pretrained)
+    except OSError:  # no preprocessor_config.json: the weights still load, with ViT's default normalization
+        return default_size, VIT_MEAN, VIT_STD
+    size = processor.size
+    image_size = size.get("height") or size.get("shortest_edge") or default_size
+    return int(image_size), tuple(processor.image_mean), tuple(processor.image_std)
+
+
+class HFViT(ImageEncoder):
+    """ViTModel → CLS token after the final layer norm (``cls``) or the tanh pooler on it (``pooler``)."""
+
+    def __init__(self, vit: ViTModel, pooling: str, preprocess: Preprocess) -> None:
+        super().__init__()
+        self.vit = vit
+        self.pooling = pooling
+        self.preprocess = preprocess
+        self.embed_dim = vit.config.pooler_output_size if pooling == "pooler" else vit.config.hidden_size
+        # Position embeddings are interpolated only when the images differ from the checkpoint's size.
+        self.interpolate = preprocess.image_size != vit.config.image_size
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self.vit(pixel_values=pixels, interpolate_pos_encoding=self.interpolate)
+        return out.pooler_output if self.pooling == "pooler" else out.last_hidden_state[:, 0]
+
+
+def _build_vit(pretrained: str | None, config: dict[str, Any], pooling: str) -> ViTModel:
+    """``from_pretrained`` for a checkpoint, else a randomly initialized ViTModel from ``config``."""
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import ViTConfig, ViTModel
+
+    add_pooling_layer = pooling == "pooler"
+    if pretrained is not None:
+        try:
+            return ViTModel.from_pretrained(pretrained, add_pooling_layer=add_pooling_layer)
+        except (OSError, ValueError) as exc:
+            raise _load_error(pretrained, exc) from None
+    try:
+        return ViTModel(ViTConfig.from_dict(config), add_pooling_layer=add_pooling_layer)
+    except (ValueError, TypeError, StrictDataclassError) as exc:
+        raise InstacliError(f"hf-vit: invalid ViT config ({str(exc).strip().splitlines()[0]}); fix the size options") from None
+
+
+@register_encoder(
+    "hf-vit",
+    description="Hugging Face ViTModel: a hub id or local checkpoint (--pretrained), or a small one from scratch",
+    pretrained="any transformers ViT: hub id (e.g. google/vit-base-patch16-224-in21k) or save_pretrained folder",
+    input_size=64,
+)
+def hf_vit(
+    *,
+    pretrained: str | None = None,
+    config: dict[str, Any] | None = None,
+    image_size: int | None = None,
+    patch_size: int = 8,
+    hidden_size: int = 192,
+    num_hidden_layers: int = 4,
+    num_attention_heads: int = 3,
+    intermediate_size: int = 768,
+    pooling: str = "cls",
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    crop_pct: float = 0.875,
+) -> HFViT:
+    """transformers ViT; ``pretrained`` wins over ``config``, which wins over the size options.
+
+    ``image_size`` defaults to the checkpoint's (64 from scratch); another size interpolates the
+    position embeddings. ``mean``/``std`` default to the checkpoint's image processor.
+    """
+    if pooling not in POOLINGS:
+        raise InstacliError(f"hf-vit: pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}; pass -E pooling=cls")
+    if pretrained is None and config is None:
+        config = dict(
+            image_size=image_size or 64, patch_size=patch_size, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+            num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
+        )
+    vit = _build_vit(pretrained, config or {}, pooling)
+    size, default_mean, default_std = (
+        _checkpoint_preprocess(pretrained, vit.config.image_size) if pretrained is not None
+        else (vit.config.image_size, VIT_MEAN, VIT_STD)
+    )
+    preprocess = Preprocess(
+        image_size=image_size or size, mean=tuple(mean or default_mean), std=tuple(std or default_std), crop_pct=crop_pct
+    )
+    encoder = HFViT(vit, pooling, preprocess)
+    encoder.saved_options = dict(
+        pretrained=None, config=vit.config.to_dict(), image_size=preprocess.image_size, pooling=pooling,
+        mean=list(preprocess.mean), std=list(preprocess.std), crop_pct=crop_pct,
+    )
+    return encoder
