@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from instacli.registry import register_regressor
+from instacli_plugins.regressors.fusion import LateFusion
 
 
 class Conv1dRegressor(nn.Module):
@@ -18,10 +19,10 @@ class Conv1dRegressor(nn.Module):
 
     def __init__(self, embed_dim: int, num_features: int, channels: int, hidden: int, dropout: float) -> None:
         super().__init__()
-        self.numeric: nn.Module | None = None
-        fused = embed_dim
+        numeric: nn.Module | None = None
         if num_features > 0:
-            self.numeric = nn.Sequential(
+            numeric = nn.Sequential(
+                nn.Unflatten(1, (1, num_features)),
                 nn.Conv1d(1, channels, kernel_size=3, padding=1),
                 nn.GELU(),
                 nn.Flatten(),
@@ -30,15 +31,11 @@ class Conv1dRegressor(nn.Module):
                 nn.GELU(),
                 nn.Dropout(dropout),
             )
-            fused += hidden
-        self.image_norm = nn.LayerNorm(embed_dim)
-        self.out = nn.Linear(fused, 1)
+        self.fusion = LateFusion(embed_dim, num_features, numeric, numeric_dim=hidden)
+        self.out = nn.Linear(self.fusion.out_dim, 1)
 
     def forward(self, embedding: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        parts = [self.image_norm(embedding)]
-        if self.numeric is not None:
-            parts.append(self.numeric(features.unsqueeze(1)))
-        return self.out(torch.cat(parts, dim=1)).squeeze(1)
+        return self.out(self.fusion(embedding, features)).squeeze(1)
 
 
 @register_regressor("conv1d")

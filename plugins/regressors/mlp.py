@@ -1,0 +1,41 @@
+"""``mlp``: hidden layers over ``[LayerNorm(embedding) ⊕ numeric features]``.
+
+Unlike conv1d, which first squeezes the few numbers through a convolution, the MLP lets its first
+layer weigh image and numbers jointly, so interactions (a landscape photo from a big account) are
+learned directly; dropout after each hidden layer keeps it from memorising small datasets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from instacli.registry import register_regressor
+from instacli_plugins.regressors.fusion import LateFusion
+
+
+class MLPRegressor(nn.Module):
+    """LateFusion → (Linear → GELU → Dropout) per hidden width → Linear → standardized log1p(likes)."""
+
+    def __init__(self, embed_dim: int, num_features: int, hidden: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        self.fusion = LateFusion(embed_dim, num_features)
+        layers: list[nn.Module] = []
+        width = self.fusion.out_dim
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.GELU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, embedding: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.fusion(embedding, features)).squeeze(1)
+
+
+@register_regressor("mlp")
+def mlp(*, embed_dim: int, num_features: int, hidden: int | Sequence[int] = (256, 64), dropout: float = 0.2) -> MLPRegressor:
+    """Hidden layers (GELU, dropout) over the layer-normed image embedding concatenated with the numbers."""
+    widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    return MLPRegressor(embed_dim, num_features, widths, dropout)
