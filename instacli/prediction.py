@@ -52,15 +52,14 @@ def _feature_matrix(run: LoadedRun, names: Sequence[str], table: dict[str, dict[
 
 
 def _read_metadata(path: Path, features: Sequence[str]) -> dict[str, dict[str, Any]]:
-    from instacli_datasets import read_engagement_table
+    """Engagement rows keyed by file name, checked to carry every numeric feature the model uses."""
+    from instacli_datasets.engagement import read_table
 
-    table = read_engagement_table(path)
-    if table:
-        have = set().union(*(row.keys() for row in table.values()))
-        missing = [f for f in features if f not in have]
-        if missing:
-            raise InstacliError(f"{path}: lacks column(s) {', '.join(missing)} that this model uses; add them or predict without --metadata")
-    return table
+    table = read_table(path)
+    missing = [f for f in features if f not in table.columns]
+    if missing:
+        raise InstacliError(f"{path}: lacks column(s) {', '.join(missing)} that this model uses; add them or predict without --metadata")
+    return table.rows
 
 
 def _writer(out: Path, handle: Any, class_names: Sequence[str]) -> Callable[[list[dict[str, Any]]], None]:

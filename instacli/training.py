@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,10 +118,11 @@ def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
 
 
 def _model_config(settings: TrainSettings, class_names: list[str], scaler: Scaler, task: str) -> ModelConfig:
-    options = registry.encoders.resolve_options(
-        settings.encoder, settings.preset, **settings.encoder_options,
-        image_size=settings.image_size, pretrained=settings.pretrained,
-    )
+    options = dict(settings.encoder_options)
+    for key in ("image_size", "pretrained"):  # first-class flags for two common encoder options
+        if getattr(settings, key) is not None:
+            options[key] = getattr(settings, key)
+    options = registry.encoders.resolve_options(settings.encoder, settings.preset, **options)
     return ModelConfig(
         encoder=settings.encoder,
         encoder_options=options,
@@ -305,6 +307,9 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
         from instacli.plots import plot_curves
 
         plot_curves(history, run / "curves.png")
+        # The resume checkpoint is accelerate's format (it pickles RNG and optimizer state); a finished
+        # run keeps only safetensors and JSON.
+        shutil.rmtree(checkpoint, ignore_errors=True)
     result = TrainResult(
         run=run, best_epoch=state["best_epoch"], epochs_run=state["epoch"], best=best,
         seconds=seconds, images_per_second=images_seen / max(seconds, 1e-9),
