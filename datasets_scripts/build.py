@@ -23,12 +23,14 @@ from instacli.io import atomic_dir, check_writable_target, write_json
 from instacli_datasets.engagement import COUNT_COLUMNS, OPTIONAL_COLUMNS, Table, read_table
 from instacli_datasets.folder import Skipped, Source, discover
 from instacli_datasets.images import encode_photos
+from instacli_datasets.instaloader import discover_instaloader, is_instaloader_folder
 from instacli_datasets.splits import SPLITS, stratified_split
-from instacli_datasets.synthetic import seed_engagement
+from instacli_datasets.synthetic import SYNTHETIC_COLUMNS, SYNTHETIC_KINDS, synthesize
 
 INFO_FILE = "instacli_dataset.json"
 REPORT_FILE = "build_report.json"
-SYNTHETIC_KINDS = ("seed",)
+LAYOUTS = ("auto", "folder", "instaloader")
+UNLABELED = "(unlabeled)"
 #: Engagement columns a likes model may use as inputs (likes itself is the target).
 NUMERIC_INPUTS = ("comments", "shares", "followers")
 Progress = Callable[[int, int], None]
@@ -41,8 +43,10 @@ class Collected:
     source: Source
     rows: list[dict[str, Any]]
     hashes: list[str]
+    groups: list[str]
     columns: list[str]
     engagement: str | None
+    params: dict[str, Any]
     skipped: list[Skipped]
     unused_rows: list[str]
     kept_original: int
@@ -73,28 +77,52 @@ class BuildReport:
         return sum(sum(per_class.values()) for per_class in self.counts.values())
 
 
-def _engagement_table(source: Source, engagement: Path | None, column_map: dict[str, str] | None) -> Table | None:
-    """The table that gives engagement: ``--engagement``, else a metadata file that has such columns."""
-    if engagement is not None:
-        table = read_table(Path(engagement), column_map)
-        if "likes" not in table.columns:
-            raise InstacliError(f"{engagement}: no 'likes' column; add one or name it with --map likes=<column>")
-        return table
-    if source.table is not None and set(source.table.columns) & {*COUNT_COLUMNS, *OPTIONAL_COLUMNS}:
-        return source.table
-    return None
+def open_source(
+    src: Path,
+    *,
+    layout: str = "auto",
+    labels: Path | None = None,
+    label_from: str | None = None,
+    carousel: str = "first",
+    column_map: dict[str, str] | None = None,
+    min_classes: int = 2,
+) -> Source:
+    """Read the layout of ``src``: ``folder`` (category sub-folders or a metadata file, where
+    ``column_map`` renames the metadata's columns), ``instaloader``, or ``auto`` to tell them apart."""
+    if layout not in LAYOUTS:
+        raise InstacliError(f"--source: unknown layout '{layout}'; choose {', '.join(LAYOUTS)}")
+    if layout == "auto":
+        layout = "instaloader" if Path(src).is_dir() and is_instaloader_folder(Path(src)) else "folder"
+    if layout == "instaloader":
+        return discover_instaloader(Path(src), labels=labels, label_from=label_from, carousel=carousel, min_classes=min_classes)
+    if labels is not None or label_from is not None:
+        raise InstacliError(f"--labels/--label-from: only for instaloader downloads; {src} takes its labels from its folders or metadata file")
+    return discover(Path(src), min_classes=min_classes, column_map=column_map)
 
 
-def _check_rows(source: Source, table: Table) -> None:
-    """Every photo needs a row: a photo without one would silently train on missing targets."""
+def _engagement_table(source: Source, engagement: Path | None, column_map: dict[str, str] | None) -> tuple[Table | None, str | None]:
+    """The table that gives engagement and its kind: ``--engagement``, else the source's own table."""
+    if engagement is None:
+        return (source.table, source.engagement) if source.engagement else (None, None)
+    if source.engagement == "instaloader":
+        raise InstacliError("--engagement: instaloader downloads bring their own engagement; drop the option")
+    table = read_table(Path(engagement), column_map)
+    if "likes" not in table.columns:
+        raise InstacliError(f"{engagement}: no 'likes' column; add one or name it with --map likes=<column>")
     missing = [p.file_name for p in source.photos if p.file_name not in table.rows]
-    if missing:
+    if missing:  # a photo without a row would silently train on a missing target
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise InstacliError(f"{table.path}: no row for photo '{missing[0]}'{more}; add rows keyed by file_name (path relative to SRC) or remove the photos")
+    return table, f"table:{table.name}"
+
+
+def label_name(label: int, class_names: Sequence[str]) -> str:
+    """The category name of a label index; ``(unlabeled)`` for -1 (likes-only data)."""
+    return class_names[label] if label >= 0 else UNLABELED
 
 
 def collect(
-    src: Path,
+    source: Source,
     *,
     engagement: Path | None = None,
     synthetic: str | None = None,
@@ -103,22 +131,19 @@ def collect(
     workers: int = 2,
     progress: Progress | None = None,
     column_map: dict[str, str] | None = None,
-    min_classes: int = 2,
 ) -> Collected:
-    """Discover, validate and decode every photo of ``src`` into dataset rows (in memory)."""
+    """Validate the engagement of ``source`` and decode every photo into dataset rows (in memory)."""
     if synthetic is not None and synthetic not in SYNTHETIC_KINDS:
         raise InstacliError(f"--synthetic-engagement: unknown generator '{synthetic}'; choose {' or '.join(SYNTHETIC_KINDS)}")
-    if synthetic is not None and engagement is not None:
-        raise InstacliError("--engagement and --synthetic-engagement: both given; choose one source of engagement")
-    source = discover(Path(src), min_classes=min_classes, column_map=None if engagement else column_map)
-    table = None if synthetic else _engagement_table(source, engagement, column_map)
-    if table is not None:
-        _check_rows(source, table)
+    if synthetic is not None and (engagement is not None or source.engagement == "instaloader"):
+        raise InstacliError("--synthetic-engagement: the data already has engagement (--engagement or instaloader); choose one source")
+    table, kind = (None, f"synthetic:{synthetic}") if synthetic else _engagement_table(source, engagement, column_map)
     results = encode_photos([str(p.path) for p in source.photos], max_side, workers, progress)
 
-    columns = [*COUNT_COLUMNS, *(c for c in OPTIONAL_COLUMNS if table is not None and c in table.columns)]
+    provided = SYNTHETIC_COLUMNS[synthetic] if synthetic else (table.columns if table is not None else ())
+    columns = [*COUNT_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in provided)]
     index = {name: i for i, name in enumerate(source.class_names)}
-    rows, hashes, skipped, kept = [], [], list(source.skipped), 0
+    rows, hashes, groups, skipped, kept = [], [], [], list(source.skipped), 0
     for photo, result in zip(source.photos, results):
         if isinstance(result, str):
             skipped.append(Skipped(photo.file_name, result))
@@ -126,25 +151,28 @@ def collect(
         values = table.rows[photo.file_name] if table is not None else {}
         rows.append({
             "image": {"bytes": result.data, "path": None},
-            "label": index[photo.label],
+            "label": index.get(photo.label, -1),
             "file_name": photo.file_name,
             **{c: values.get(c) for c in columns},
         })
         hashes.append(result.sha256)
+        groups.append(photo.group or photo.file_name)
         kept += result.kept_original
     _check_every_class_readable(source, rows, skipped)
-    if synthetic == "seed":
-        for column, values in seed_engagement([r["label"] for r in rows], source.class_names, seed).items():
+    params: dict[str, Any] = {}
+    if synthetic:
+        generated, params = synthesize(synthetic, [r["label"] for r in rows], source.class_names, seed)
+        for column, values in generated.items():
             for row, value in zip(rows, values):
                 row[column] = value
-    used = {p.file_name for p in source.photos}
-    unused = sorted(set(table.rows) - used) if table is not None and table is not source.table else []
-    kind = f"synthetic:{synthetic}" if synthetic else (f"table:{table.name}" if table is not None else None)
-    return Collected(source, rows, hashes, columns, kind, skipped, unused, kept)
+    unused = sorted(set(table.rows) - {p.file_name for p in source.photos}) if table is not None and table is not source.table else []
+    return Collected(source, rows, hashes, groups, columns, kind, params, skipped, unused, kept)
 
 
 def _check_every_class_readable(source: Source, rows: list[dict[str, Any]], skipped: list[Skipped]) -> None:
     present = Counter(r["label"] for r in rows)
+    if not rows:
+        raise InstacliError(f"{source.root}: none of its {len(source.photos)} photos is readable (e.g. {skipped[-1].file}: {skipped[-1].reason}); fix or replace them")
     for i, name in enumerate(source.class_names):
         if not present[i]:
             reasons = {s.file: s.reason for s in skipped}
@@ -230,8 +258,17 @@ def build_dataset(
     workers: int = 2,
     progress: Progress | None = None,
     column_map: dict[str, str] | None = None,
+    layout: str = "auto",
+    labels: Path | None = None,
+    label_from: str | None = None,
+    carousel: str = "first",
 ) -> BuildReport:
-    """Build the dataset of ``src`` into ``out`` (see the module docstring); returns what was done."""
+    """Build the dataset of ``src`` into ``out`` (see the module docstring); returns what was done.
+
+    ``column_map`` renames columns of the engagement table (else of the metadata file); ``layout``,
+    ``labels``, ``label_from`` and ``carousel`` are described at :func:`open_source` and
+    :func:`instacli_datasets.instaloader.discover_instaloader`.
+    """
     from datasets import DatasetDict
 
     from instacli import __version__
@@ -239,14 +276,16 @@ def build_dataset(
     started = time.perf_counter()
     src, out = Path(src), Path(out)
     _check_options(out, src, overwrite, seed, val_fraction, test_fraction, max_side, workers)
-    collected = collect(src, engagement=engagement, synthetic=synthetic, seed=seed, max_side=max_side,
+    source = open_source(src, layout=layout, labels=labels, label_from=label_from, carousel=carousel,
+                         column_map=None if engagement else column_map)
+    collected = collect(source, engagement=engagement, synthetic=synthetic, seed=seed, max_side=max_side,
                         workers=workers, progress=progress, column_map=column_map)
-    rows, names = collected.rows, collected.source.class_names
-    assignment = stratified_split([r["label"] for r in rows], [r["file_name"] for r in rows],
+    rows, names = collected.rows, source.class_names
+    assignment = stratified_split([r["label"] for r in rows], collected.groups,
                                   val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    counts = {s: {n: 0 for n in names} for s in SPLITS}
+    counts = {s: {n: 0 for n in names or [UNLABELED]} for s in SPLITS}
     for row, split in zip(rows, assignment):
-        counts[split][names[row["label"]]] += 1
+        counts[split][label_name(row["label"], names)] += 1
     report = BuildReport(
         out=out, class_names=names, counts=counts, skipped=collected.skipped, unused_rows=collected.unused_rows,
         kept_original=collected.kept_original, reencoded=len(rows) - collected.kept_original,
@@ -255,8 +294,9 @@ def build_dataset(
     info = {
         "instacli_version": __version__,
         "source": str(src.resolve()),
-        "source_kind": collected.source.kind,
+        "source_kind": source.kind,
         "engagement": collected.engagement,
+        "engagement_params": collected.params,
         "seed": seed,
         "val_fraction": val_fraction,
         "test_fraction": test_fraction,

@@ -24,11 +24,13 @@ METADATA_NAMES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
 
 @dataclass(frozen=True)
 class Photo:
-    """One photo to decode: where it is, its key, and its category (None for unlabeled data)."""
+    """One photo to decode: where it is, its key, its category (None for unlabeled data) and the
+    group it must share a split with (the photos of one post; None: a group of its own)."""
 
     path: Path
     file_name: str
     label: str | None
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,8 @@ class Skipped:
 
 @dataclass
 class Source:
-    """What a source folder holds, before any photo is decoded."""
+    """What a source folder holds, before any photo is decoded; ``table`` is its own per-photo table
+    (metadata file, instaloader JSON) and ``engagement`` names it when it carries engagement."""
 
     root: Path
     kind: str
@@ -49,13 +52,14 @@ class Source:
     class_names: list[str]
     skipped: list[Skipped]
     table: Table | None = None
+    engagement: str | None = None
 
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _visible_files(folder: Path) -> list[Path]:
+def visible_files(folder: Path) -> list[Path]:
     """Every non-hidden file below ``folder``, sorted by relative path (stable across machines)."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -66,7 +70,7 @@ def _visible_files(folder: Path) -> list[Path]:
 
 def iter_image_files(folder: Path) -> Iterator[Path]:
     """Image files below ``folder`` (recursive, sorted, suffix match case-insensitive)."""
-    return (p for p in _visible_files(Path(folder)) if is_image_file(p))
+    return (p for p in visible_files(Path(folder)) if is_image_file(p))
 
 
 def _key(root: Path, path: Path) -> str:
@@ -97,7 +101,7 @@ def _from_category_folders(src: Path) -> Source:
     skipped: list[Skipped] = []
     categories = sorted(d.name for d in src.iterdir() if d.is_dir() and not d.name.startswith("."))
     for category in categories:
-        files = _visible_files(src / category)
+        files = visible_files(src / category)
         images = [f for f in files if is_image_file(f)]
         if not images:
             raise InstacliError(f"{src / category}: category folder has no photos ({', '.join(sorted(IMAGE_SUFFIXES))}); add photos or remove the folder")
@@ -130,4 +134,6 @@ def _from_metadata(src: Path, metadata: Path, column_map: dict[str, str] | None)
         more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
         raise InstacliError(f"{metadata}: no row for photo '{unlisted[0]}'{more}; add rows for them or move them out of SRC")
     class_names = sorted({p.label for p in photos if p.label})
-    return Source(root=src, kind="metadata", photos=photos, class_names=class_names, skipped=skipped, table=table)
+    has_engagement = bool(set(table.columns) - {"label"})
+    return Source(root=src, kind="metadata", photos=photos, class_names=class_names, skipped=skipped, table=table,
+                  engagement=f"table:{table.name}" if has_engagement else None)

@@ -1,8 +1,8 @@
 """Loading data for training, evaluation or prediction from whatever the user points at.
 
 A folder made by ``instacli data build`` (it has ``dataset_dict.json``) is memory-mapped as is. A
-plain folder of photos (one sub-folder per category, or a metadata file) is decoded in memory
-with every photo in it, so ``evaluate RUN --data FOLDER`` works without a build step; its
+plain folder of photos (one sub-folder per category, a metadata file, or an instaloader download)
+is decoded in memory with every photo in it, so ``evaluate RUN --data FOLDER`` works without a build step; its
 unreadable photos are skipped and listed in ``DataInfo.skipped``.
 """
 
@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from instacli.errors import InstacliError
-from instacli_datasets.build import INFO_FILE, collect, fingerprint, quiet_datasets, to_dataset
+from instacli_datasets.build import INFO_FILE, collect, fingerprint, open_source, quiet_datasets, to_dataset
 from instacli_datasets.folder import Skipped
 
 #: Longer side of photos decoded from a plain folder; large enough for any encoder's input.
@@ -30,6 +31,8 @@ class DataInfo:
     source: str
     numeric_columns: list[str]
     skipped: list[Skipped] = field(default_factory=list)
+    #: Parameters of the engagement generator (``synthetic:realistic``), e.g. for ``oracle_log_likes``.
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 def is_built_dataset(path: Path) -> bool:
@@ -44,7 +47,7 @@ def read_info(path: Path) -> DataInfo:
     info = json.loads(info_path.read_text())
     return DataInfo(
         class_names=info["class_names"], engagement=info["engagement"], fingerprint=info["fingerprint"],
-        source=info["source"], numeric_columns=info["numeric_columns"],
+        source=info["source"], numeric_columns=info["numeric_columns"], params=info.get("engagement_params", {}),
     )
 
 
@@ -67,10 +70,10 @@ def load_data(path: Path, split: str = "test", *, workers: int = 2):
         if split not in dataset_dict:
             raise InstacliError(f"{path}: has no split '{split}'; its splits: {', '.join(dataset_dict)}")
         return dataset_dict[split], info
-    collected = collect(path, max_side=PLAIN_MAX_SIDE, workers=workers, min_classes=1)
+    collected = collect(open_source(path, min_classes=1), max_side=PLAIN_MAX_SIDE, workers=workers)
     info = DataInfo(
         class_names=collected.source.class_names, engagement=collected.engagement,
         fingerprint=fingerprint(collected), source=str(path.resolve()),
-        numeric_columns=collected.numeric_columns, skipped=collected.skipped,
+        numeric_columns=collected.numeric_columns, skipped=collected.skipped, params=collected.params,
     )
     return to_dataset(collected.rows, info.class_names, collected.columns), info

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from instacli_datasets.build import NUMERIC_INPUTS
+from instacli_datasets.build import NUMERIC_INPUTS, UNLABELED, label_name
 from instacli_datasets.load import DataInfo, load_dataset_dict
 
 
@@ -42,9 +42,9 @@ def summarize(path: Path) -> Summary:
     class_counts = {}
     for split, ds in dataset_dict.items():
         table = ds.select_columns(["label", *columns]).to_dict()
-        class_counts[split] = {n: 0 for n in names}
+        class_counts[split] = {n: 0 for n in names or [UNLABELED]}
         for label in table["label"]:
-            class_counts[split][names[label]] += 1
+            class_counts[split][label_name(label, names)] += 1
         labels.extend(table["label"])
         for c in columns:
             values[c].extend(table[c])
@@ -52,7 +52,7 @@ def summarize(path: Path) -> Summary:
     label_array = np.asarray(labels)
     for c in columns:
         column = np.asarray([np.nan if v is None else v for v in values[c]], dtype=float)
-        for i, name in enumerate(names):
+        for i, name in enumerate(names) if names else [(-1, UNLABELED)]:
             picked = column[label_array == i]
             present = picked[~np.isnan(picked)]
             numbers = (present.min(), np.median(present), present.mean(), present.max()) if present.size else (None,) * 4

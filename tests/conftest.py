@@ -53,6 +53,14 @@ def make_photo_tree(root: Path, counts: dict[str, int] | None = None, size: tupl
     return root
 
 
+def built_rows(out: Path) -> dict[str, dict]:
+    """Every row of a dataset built into ``out`` (images dropped, ``split`` added), by file name."""
+    from datasets import DatasetDict
+
+    dd = DatasetDict.load_from_disk(str(out))
+    return {r["file_name"]: r | {"split": split} for split, ds in dd.items() for r in ds.remove_columns("image")}
+
+
 @pytest.fixture
 def photo_tree(tmp_path: Path) -> Path:
     """Two categories (animal, landscape) of 10 tiny JPEGs each."""

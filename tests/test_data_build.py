@@ -10,7 +10,7 @@ import pytest
 from datasets import ClassLabel, DatasetDict, Image as ImageFeature, Value
 from PIL import Image
 
-from conftest import make_photo, make_photo_tree
+from tests.conftest import make_photo, make_photo_tree
 from instacli.errors import InstacliError
 from instacli_datasets import build_dataset, iter_image_files, load_data
 

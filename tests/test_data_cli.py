@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_photo
+from tests.conftest import make_photo
 
 
 def test_build_and_info(run_cli, photo_tree: Path, tmp_path: Path) -> None:
@@ -79,3 +79,16 @@ def test_info_on_a_plain_folder_is_a_clear_error(run_cli, photo_tree: Path) -> N
     result = run_cli("data", "info", photo_tree)
     assert result.code == 2 and "instacli_dataset.json" in result.stderr
 
+
+
+def test_map_option_repeated_and_comma_separated(run_cli, photo_tree: Path, tmp_path: Path) -> None:
+    names = sorted(p.relative_to(photo_tree).as_posix() for p in photo_tree.rglob("*.jpg"))
+    table = tmp_path / "eng.jsonl"
+    table.write_text("".join(json.dumps({"path": n, "like_count": i, "n_comments": 2 * i}) + "\n" for i, n in enumerate(names)))
+    result = run_cli("data", "build", photo_tree, "--out", tmp_path / "data", "--engagement", table,
+                     "--map", "file_name=path", "--map", "likes=like_count,comments=n_comments")
+    assert result.code == 0, result.stderr
+    meta = json.loads((tmp_path / "data" / "instacli_dataset.json").read_text())
+    assert meta["engagement"] == "table:eng.jsonl" and meta["numeric_columns"] == ["comments"]
+    bad = run_cli("data", "build", photo_tree, "--out", tmp_path / "bad", "--engagement", table, "--map", "likes")
+    assert bad.code == 2 and "--map: 'likes' is not COLUMN=SOURCE_COLUMN" in bad.stderr

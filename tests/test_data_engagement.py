@@ -1,28 +1,22 @@
-"""Engagement for data build: tables (CSV/JSONL/Parquet, aliases, optional columns), metadata folders,
-validation errors, and the synthetic 'seed' generator."""
+"""Engagement tables for data build: CSV/JSONL/Parquet, aliases, --map, optional columns, metadata
+folders and validation errors."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from datasets import DatasetDict, Value
+from datasets import Value
 
-from conftest import make_photo, make_photo_tree
+from tests.conftest import built_rows, make_photo
 from instacli.errors import InstacliError
 from instacli_datasets import build_dataset, load_data
-from instacli_datasets.synthetic import likes_exponents, seed_engagement
 
 
 def _names(src: Path) -> list[str]:
     return sorted(p.relative_to(src).as_posix() for p in src.rglob("*.jpg"))
 
-
-def _all_rows(out: Path) -> dict[str, dict]:
-    dd = DatasetDict.load_from_disk(str(out))
-    return {r["file_name"]: r for split in dd.values() for r in split.remove_columns("image")}
 
 
 def _write_csv(path: Path, header: str, lines: list[str]) -> Path:
@@ -36,7 +30,7 @@ def test_csv_with_distribution_alias_and_missing_values(photo_tree: Path, tmp_pa
     table = _write_csv(tmp_path / "eng.csv", "file_name,likes,comments,distribution", [*lines, "gone/extra.jpg,1,1,1"])
     report = build_dataset(photo_tree, tmp_path / "data", engagement=table, workers=1)
     assert report.engagement == "table:eng.csv" and report.unused_rows == ["gone/extra.jpg"]
-    rows = _all_rows(tmp_path / "data")
+    rows = built_rows(tmp_path / "data")
     assert rows[names[3]]["likes"] == 30 and rows[names[3]]["comments"] == 3 and rows[names[3]]["shares"] == 103
     assert rows[names[0]]["comments"] is None and rows[names[0]]["likes"] == 0
     _, info = load_data(tmp_path / "data", split="validation")
@@ -55,7 +49,7 @@ def test_jsonl_with_optional_columns(photo_tree: Path, tmp_path: Path) -> None:
     ds, info = load_data(tmp_path / "data", split="train")
     assert ds.features["followers"] == Value("int64") and ds.features["timestamp"] == Value("int64")
     assert ds.features["caption"] == Value("string")
-    rows = _all_rows(tmp_path / "data")
+    rows = built_rows(tmp_path / "data")
     first = rows[_names(photo_tree)[0]]
     assert first["timestamp"] == 1704164645 and first["caption"] == "photo 0" and first["followers"] == 1000
     assert rows[_names(photo_tree)[1]]["followers"] is None
@@ -70,7 +64,7 @@ def test_parquet_table_and_column_map(photo_tree: Path, tmp_path: Path) -> None:
     pq.write_table(pa.table({"path": names, "like_count": list(range(len(names)))}), tmp_path / "eng.parquet")
     build_dataset(photo_tree, tmp_path / "data", engagement=tmp_path / "eng.parquet", workers=1,
                   column_map={"file_name": "path", "likes": "like_count"})
-    rows = _all_rows(tmp_path / "data")
+    rows = built_rows(tmp_path / "data")
     assert [rows[n]["likes"] for n in names] == list(range(len(names)))
     assert {rows[n]["shares"] for n in names} == {None}
 
@@ -85,7 +79,7 @@ def test_metadata_folder_convention(tmp_path: Path) -> None:
     build_dataset(src, tmp_path / "data", workers=1)
     ds, info = load_data(tmp_path / "data", split="train")
     assert info.class_names == ["cat", "dog"] and info.engagement == "table:metadata.csv"
-    rows = _all_rows(tmp_path / "data")
+    rows = built_rows(tmp_path / "data")
     assert rows["photos/p3.png"]["label"] == 0 and rows["photos/p3.png"]["likes"] == 3
 
 
@@ -113,27 +107,3 @@ def test_table_without_likes_column_or_file_name(photo_tree: Path, tmp_path: Pat
         build_dataset(photo_tree, tmp_path / "d", engagement=_write_csv(tmp_path / "b.csv", "name,likes", ["x.jpg,1"]))
     with pytest.raises(InstacliError, match="both mean shares"):
         build_dataset(photo_tree, tmp_path / "d", engagement=_write_csv(tmp_path / "c.csv", "file_name,likes,distribution,distributions", ["x.jpg,1,1,1"]))
-
-
-def test_synthetic_seed_ranges_per_class_and_reproducible(tmp_path: Path) -> None:
-    src = make_photo_tree(tmp_path / "src", {"animal": 12, "landscape": 12, "food": 6}, size=(8, 8))
-    build_dataset(src, tmp_path / "one", synthetic="seed", seed=7, workers=1)
-    build_dataset(src, tmp_path / "two", synthetic="seed", seed=7, workers=1)
-    build_dataset(src, tmp_path / "three", synthetic="seed", seed=8, workers=1)
-    one, two, three = (_all_rows(tmp_path / n) for n in ("one", "two", "three"))
-    assert one == two and one != three
-    limits = {"landscape": (10**4, 10**5, 10**6), "animal": (10**3, 10**4, 10**5), "food": (10**2, 10**3, 10**4)}
-    for name, row in one.items():
-        comments, shares, likes = limits[name.split("/")[0]]
-        assert 1 <= row["comments"] <= comments and 1 <= row["shares"] <= shares and 1 <= row["likes"] <= likes
-    _, info = load_data(tmp_path / "one", split="train")
-    assert info.engagement == "synthetic:seed"
-
-
-def test_synthetic_seed_generator_statistics() -> None:
-    assert likes_exponents(["animal", "b", "landscape", "a", "c", "d"]) == {"animal": 5, "b": 5, "landscape": 6, "a": 4, "c": 6, "d": 4}
-    values = seed_engagement([0] * 4000 + [1] * 4000, ["animal", "landscape"], seed=0)
-    likes = np.array(values["likes"])
-    assert likes[:4000].max() <= 10**5 and likes[4000:].max() > 10**5
-    assert abs(np.median(likes[4000:]) / 5e5 - 1) < 0.05
-    assert values == seed_engagement([0] * 4000 + [1] * 4000, ["animal", "landscape"], seed=0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_photo, make_photo_tree
+from tests.conftest import make_photo, make_photo_tree
 from instacli.errors import InstacliError
 from instacli_datasets import build_dataset, load_data
 

@@ -19,11 +19,15 @@ console = Console()
 
 @data_app.command("build")
 def build(
-    src: Annotated[Path, typer.Argument(help="Folder with one sub-folder per category, or photos + metadata.csv/.jsonl.")],
+    src: Annotated[Path, typer.Argument(help="Folder with one sub-folder per category, photos + metadata.csv/.jsonl, or an instaloader download.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to create.")],
     engagement: Annotated[Path | None, typer.Option(help="CSV/JSONL/Parquet keyed by file_name with likes, comments, shares (distribution) [, followers, caption, timestamp].")] = None,
-    synthetic_engagement: Annotated[str | None, typer.Option(help="Generate engagement instead: 'seed' (uniform ranges per category).")] = None,
+    synthetic_engagement: Annotated[str | None, typer.Option(help="Generate engagement instead: 'seed' (uniform ranges per category) or 'realistic' (followers-driven, with an oracle).")] = None,
     column_map: Annotated[list[str] | None, typer.Option("--map", help="Column names of the table, e.g. likes=like_count,comments=n_comments (repeatable).")] = None,
+    source: Annotated[str, typer.Option(help="Layout of SRC: auto, folder (category folders or metadata file) or instaloader.")] = "auto",
+    labels: Annotated[Path | None, typer.Option(help="Instaloader: table of file_name,label.")] = None,
+    label_from: Annotated[str | None, typer.Option(help="Instaloader: 'owner' labels each photo with its account.")] = None,
+    carousel: Annotated[str, typer.Option(help="Instaloader: use the 'first' photo of a carousel or 'all'.")] = "first",
     val_fraction: Annotated[float, typer.Option(help="Share of each category for validation.")] = 0.15,
     test_fraction: Annotated[float, typer.Option(help="Share of each category for test.")] = 0.15,
     seed: Annotated[int, typer.Option(help="Seed of the split and of synthetic engagement.")] = 42,
@@ -34,6 +38,7 @@ def build(
     """Decode, resize and split the photos of SRC into a portable dataset folder."""
     from instacli_datasets import build_dataset
     from instacli_datasets.engagement import parse_mapping
+    from instacli_datasets.instaloader import VIDEO_REASON
 
     mapping = parse_mapping(column_map)
     with Progress(TextColumn("decoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
@@ -42,18 +47,21 @@ def build(
             src, out, engagement=engagement, synthetic=synthetic_engagement, seed=seed,
             val_fraction=val_fraction, test_fraction=test_fraction, max_side=max_side,
             overwrite=overwrite, workers=workers, column_map=mapping,
+            layout=source, labels=labels, label_from=label_from, carousel=carousel,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     table = Table(title=f"{report.out}  ({report.n_images} photos, {report.seconds:.1f} s)")
     table.add_column("category")
     for split in report.counts:
         table.add_column(split, justify="right")
-    for name in report.class_names:
+    for name in report.counts["train"]:
         table.add_row(name, *(str(report.counts[s][name]) for s in report.counts))
     console.print(table)
     console.print(f"engagement: {report.engagement or 'none'}   kept original bytes: {report.kept_original}   re-encoded: {report.reencoded}")
     if report.skipped:
-        console.print(f"[yellow]skipped {len(report.skipped)} file(s)[/]; reasons in {report.out / 'build_report.json'}")
+        videos = sum(s.reason == VIDEO_REASON for s in report.skipped)
+        of_which = f" ({videos} video posts)" if videos else ""
+        console.print(f"[yellow]skipped {len(report.skipped)} file(s){of_which}[/]; reasons in {report.out / 'build_report.json'}")
     if report.unused_rows:
         console.print(f"[yellow]{len(report.unused_rows)} table row(s) matched no photo[/]; listed in {report.out / 'build_report.json'}")
 
@@ -77,7 +85,7 @@ def info(data: Annotated[Path, typer.Argument(help="Dataset folder made by 'inst
     for split in summary.class_counts:
         splits.add_column(split, justify="right")
     splits.add_column("total", justify="right")
-    for name in [*meta.class_names, None]:
+    for name in [*next(iter(summary.class_counts.values())), None]:
         counts = [sum(c.values()) if name is None else c[name] for c in summary.class_counts.values()]
         splits.add_row(name or "[bold]all[/]", *map(str, counts), str(sum(counts)))
     console.print(splits)
