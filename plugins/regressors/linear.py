@@ -12,5 +12,5 @@ from instacli_plugins.regressors.mlp import MLPRegressor
 
 @register_regressor("linear")
 def linear(*, embed_dim: int, num_features: int) -> MLPRegressor:
-    """A single linear layer over the layer-normed image embedding concatenated with the numbers."""
+    """One linear layer over [LayerNorm(embedding) ⊕ numbers]: the baseline."""
     return MLPRegressor(embed_dim, num_features, hidden=(), dropout=0.0)

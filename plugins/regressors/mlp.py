@@ -36,6 +36,9 @@ class MLPRegressor(nn.Module):
 
 @register_regressor("mlp")
 def mlp(*, embed_dim: int, num_features: int, hidden: int | Sequence[int] = (256, 64), dropout: float = 0.2) -> MLPRegressor:
-    """Hidden layers (GELU, dropout) over the layer-normed image embedding concatenated with the numbers."""
+    """Hidden layers with dropout over [LayerNorm(embedding) ⊕ numbers].
+
+    ``hidden`` lists the widths (one int: a single layer); the default suits embeddings of 128-2048.
+    """
     widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
     return MLPRegressor(embed_dim, num_features, widths, dropout)
