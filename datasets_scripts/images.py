@@ -64,7 +64,9 @@ def encode_photo(path: str, max_side: int) -> Encoded | str:
             target = _target_size(*image.size, max_side)
             if image.format == "JPEG" and target != image.size:
                 image.draft(None, target)
-            image = _to_rgb(ImageOps.exif_transpose(image))
+            if orientation != 1:  # exif_transpose copies the whole image even when there is nothing to do
+                image = ImageOps.exif_transpose(image)
+            image = _to_rgb(image)
             target = _target_size(*image.size, max_side)
             if image.size != target:
                 image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
