@@ -49,7 +49,7 @@ def predict_split(run: LoadedRun, split: SplitArrays, batch_size: int = 128, wor
     """Probabilities and likes for every row of ``split``."""
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision("auto"))
     images = split.images(run.preprocess.resize_size, workers)
-    dataset = torch.utils.data.TensorDataset(images, split.features, split.targets, split.labels)
+    dataset = torch.utils.data.TensorDataset(images, split.features, split.targets, split.labels, split.text)
     loader = accelerator.prepare(torch.utils.data.DataLoader(dataset, batch_size=batch_size))
     model = accelerator.prepare(run.model)
     out = run_inference(model, loader, accelerator, frozen=False)
@@ -61,7 +61,8 @@ def predict_split(run: LoadedRun, split: SplitArrays, batch_size: int = 128, wor
 def evaluate(run_path: Path, data: Path, split: str = "test", batch_size: int = 128, workers: int = 2) -> dict[str, Any]:
     """Metrics of ``run_path`` on ``data``; also writes ``eval/metrics.json`` and plots inside the run."""
     run = load_run(run_path)
-    arrays = load_split_arrays(data, split, settings=None, scaler=run.scaler, task=run.config.task)
+    text = (run.config.text_encoder, run.config.text_options) if run.config.text_encoder else None
+    arrays = load_split_arrays(data, split, settings=None, scaler=run.scaler, task=run.config.task, text=text)
     labels = _align_labels(arrays, run)
     predicted = predict_split(run, arrays, batch_size, workers)
     result: dict[str, Any] = {"n": len(arrays), "split": split, "data": str(data), "run": str(run_path)}

@@ -36,6 +36,10 @@ class ModelConfig:
     class_names: list[str]
     scaler: dict[str, Any]
     task: str = "both"
+    text_encoder: str | None = None
+    text_options: dict[str, Any] = field(default_factory=dict)
+    text_dim: int = 0
+    text_to_classifier: bool = False
     preprocess: dict[str, Any] = field(default_factory=dict)
     instacli_version: str = __version__
 
@@ -43,30 +47,55 @@ class ModelConfig:
         return asdict(self)
 
 
-class MultiTaskModel(nn.Module):
-    """Image encoder → category logits; [image embedding ⊕ numeric features] → standardized log1p(likes)."""
+#: Width of the caption adapter's output, the text's share of the fused embedding.
+TEXT_ADAPTER_DIM = 64
 
-    def __init__(self, encoder: ImageEncoder, regressor: nn.Module | None, num_classes: int, dropout: float = 0.1) -> None:
+
+class MultiTaskModel(nn.Module):
+    """Image encoder → category logits; [image embedding ⊕ caption ⊕ numeric features] → standardized log1p(likes).
+
+    Captions, when used, arrive as frozen text-encoder vectors and pass a per-modality adapter
+    (LayerNorm → Linear → GELU) before concatenation with the image embedding (late fusion); the
+    classifier sees them only with ``text_to_classifier``.
+    """
+
+    def __init__(
+        self,
+        encoder: ImageEncoder,
+        regressor: nn.Module | None,
+        num_classes: int,
+        text_dim: int = 0,
+        text_to_classifier: bool = False,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
+        self.text_adapter = (
+            nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, TEXT_ADAPTER_DIM), nn.GELU()) if text_dim else None
+        )
+        self.text_to_classifier = text_to_classifier and text_dim > 0
+        width = encoder.embed_dim + (TEXT_ADAPTER_DIM if self.text_to_classifier else 0)
         self.classifier = (
-            nn.Sequential(nn.LayerNorm(encoder.embed_dim), nn.Dropout(dropout), nn.Linear(encoder.embed_dim, num_classes))
-            if num_classes > 0
-            else None
+            nn.Sequential(nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, num_classes)) if num_classes > 0 else None
         )
         self.regressor = regressor
 
-    def heads(self, embedding: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Both heads on a precomputed embedding (used directly when the encoder is frozen and cached)."""
-        logits = self.classifier(embedding) if self.classifier is not None else None
-        likes = self.regressor(embedding, features) if self.regressor is not None else None
+    def heads(
+        self, embedding: torch.Tensor, features: torch.Tensor, text: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Both heads on a precomputed image embedding (used directly when the encoder is frozen and cached)."""
+        fused = embedding
+        if self.text_adapter is not None and text is not None:
+            fused = torch.cat([embedding, self.text_adapter(text)], dim=1)
+        logits = self.classifier(fused if self.text_to_classifier else embedding) if self.classifier is not None else None
+        likes = self.regressor(fused, features) if self.regressor is not None else None
         return logits, likes
 
     def forward(
-        self, inputs: torch.Tensor, features: torch.Tensor, embedded: bool = False
+        self, inputs: torch.Tensor, features: torch.Tensor, text: torch.Tensor | None = None, embedded: bool = False
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``inputs`` are pixels, or precomputed embeddings when ``embedded`` (frozen, cached encoder)."""
-        return self.heads(inputs if embedded else self.encoder(inputs), features)
+        return self.heads(inputs if embedded else self.encoder(inputs), features, text)
 
 
 def build_model(config: ModelConfig) -> MultiTaskModel:
@@ -76,12 +105,12 @@ def build_model(config: ModelConfig) -> MultiTaskModel:
     if config.task != "category":
         regressor = registry.regressors.create(
             config.regressor,
-            embed_dim=encoder.embed_dim,
+            embed_dim=encoder.embed_dim + (TEXT_ADAPTER_DIM if config.text_dim else 0),
             num_features=len(config.scaler["features"]),
             **config.regressor_options,
         )
     num_classes = 0 if config.task == "likes" else len(config.class_names)
-    return MultiTaskModel(encoder, regressor, num_classes)
+    return MultiTaskModel(encoder, regressor, num_classes, config.text_dim, config.text_to_classifier)
 
 
 @dataclass

@@ -37,17 +37,19 @@ class PredictSummary:
     seconds: float
 
 
-def _feature_matrix(run: LoadedRun, names: Sequence[str], table: dict[str, dict[str, Any]] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Scaled numeric inputs for ``names`` and a flag per row telling whether training medians stood in."""
-    n = len(names)
+def _metadata_rows(names: Sequence[str], table: dict[str, dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The table row of each file (by relative path, else by bare file name); ``{}`` when it has none."""
+    if table is None:
+        return [{} for _ in names]
+    return [table.get(name) or table.get(Path(name).name) or {} for name in names]
+
+
+def _feature_matrix(run: LoadedRun, rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled numeric inputs per row and a flag telling whether training medians stood in."""
     features = run.scaler.features
-    if table is None or not features:
-        rows: list[dict[str, Any]] = [{} for _ in names]
-    else:
-        rows = [table.get(name) or table.get(Path(name).name) or {} for name in names]
     from_defaults = np.array([bool(features) and not row for row in rows])
     columns = {f: as_float([row.get(f) for row in rows]) for f in features}
-    scaled, _ = run.scaler.transform(columns, n)
+    scaled, _ = run.scaler.transform(columns, len(rows))
     return scaled, from_defaults
 
 
@@ -84,8 +86,14 @@ def iter_predictions(
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield one list of output rows per batch."""
     names = [f.relative_to(folder).as_posix() for f in files]
-    features, from_defaults = _feature_matrix(run, names, table)
+    meta = _metadata_rows(names, table)
+    features, from_defaults = _feature_matrix(run, meta)
     features_t = torch.from_numpy(features)
+    text_encoder = None
+    if run.config.text_encoder:
+        from instacli import registry
+
+        text_encoder = registry.text_encoders.create(run.config.text_encoder, **run.config.text_options)
     loader = torch.utils.data.DataLoader(
         FileDataset(files, run.preprocess.resize_size), batch_size=batch_size, num_workers=workers,
         prefetch_factor=4 if workers else None,
@@ -96,7 +104,11 @@ def iter_predictions(
     for images, index, errors in loader:
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             pixels = eval_view(images.to(device, non_blocking=True), run.preprocess)
-            logits, likes_z = model(pixels, features_t[index].to(device))
+            text = None
+            if text_encoder is not None:
+                captions = [meta[i].get("caption") or "" for i in index.tolist()]
+                text = torch.from_numpy(text_encoder.encode(captions)).to(device)
+            logits, likes_z = model(pixels, features_t[index].to(device), text)
         probs = torch.softmax(logits.float(), 1).cpu().numpy() if logits is not None else None
         likes = run.scaler.decode_target(likes_z.float().cpu().numpy()) if likes_z is not None else None
         rows = []

@@ -38,6 +38,10 @@ class TrainSettings(BaseSettings):
     likes_weight: float = 1.0
     patience: int = 15
     freeze_encoder: bool = False
+    text: bool = False
+    text_encoder: str = "minilm"
+    text_options: dict[str, Any] = {}
+    text_to_classifier: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     seed: int = 42
     workers: int = 2

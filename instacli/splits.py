@@ -34,6 +34,7 @@ class SplitArrays:
     imputed: int
     cache_key: str | None
     task: str
+    text: torch.Tensor  # (N, T) float32 caption embeddings; T = 0 without captions
 
     def images(self, size: int, workers: int = 2) -> torch.Tensor:
         """Decoded ``(N, 3, size, size)`` uint8 images, from the cache when this split was decoded before."""
@@ -61,8 +62,29 @@ def resolve_task(task: str, has_labels: bool, has_likes: bool, data: Path) -> st
     return task
 
 
-def load_split_arrays(data: Path, split: str, settings: object, scaler: Scaler | None = None, task: str | None = None) -> SplitArrays:
-    """Load ``split`` of ``data``; fit the scaler here when none is given (that is: on the training split)."""
+def caption_embeddings(ds: datasets.Dataset, text: tuple[str, dict] | None, key: str | None, data: Path) -> torch.Tensor:
+    """Frozen text-encoder vectors of the split's captions (missing captions embed as empty text)."""
+    if text is None:
+        return torch.zeros(len(ds), 0)
+    if "caption" not in ds.column_names:
+        raise InstacliError(f"{data}: has no caption column, so --text cannot be used; add captions to the engagement table")
+    from instacli.text import embed_texts
+
+    return torch.from_numpy(embed_texts(text[0], text[1], ds["caption"], key))
+
+
+def load_split_arrays(
+    data: Path,
+    split: str,
+    settings: object,
+    scaler: Scaler | None = None,
+    task: str | None = None,
+    text: tuple[str, dict] | None = None,
+) -> SplitArrays:
+    """Load ``split`` of ``data``; fit the scaler here when none is given (that is: on the training split).
+
+    ``text`` is ``(text encoder name, options)`` when captions are an input.
+    """
     from instacli_datasets import load_data
 
     ds, info = load_data(Path(data), split=split)
@@ -89,4 +111,5 @@ def load_split_arrays(data: Path, split: str, settings: object, scaler: Scaler |
         name=split, dataset=ds, class_names=list(info.class_names), scaler=scaler,
         features=torch.from_numpy(features), targets=torch.from_numpy(targets), labels=torch.from_numpy(labels),
         likes=likes, imputed=imputed, cache_key=key, task=task or "both",
+        text=caption_embeddings(ds, text, key, Path(data)),
     )

@@ -26,7 +26,6 @@ from accelerate.utils import set_seed
 from instacli import registry
 from instacli.augment import eval_view, train_view
 from instacli.errors import InstacliError
-from instacli.features import Scaler
 from instacli.io import check_writable_target, write_json
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
 from instacli.settings import TrainSettings
@@ -117,7 +116,7 @@ def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def _model_config(settings: TrainSettings, class_names: list[str], scaler: Scaler, task: str) -> ModelConfig:
+def _model_config(settings: TrainSettings, split: SplitArrays, text: tuple[str, dict] | None) -> ModelConfig:
     options = dict(settings.encoder_options)
     for key in ("image_size", "pretrained"):  # first-class flags for two common encoder options
         if getattr(settings, key) is not None:
@@ -128,9 +127,13 @@ def _model_config(settings: TrainSettings, class_names: list[str], scaler: Scale
         encoder_options=options,
         regressor=settings.regressor,
         regressor_options=dict(settings.regressor_options),
-        class_names=class_names,
-        scaler=scaler.to_dict(),
-        task=task,
+        class_names=split.class_names,
+        scaler=split.scaler.to_dict(),
+        task=split.task,
+        text_encoder=text[0] if text else None,
+        text_options=text[1] if text else {},
+        text_dim=split.text.shape[1],
+        text_to_classifier=settings.text_to_classifier,
     )
 
 
@@ -147,7 +150,7 @@ def embed_images(model: MultiTaskModel, images: torch.Tensor, accelerator: Accel
 
 
 def _loader(arrays: SplitArrays, inputs: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
-    dataset = torch.utils.data.TensorDataset(inputs, arrays.features, arrays.targets, arrays.labels)
+    dataset = torch.utils.data.TensorDataset(inputs, arrays.features, arrays.targets, arrays.labels, arrays.text)
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(dataset) > batch_size, generator=generator
@@ -162,10 +165,10 @@ def run_inference(
     model.eval()
     net = accelerator.unwrap_model(model)
     parts: dict[str, list[torch.Tensor]] = {"logits": [], "likes": [], "labels": [], "targets": []}
-    for inputs, features, targets, labels in loader:
+    for inputs, features, targets, labels, text in loader:
         with accelerator.autocast():
             pixels = inputs if frozen else eval_view(inputs, net.encoder.preprocess)
-            logits, likes = model(pixels, features, embedded=frozen)
+            logits, likes = model(pixels, features, text, embedded=frozen)
         logits = logits.float() if logits is not None else torch.zeros(len(labels), 0, device=labels.device)
         likes = likes.float() if likes is not None else torch.full_like(targets, float("nan"))
         gathered = accelerator.gather_for_metrics((logits, likes, labels, targets))
@@ -200,9 +203,10 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
         check_writable_target(run / "checkpoint", settings.overwrite, "a run in progress (use --resume)")
     set_seed(settings.seed)
 
-    train_split = load_split_arrays(settings.data, "train", settings)
-    val_split = load_split_arrays(settings.data, "validation", settings, scaler=train_split.scaler, task=train_split.task)
-    config = _model_config(settings, train_split.class_names, train_split.scaler, train_split.task)
+    text = (settings.text_encoder, dict(settings.text_options)) if settings.text else None
+    train_split = load_split_arrays(settings.data, "train", settings, text=text)
+    val_split = load_split_arrays(settings.data, "validation", settings, scaler=train_split.scaler, task=train_split.task, text=text)
+    config = _model_config(settings, train_split, text)
     model = build_model(config)
     preprocess = model.encoder.preprocess
     with accelerator.main_process_first():  # the main process decodes; the others read its cache
@@ -252,11 +256,11 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
         epoch_start = time.perf_counter()
         sums = np.zeros(3)
         steps = 0
-        for inputs, features, targets, labels in train_loader:
+        for inputs, features, targets, labels, text in train_loader:
             with accelerator.accumulate(model):
                 pixels = inputs if settings.freeze_encoder else train_view(inputs, preprocess)
                 with accelerator.autocast():
-                    logits, likes = model(pixels, features, embedded=settings.freeze_encoder)
+                    logits, likes = model(pixels, features, text, embedded=settings.freeze_encoder)
                     aux = None if settings.freeze_encoder else net.encoder.auxiliary_loss()
                 total, ce, reg = multitask_loss(logits, likes, labels, targets, settings)
                 if aux is not None:

@@ -4,4 +4,4 @@ Importing this package registers every built-in; third-party packages register t
 entry points (see ``instacli.registry``).
 """
 
-from instacli_plugins import encoders, regressors  # noqa: F401  (imported for registration)
+from instacli_plugins import encoders, regressors, text_encoders  # noqa: F401  (imported for registration)

@@ -1,0 +1,53 @@
+"""Captions as a third input: frozen text encoders whose embeddings are computed once and cached.
+
+A text encoder (registry ``instacli.text_encoders``) maps captions to fixed vectors. It stays frozen
+(fine-tuning a language model on a few thousand captions overfits and costs far more than it
+gives), so each caption is embedded once per dataset split and the vectors are cached beside the
+decoded images. The model sees them through a small per-modality adapter (late fusion).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from instacli import registry
+from instacli.images import cache_dir
+
+
+class TextEncoder(Protocol):
+    """What a registered text encoder factory returns."""
+
+    embed_dim: int
+    saved_options: dict[str, Any]
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Captions → ``(N, embed_dim)`` float32; an empty caption is a valid input."""
+        ...
+
+
+def embed_texts(name: str, options: dict[str, Any], texts: Sequence[str], key: str | None) -> np.ndarray:
+    """Embeddings of ``texts`` with text encoder ``name``, cached under ``key`` (``None``: no cache)."""
+    path = None
+    if key:
+        digest = hashlib.sha256(json.dumps([name, options, key], sort_keys=True, default=str).encode()).hexdigest()[:16]
+        path = cache_dir() / f"text-{digest}.npy"
+        if path.exists():
+            cached = np.load(path)
+            if len(cached) == len(texts):
+                return cached
+    encoder: TextEncoder = registry.text_encoders.create(name, **options)
+    vectors = np.asarray(encoder.encode([t or "" for t in texts]), dtype=np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, vectors)
+        os.replace(tmp, path)
+    return vectors
