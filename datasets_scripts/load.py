@@ -2,8 +2,8 @@
 
 A folder made by ``instacli data build`` (it has ``dataset_dict.json``) is memory-mapped as is. A
 plain folder of photos (one sub-folder per category, a metadata file, or an instaloader download)
-is decoded in memory with every photo in it, so ``evaluate RUN --data FOLDER`` works without a build step; its
-unreadable photos are skipped and listed in ``DataInfo.skipped``.
+is decoded in memory with every photo in it, so ``evaluate RUN --data FOLDER`` works without a
+build step; its unreadable photos are skipped and listed in ``DataInfo.skipped``.
 """
 
 from __future__ import annotations

@@ -50,9 +50,10 @@ def summarize(path: Path) -> Summary:
             values[c].extend(table[c])
     stats = []
     label_array = np.asarray(labels)
+    categories = list(enumerate(names)) or [(-1, UNLABELED)]
     for c in columns:
         column = np.asarray([np.nan if v is None else v for v in values[c]], dtype=float)
-        for i, name in enumerate(names) if names else [(-1, UNLABELED)]:
+        for i, name in categories:
             picked = column[label_array == i]
             present = picked[~np.isnan(picked)]
             numbers = (present.min(), np.median(present), present.mean(), present.max()) if present.size else (None,) * 4
