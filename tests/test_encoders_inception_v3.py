@@ -58,6 +58,10 @@ def test_wrong_state_dicts_are_user_errors(torchvision_state: tuple[Path, dict[s
     torch.save({k: v for k, v in state.items() if not k.startswith("Mixed_7c.")}, truncated)
     with pytest.raises(InstacliError, match=r"not a torchvision inception_v3 state dict \(missing \['Mixed_7c"):
         registry.encoders.create("inception-v3", pretrained=str(truncated))
+    reshaped = tmp_path / "reshaped.pth"
+    torch.save({**state, "Conv2d_1a_3x3.conv.weight": torch.zeros(32, 3, 5, 5)}, reshaped)
+    with pytest.raises(InstacliError, match=r"does not fit Inception-v3 \(size mismatch for Conv2d_1a_3x3\.conv\.weight"):
+        registry.encoders.create("inception-v3", pretrained=str(reshaped))
     with pytest.raises(InstacliError, match="do not exist"):
         registry.encoders.create("inception-v3", pretrained=str(tmp_path / "nope.pth"))
 

@@ -68,7 +68,8 @@ def test_models_list_counts_parameters_and_notes_failures(monkeypatch: pytest.Mo
     monkeypatch.setitem(registry.text_encoders.failures, "broken-text", "ImportError: no module named sentencepiece")
     result = CliRunner().invoke(app, ["models", "list"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]] for line in result.output.splitlines() if line.count("│") > 5}
+    cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.output.splitlines() if line.count("│") > 5]
+    rows = {row[0]: row[1:] for row in cells}
     assert set(BUILTIN_ENCODERS + BUILTIN_REGRESSORS) <= set(rows)
     assert rows["efficientnet-lite0"][:3] == ["encoder", "3.4M", "224"]
     assert rows["inception-v3"][:3] == ["encoder", "21.8M", "299"]

@@ -44,8 +44,12 @@ def _load_error(pretrained: str, exc: Exception) -> InstacliError:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if _is_local(pretrained):
         if not Path(pretrained).expanduser().exists():
-            return InstacliError(f"hf-vit: pretrained folder {pretrained} does not exist; pass a folder written by save_pretrained, or a hub id")
-        return InstacliError(f"hf-vit: {pretrained} is not a ViT checkpoint folder ({reason}); it needs config.json and model.safetensors from save_pretrained")
+            return InstacliError(
+                f"hf-vit: pretrained folder {pretrained} does not exist; pass a folder written by save_pretrained, or a hub id"
+            )
+        return InstacliError(
+            f"hf-vit: {pretrained} is not a ViT checkpoint folder ({reason}); it needs config.json and model.safetensors from save_pretrained"
+        )
     if is_offline_mode():
         return InstacliError(
             f"hf-vit: '{pretrained}' is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "

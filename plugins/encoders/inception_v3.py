@@ -79,7 +79,8 @@ class InceptionV3(ImageEncoder):
         try:
             missing, unexpected = self.net.load_state_dict(trunk, strict=False)
         except RuntimeError as exc:  # shape mismatches
-            raise InstacliError(f"inception-v3: {origin} does not fit Inception-v3 ({str(exc).splitlines()[-1].strip()}); pass a torchvision inception_v3 state dict") from None
+            reason = str(exc).splitlines()[-1].strip()
+            raise InstacliError(f"inception-v3: {origin} does not fit Inception-v3 ({reason}); pass a torchvision inception_v3 state dict") from None
         if missing or unexpected:
             raise InstacliError(
                 f"inception-v3: {origin} is not a torchvision inception_v3 state dict "
