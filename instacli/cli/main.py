@@ -24,6 +24,7 @@ err_console = Console(stderr=True)
 def _register_commands() -> None:
     """Import the command modules; each adds itself to ``app``."""
     from instacli.cli import data, demo, evaluate, predict, train  # noqa: F401
+    from instacli.cli import compare  # noqa: F401
     from instacli.cli import models  # noqa: F401
 
 

@@ -1,0 +1,165 @@
+"""Baselines every comparison is measured against: no learning at all, or no photo at all.
+
+* ``majority`` — always the most frequent category of the training split, and the training median
+  of likes for every post: what a model must beat to have learnt anything.
+* ``class-median`` — the training median likes of each post's *true* category. It reads the label,
+  so it is an oracle for the likes task, not a competitor: with likes that depend on the category
+  only (the ``seed`` synthetic engagement) it is the best MAE any model can reach.
+* ``ridge`` / ``gbrt`` — scikit-learn regressors on ``log1p`` of the numeric engagement columns
+  (comments, shares, followers: whichever the data has), target ``log1p(likes)``, without the
+  photo. Missing values are imputed with the training median, as the networks' scaler does.
+
+Every baseline is fitted on the training split and scored on the evaluation split with the same
+metric functions as the trained models (:mod:`instacli.metrics`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from instacli.errors import InstacliError
+from instacli.features import NUMERIC_COLUMNS, as_float
+from instacli.metrics import classification_metrics, likes_metrics
+
+#: Regressors on the numeric engagement columns only, in table order.
+NUMERIC_BASELINES = ("ridge", "gbrt")
+
+DESCRIPTIONS = {
+    "majority": "most frequent training category; training median likes for every post",
+    "class-median": "training median likes of the post's true category (reads the label: an oracle for likes, no classifier)",
+    "ridge": "ridge regression on log1p(comments, shares, followers) → log1p(likes), no photo",
+    "gbrt": "gradient-boosted trees (scikit-learn HistGradientBoostingRegressor) on the same numbers, no photo",
+}
+
+
+@dataclass
+class SplitColumns:
+    """The non-image columns of one split: labels (-1 = none), likes (NaN = none), numeric inputs."""
+
+    labels: np.ndarray
+    likes: np.ndarray
+    numeric: dict[str, np.ndarray]
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def load(cls, data: Path, split: str) -> SplitColumns:
+        """Read ``split`` of a built dataset without decoding a single image."""
+        from instacli_datasets import load_data
+
+        ds, info = load_data(Path(data), split=split)
+        n = len(ds)
+        labels = np.asarray(ds["label"], dtype=np.int64) if "label" in ds.column_names else np.full(n, -1)
+        likes = as_float(ds["likes"]) if "likes" in ds.column_names else np.full(n, np.nan)
+        numeric = {c: as_float(ds[c]) for c in NUMERIC_COLUMNS if c in ds.column_names}
+        return cls(labels=labels, likes=likes, numeric=numeric, class_names=list(info.class_names))
+
+
+def _row(key: str, name: str, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"key": key, "name": name, "kind": "baseline", "status": "ok", "error": None,
+            "description": DESCRIPTIONS[key], "metrics": metrics, **extra}
+
+
+def _failed(key: str, name: str, error: str) -> dict[str, Any]:
+    return {"key": key, "name": name, "kind": "baseline", "status": "failed", "error": error,
+            "description": DESCRIPTIONS[key], "metrics": {}}
+
+
+def _empty_classification() -> dict[str, Any]:
+    return {"accuracy": None, "f1_macro": None, "per_class": None, "confusion_matrix": None}
+
+
+def _likes_result(test: SplitColumns, predicted: np.ndarray) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Likes metrics, and the (actual, predicted) pairs of rows with likes, for the scatter plot."""
+    keep = ~np.isnan(test.likes)
+    pairs = {"actual": test.likes[keep].tolist(), "predicted": predicted[keep].tolist()}
+    return likes_metrics(test.likes, predicted), pairs
+
+
+def majority(train: SplitColumns, test: SplitColumns) -> dict[str, Any]:
+    """Most frequent training category and the training median likes, for every test row."""
+    metrics: dict[str, Any] = _empty_classification()
+    train_labelled, test_labelled = train.labels >= 0, test.labels >= 0
+    if train_labelled.any() and test_labelled.any():
+        top = int(np.bincount(train.labels[train_labelled], minlength=len(train.class_names)).argmax())
+        predicted = np.full(int(test_labelled.sum()), top)
+        metrics.update(classification_metrics(test.labels[test_labelled], predicted, train.class_names))
+        metrics["predicted_class"] = train.class_names[top]
+    pairs = None
+    observed = train.likes[~np.isnan(train.likes)]
+    if observed.size and (~np.isnan(test.likes)).any():
+        likes, pairs = _likes_result(test, np.full(len(test), float(np.median(observed))))
+        metrics.update(likes)
+    if metrics["accuracy"] is None and pairs is None:
+        return _failed("majority", "majority class", "the data has neither labels nor likes in both train and test")
+    return _row("majority", "majority class", metrics, likes_predictions=pairs)
+
+
+def class_median(train: SplitColumns, test: SplitColumns) -> dict[str, Any]:
+    """Each test row gets the training median likes of its true class (the global median when that
+    class has no likes in train; rows without a label get the global median too)."""
+    name = "per-class median likes"
+    train_keep = (train.labels >= 0) & ~np.isnan(train.likes)
+    if not train_keep.any() or not ((test.labels >= 0) & ~np.isnan(test.likes)).any():
+        return _failed("class-median", name, "needs labels and likes in both train and test")
+    fallback = float(np.median(train.likes[~np.isnan(train.likes)]))
+    medians = {int(c): float(np.median(train.likes[train_keep & (train.labels == c)])) for c in np.unique(train.labels[train_keep])}
+    predicted = np.array([medians.get(int(c), fallback) for c in test.labels])
+    likes, pairs = _likes_result(test, predicted)
+    metrics = {**_empty_classification(), **likes, "class_medians": {train.class_names[c]: m for c, m in medians.items()}}
+    return _row("class-median", name, metrics, likes_predictions=pairs, oracle=True)
+
+
+def numeric_matrix(split: SplitColumns, columns: list[str], medians: list[float]) -> np.ndarray:
+    """``log1p`` of the numeric columns with missing values set to the training medians."""
+    out = np.empty((len(split), len(columns)))
+    for j, (name, median) in enumerate(zip(columns, medians)):
+        raw = split.numeric.get(name, np.full(len(split), np.nan))
+        out[:, j] = np.log1p(np.where(np.isnan(raw), median, raw))
+    return out
+
+
+def make_regressor(kind: str, seed: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "ridge":
+        return make_pipeline(StandardScaler(), Ridge(alpha=1.0))
+    if kind == "gbrt":
+        return HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, random_state=seed)
+    raise InstacliError(f"unknown numeric baseline '{kind}'; known: {', '.join(NUMERIC_BASELINES)}")
+
+
+def numeric_only(kind: str, train: SplitColumns, test: SplitColumns, seed: int = 0) -> dict[str, Any]:
+    """``kind`` (ridge or gbrt) fitted on log1p(numeric columns) → log1p(likes) of train, scored on test."""
+    name = f"numbers only ({kind})"
+    columns = [c for c, v in train.numeric.items() if not np.isnan(v).all()]
+    train_keep = ~np.isnan(train.likes)
+    if not columns:
+        return _failed(kind, name, "the data has no comments, shares or followers to regress on")
+    if train_keep.sum() < 2 or not (~np.isnan(test.likes)).any():
+        return _failed(kind, name, "needs likes in both train and test")
+    medians = [float(np.nanmedian(train.numeric[c])) for c in columns]
+    model = make_regressor(kind, seed)
+    model.fit(numeric_matrix(train, columns, medians)[train_keep], np.log1p(train.likes[train_keep]))
+    predicted = np.clip(np.expm1(model.predict(numeric_matrix(test, columns, medians))), 0.0, None)
+    likes, pairs = _likes_result(test, predicted)
+    return _row(kind, name, {**_empty_classification(), **likes}, likes_predictions=pairs, features=columns)
+
+
+def all_baselines(data: Path, split: str = "test", seed: int = 0) -> list[dict[str, Any]]:
+    """Every baseline row, fitted on ``train`` of ``data`` and scored on ``split``."""
+    train, test = SplitColumns.load(data, "train"), SplitColumns.load(data, split)
+    rows = [majority(train, test), class_median(train, test)]
+    rows += [numeric_only(kind, train, test, seed) for kind in NUMERIC_BASELINES]
+    for row in rows:
+        row["metrics"]["n"] = len(test)
+    return rows
