@@ -45,6 +45,26 @@ def class_median_baseline(labels: np.ndarray, likes: np.ndarray) -> float | None
     return float(np.mean(np.abs(predicted - likes[keep])))
 
 
+def oracle_metrics(split: SplitArrays) -> dict[str, float | None]:
+    """Likes errors of the best possible predictor when the data came from ``--synthetic-engagement
+    realistic`` (:func:`instacli_datasets.oracle_log_likes`, which knows the generator and the true
+    category); None for any other data. ``oracle_likes_mae`` scores ``expm1`` of the oracle's log-space
+    prediction, so it is a reference, not the lowest possible MAE on raw likes."""
+    info = split.info
+    keep = ~np.isnan(split.likes)
+    if info is None or info.engagement != "synthetic:realistic" or not info.params or not keep.any():
+        return {"oracle_log_likes_mae": None, "oracle_likes_mae": None}
+    from instacli_datasets import oracle_log_likes
+
+    columns = {name: split.dataset[name] for name in ("label", "followers", "comments")}
+    predicted = oracle_log_likes(columns, info.params)[keep]
+    actual = split.likes[keep]
+    return {
+        "oracle_log_likes_mae": float(np.mean(np.abs(predicted - np.log1p(actual)))),
+        "oracle_likes_mae": float(np.mean(np.abs(np.expm1(predicted) - actual))),
+    }
+
+
 def predict_split(run: LoadedRun, split: SplitArrays, batch_size: int = 128, workers: int = 2) -> dict[str, np.ndarray]:
     """Probabilities and likes for every row of ``split``."""
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision("auto"))
@@ -73,7 +93,8 @@ def evaluate(run_path: Path, data: Path, split: str = "test", batch_size: int = 
         result.update(accuracy=None, f1_macro=None, per_class=None, confusion_matrix=None)
     result.update(likes_metrics(arrays.likes, predicted["likes"]))
     result["likes_mae_class_median"] = class_median_baseline(labels, arrays.likes)
-    result["imputed_values"] = arrays.imputed
+    result.update(oracle_metrics(arrays))
+    result["imputed_values"] = arrays.imputed  # cells of the run's numeric inputs filled with the training median
     out_dir = Path(run_path) / "eval"
     out_dir.mkdir(exist_ok=True)
     if result["confusion_matrix"] is not None:

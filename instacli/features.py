@@ -9,7 +9,7 @@ breaks predictions on new data). Missing inputs are imputed with the training me
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -35,14 +35,17 @@ class Scaler:
     target_mean: float = 0.0
     target_std: float = 1.0
     likes_median: float = 0.0
+    #: Missing (imputed) values per feature in the training split, for the record.
+    train_missing: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, columns: Mapping[str, np.ndarray], features: Sequence[str], likes: np.ndarray | None) -> Scaler:
         """Fit on the training split: ``columns`` maps feature name → raw counts (NaN = missing)."""
-        medians, means, stds = [], [], []
+        medians, means, stds, missing = [], [], [], {}
         for name in features:
             raw = columns[name]
             observed = raw[~np.isnan(raw)]
+            missing[name] = int(raw.size - observed.size)
             if observed.size == 0:
                 raise InstacliError(f"feature '{name}' has no values in the training split; drop it from --features")
             median = float(np.median(observed))
@@ -50,7 +53,7 @@ class Scaler:
             medians.append(median)
             means.append(float(logged.mean()))
             stds.append(float(logged.std()) or 1.0)
-        scaler = cls(features=list(features), medians=medians, mean=means, std=stds)
+        scaler = cls(features=list(features), medians=medians, mean=means, std=stds, train_missing=missing)
         if likes is not None:
             observed = likes[~np.isnan(likes)]
             if observed.size:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -35,6 +36,7 @@ class SplitArrays:
     cache_key: str | None
     task: str
     text: torch.Tensor  # (N, T) float32 caption embeddings; T = 0 without captions
+    info: Any = None  # the data's instacli_datasets.DataInfo (engagement kind, generator params)
 
     def images(self, size: int, workers: int = 2) -> torch.Tensor:
         """Decoded ``(N, 3, size, size)`` uint8 images, from the cache when this split was decoded before."""
@@ -101,6 +103,8 @@ def load_split_arrays(
         if unknown:
             raise InstacliError(f"{data}: feature(s) {', '.join(unknown)} not in the data; available: {', '.join(available) or 'none'}")
         task = resolve_task(getattr(settings, "task", "auto"), bool((labels >= 0).any()), bool((~np.isnan(likes)).any()), Path(data))
+        if task == "category":  # no likes head reads them: nothing to scale, impute or ask for at predict time
+            wanted = []
         scaler = Scaler.fit(columns, wanted, likes if task != "category" else None)
     features, imputed = scaler.transform(columns, n)
     targets = scaler.encode_target(likes) if task != "category" else np.full(n, np.nan, dtype=np.float32)
@@ -111,5 +115,5 @@ def load_split_arrays(
         name=split, dataset=ds, class_names=list(info.class_names), scaler=scaler,
         features=torch.from_numpy(features), targets=torch.from_numpy(targets), labels=torch.from_numpy(labels),
         likes=likes, imputed=imputed, cache_key=key, task=task or "both",
-        text=caption_embeddings(ds, text, key, Path(data)),
+        text=caption_embeddings(ds, text, key, Path(data)), info=info,
     )
