@@ -35,6 +35,8 @@ class PredictSummary:
     failed: int
     from_defaults: int
     seconds: float
+    #: Missing numeric inputs (cells) of the scored photos that were filled with the training median.
+    imputed: int = 0
 
 
 def _metadata_rows(names: Sequence[str], table: dict[str, dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -53,11 +55,20 @@ def _feature_matrix(run: LoadedRun, rows: Sequence[dict[str, Any]]) -> tuple[np.
     return scaled, from_defaults
 
 
-def _read_metadata(path: Path, features: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Engagement rows keyed by file name, checked to carry every numeric feature the model uses."""
+def _missing_cells(features: Sequence[str], rows: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Per row, how many of ``features`` are missing (and so get the training median)."""
+    missing = np.zeros(len(rows), dtype=np.int64)
+    for f in features:
+        missing += np.isnan(as_float([row.get(f) for row in rows]))
+    return missing
+
+
+def _read_metadata(path: Path, features: Sequence[str], column_map: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Engagement rows keyed by file name (columns renamed by ``column_map``, as ``--map`` of ``data
+    build``), checked to carry every numeric feature the model uses."""
     from instacli_datasets.engagement import read_table
 
-    table = read_table(path)
+    table = read_table(path, column_map)
     missing = [f for f in features if f not in table.columns]
     if missing:
         raise InstacliError(f"{path}: lacks column(s) {', '.join(missing)} that this model uses; add them or predict without --metadata")
@@ -133,8 +144,10 @@ def predict_folder(
     workers: int = 2,
     overwrite: bool = False,
     on_batch: Callable[[int], None] | None = None,
+    column_map: dict[str, str] | None = None,
 ) -> PredictSummary:
-    """Score every image under ``folder`` (recursively) with the run at ``run_path`` and write ``out``."""
+    """Score every image under ``folder`` (recursively) with the run at ``run_path`` and write ``out``;
+    ``metadata`` gives the numeric inputs (and captions), its columns renamed by ``column_map``."""
     import time
 
     from instacli_datasets import iter_image_files
@@ -149,8 +162,10 @@ def predict_folder(
     files = list(iter_image_files(folder))
     if not files:
         raise InstacliError(f"{folder}: no image files found (jpg, png, webp, …); check the path")
-    table = _read_metadata(metadata, run.scaler.features) if metadata else None
-    scored = failed = from_defaults = 0
+    table = _read_metadata(metadata, run.scaler.features, column_map) if metadata else None
+    names = [f.relative_to(folder).as_posix() for f in files]
+    missing = dict(zip(names, _missing_cells(run.scaler.features, _metadata_rows(names, table)).tolist()))
+    scored = failed = from_defaults = imputed = 0
     with atomic_file(out, "wb" if out.suffix == ".parquet" else "w") as handle:
         write = _writer(out, handle, run.config.class_names)
         for rows in iter_predictions(run, folder, files, table, batch_size, workers):
@@ -159,10 +174,12 @@ def predict_folder(
             failed += bad
             scored += len(rows) - bad
             from_defaults += sum(bool(r["likes_from_defaults"]) for r in rows)
+            imputed += sum(missing[r["file"]] for r in rows if not r["error"] and r["likes"] is not None)
             if on_batch:
                 on_batch(len(rows))
         if out.suffix == ".parquet":
             write([])  # closes the Parquet footer
         if scored == 0:
             raise InstacliError(f"{folder}: none of the {len(files)} files could be read as an image; nothing was written")
-    return PredictSummary(out=out, scored=scored, failed=failed, from_defaults=from_defaults, seconds=time.perf_counter() - started)
+    return PredictSummary(out=out, scored=scored, failed=failed, from_defaults=from_defaults,
+                          seconds=time.perf_counter() - started, imputed=imputed)

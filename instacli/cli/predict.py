@@ -18,6 +18,7 @@ def predict_command(
     run: Path = typer.Argument(..., help="Run folder written by `instacli train`."),
     folder: Path = typer.Argument(..., help="Folder of photos (searched recursively)."),
     metadata: Optional[Path] = typer.Option(None, help="Engagement table (CSV/JSONL/Parquet keyed by file_name) for the numeric inputs."),
+    column_map: Optional[list[str]] = typer.Option(None, "--map", help="Column names of --metadata, e.g. file_name=img,comments=n_comments (repeatable)."),
     out: Path = typer.Option(Path("predictions.csv"), "--out", help="Output file: .csv, .jsonl or .parquet."),
     batch_size: int = typer.Option(64, help="Images per batch."),
     workers: int = typer.Option(2, help="Processes that decode images."),
@@ -25,17 +26,24 @@ def predict_command(
 ) -> None:
     """One row per photo: predicted label, class probabilities, likes, and an error column for unreadable files."""
     from instacli_datasets import iter_image_files
+    from instacli_datasets.engagement import parse_mapping
 
+    mapping = parse_mapping(column_map)
+    if mapping and metadata is None:
+        raise InstacliError("--map: renames the columns of --metadata; give --metadata too or drop --map")
     total = sum(1 for _ in iter_image_files(folder)) if folder.is_dir() else 0
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("scoring", total=total)
-        summary = predict_folder(run, folder, out, metadata, batch_size, workers, overwrite, on_batch=lambda n: progress.advance(task, n))
+        summary = predict_folder(run, folder, out, metadata, batch_size, workers, overwrite,
+                                 on_batch=lambda n: progress.advance(task, n), column_map=mapping)
     console.print(
         f"[green]wrote[/] {summary.out}: {summary.scored} scored, {summary.failed} unreadable "
         f"({summary.scored / max(summary.seconds, 1e-9):.0f} images/s)"
     )
     if summary.from_defaults:
         console.print(f"{summary.from_defaults} rows had no engagement numbers: likes use the training medians (likes_from_defaults = true)")
+    if summary.imputed:
+        console.print(f"{summary.imputed} missing value(s) of the numeric inputs were filled with the training medians")
     if summary.failed:
         console.print(f"[yellow]{summary.failed} files could not be read; see the error column[/]")
     if summary.scored == 0:
