@@ -125,12 +125,14 @@ def parse_overrides(pairs: Iterable[str], models: Sequence[str]) -> dict[str, di
         model, dot, key = target.strip().rpartition(".")
         if not sep or not dot or not model or not key:
             raise InstacliError(f"--set {pair!r}: expected ENCODER.KEY=VALUE, e.g. --set efficientnet-lite0.freeze_encoder=true")
+        group = None
+        if "." in model:  # vit-scratch.encoder_options.width → a nested option
+            model, _, group = model.partition(".")
+            if group not in ("encoder_options", "regressor_options"):
+                raise InstacliError(f"--set {pair!r}: expected ENCODER.KEY=VALUE or ENCODER.encoder_options.KEY=VALUE")
         if model not in models:
             raise InstacliError(f"--set {pair!r}: '{model}' is not compared here; it must be one of {', '.join(models)}")
-        if "." in model:  # encoder_options.width → nested option
-            model, _, group = model.partition(".")
-            if group not in ("encoder_options", "regressor_options") or model not in models:
-                raise InstacliError(f"--set {pair!r}: expected ENCODER.KEY=VALUE or ENCODER.encoder_options.KEY=VALUE")
+        if group:
             out.setdefault(model, {}).setdefault(group, {})[key.replace("-", "_")] = _json_value(value)
             continue
         key = key.replace("-", "_")

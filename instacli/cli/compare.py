@@ -195,7 +195,7 @@ def compare_command(
     print_table(result.results)
     console.print(
         f"[green]report[/] {result.out / 'report.html'}  ({len(result.trained)} trained, {len(result.reused)} reused, "
-        f"{len(result.failed)} failed)", highlight=False,
+        f"{len(result.failed)} failed)", highlight=False, soft_wrap=True,
     )
 
 
@@ -209,4 +209,4 @@ def report_command(
     results, files = rerender(path, out)
     if not quiet:
         print_table(results)
-    console.print(f"[green]report[/] {files.html}", highlight=False)
+    console.print(f"[green]report[/] {files.html}", highlight=False, soft_wrap=True)
