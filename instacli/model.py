@@ -80,13 +80,17 @@ class MultiTaskModel(nn.Module):
         )
         self.regressor = regressor
 
+    def fuse(self, embedding: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
+        """The regressor's view of a post: image embedding, plus the adapted caption when captions are used."""
+        if self.text_adapter is None or text is None:
+            return embedding
+        return torch.cat([embedding, self.text_adapter(text)], dim=1)
+
     def heads(
         self, embedding: torch.Tensor, features: torch.Tensor, text: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Both heads on a precomputed image embedding (used directly when the encoder is frozen and cached)."""
-        fused = embedding
-        if self.text_adapter is not None and text is not None:
-            fused = torch.cat([embedding, self.text_adapter(text)], dim=1)
+        fused = self.fuse(embedding, text)
         logits = self.classifier(fused if self.text_to_classifier else embedding) if self.classifier is not None else None
         likes = self.regressor(fused, features) if self.regressor is not None else None
         return logits, likes

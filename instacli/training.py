@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -20,13 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
+from safetensors.torch import load_file
 from accelerate.utils import set_seed
 
 from instacli import registry
 from instacli.augment import eval_view, train_view
 from instacli.errors import InstacliError
-from instacli.io import check_writable_target, write_json
+from instacli.io import atomic_file, check_writable_target, write_json
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
 from instacli.settings import TrainSettings
 from instacli.splits import SplitArrays, load_split_arrays
@@ -58,6 +60,7 @@ class TrainResult:
     best: dict[str, Any]
     seconds: float
     images_per_second: float
+    optimizer_steps: int = 0
 
 
 def resolve_mixed_precision(choice: str) -> str:
@@ -190,6 +193,78 @@ def validation_metrics(out: dict[str, np.ndarray], settings: TrainSettings) -> d
     return metrics
 
 
+@torch.inference_mode()
+def fit_classical_regressor(
+    run: Path, net: MultiTaskModel, config: ModelConfig, split: SplitArrays, inputs: torch.Tensor, frozen: bool, accelerator: Accelerator
+) -> None:
+    """Fit a scikit-learn regressor (``ridge``, ``gbrt``) on the best network's training embeddings, then save."""
+    net.load_state_dict(load_file(str(run / "model.safetensors")))
+    net.eval()
+    fused = []
+    for start in range(0, len(split), 256):
+        batch = inputs[start : start + 256].to(accelerator.device)
+        with accelerator.autocast():
+            embedding = batch if frozen else net.encoder(eval_view(batch, net.encoder.preprocess))
+            fused.append(net.fuse(embedding.float(), split.text[start : start + 256].to(accelerator.device)).float())
+    net.regressor.fit(torch.cat(fused), split.features.to(accelerator.device), split.targets.to(accelerator.device))
+    save_model(run, net, config)
+
+
+def with_run_settings(flags: dict[str, Any]) -> dict[str, Any]:
+    """For ``--resume``: the run's own ``settings.json`` supplies every flag not given again (``None``)."""
+    out = flags.get("out")
+    if not flags.get("resume") or out is None or not (Path(out) / "settings.json").is_file():
+        return flags
+    saved = json.loads((Path(out) / "settings.json").read_text())
+    merged = {k: v for k, v in saved.items() if k in TrainSettings.model_fields and k not in ("resume", "overwrite")}
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    return merged
+
+
+def new_trainer_state() -> dict[str, Any]:
+    """Everything besides accelerate's state that a resumed run needs: position, early stopping, counters."""
+    return {
+        "epoch": 0,  # last finished epoch
+        "batch": 0,  # batches of the next epoch already trained (a mid-epoch checkpoint)
+        "best_val": float("inf"), "best_epoch": 0, "bad_epochs": 0,
+        "optimizer_steps": 0, "images_seen": 0, "seconds": 0.0,
+        "sums": [0.0, 0.0, 0.0], "steps": 0, "epoch_seconds": 0.0,  # the unfinished epoch's running loss
+        "history": [],  # one record per finished epoch, as in metrics.jsonl
+    }
+
+
+def _checkpoint_folders(run: Path) -> tuple[Path, Path, Path]:
+    return run / "checkpoint", run / "checkpoint.tmp", run / "checkpoint.old"
+
+
+def find_checkpoint(run: Path) -> Path | None:
+    """The newest complete checkpoint of ``run`` (``trainer_state.json`` is written last), if any."""
+    final, _, old = _checkpoint_folders(run)
+    return next((folder for folder in (final, old) if (folder / "trainer_state.json").is_file()), None)
+
+
+def save_checkpoint(accelerator: Accelerator, run: Path, state: dict[str, Any]) -> None:
+    """``accelerate.save_state`` (model, optimizer, scheduler, every process's RNG) + ``trainer_state.json``.
+
+    Written to ``checkpoint.tmp`` and swapped in by renames, so that a kill at any moment leaves a
+    complete checkpoint behind (``checkpoint`` or, during the swap, ``checkpoint.old``).
+    """
+    final, tmp, old = _checkpoint_folders(run)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json(tmp / "trainer_state.json", state)
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
 def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainResult:
     """Train one model as ``settings`` says and write the run folder; returns a summary."""
     reporter = reporter or Reporter()
@@ -197,8 +272,10 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
     accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(settings.mixed_precision),
         gradient_accumulation_steps=settings.grad_accum,
+        # The shuffle of epoch e depends on seed + e only, so a resumed epoch skips exactly the batches it had done.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=settings.seed),
     )
-    if accelerator.is_main_process and not settings.resume:
+    if not settings.resume:  # every process checks, so that all of them stop with the same message
         check_writable_target(run / "model.safetensors", settings.overwrite, "a trained run")
         check_writable_target(run / "checkpoint", settings.overwrite, "a run in progress (use --resume)")
     set_seed(settings.seed)
@@ -208,6 +285,11 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
     val_split = load_split_arrays(settings.data, "validation", settings, scaler=train_split.scaler, task=train_split.task, text=text)
     config = _model_config(settings, train_split, text)
     model = build_model(config)
+    if getattr(model.regressor, "fits_after_training", False) and config.task == "likes" and not settings.freeze_encoder:
+        raise InstacliError(
+            f"regressor '{settings.regressor}' is fitted after training and gives the encoder no gradient; "
+            "with --task likes add --freeze-encoder or pick a neural regressor (conv1d, mlp, linear)"
+        )
     preprocess = model.encoder.preprocess
     with accelerator.main_process_first():  # the main process decodes; the others read its cache
         train_images = train_split.images(preprocess.resize_size, settings.workers)
@@ -232,31 +314,40 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
     if settings.compile:
         model = torch.compile(model)
 
-    state = {"epoch": 0, "best_val": float("inf"), "best_epoch": 0, "bad_epochs": 0}
-    checkpoint = run / "checkpoint"
+    set_seed(settings.seed, device_specific=True)  # augmentation and dropout differ between processes
+    state = new_trainer_state()
     if settings.resume:
-        if not (checkpoint / "trainer_state.json").is_file():
+        found = find_checkpoint(run)
+        if found is None:
             raise InstacliError(f"{run}: nothing to resume (no checkpoint/trainer_state.json); start a new run instead")
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        accelerator.load_state(str(found))  # weights, optimizer, scheduler, RNG of every process
+        state.update(json.loads((found / "trainer_state.json").read_text()))
+        if accelerator.is_main_process:  # forget records of an epoch that ran past the checkpoint
+            with atomic_file(run / "metrics.jsonl") as handle:
+                handle.writelines(json.dumps(r) + "\n" for r in state["history"])
     elif accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
+        for folder in _checkpoint_folders(run):  # --overwrite of an interrupted run
+            shutil.rmtree(folder, ignore_errors=True)
         (run / "metrics.jsonl").unlink(missing_ok=True)
         write_json(run / "settings.json", settings.model_dump(mode="json"))
 
     reporter.start(settings.epochs, len(train_loader), {"run": str(run), "mixed_precision": accelerator.mixed_precision,
                                                         "processes": accelerator.num_processes, "device": str(accelerator.device)})
-    started = time.perf_counter()
-    images_seen = 0
+    started = time.perf_counter() - state["seconds"]  # the time budget counts the time before an interruption
     net = accelerator.unwrap_model(model)
+    accum, n_batches = settings.grad_accum, len(train_loader)
     for epoch in range(state["epoch"] + 1, settings.epochs + 1):
         model.train()
         if settings.freeze_encoder:
             net.encoder.eval()
-        epoch_start = time.perf_counter()
-        sums = np.zeros(3)
-        steps = 0
-        for inputs, features, targets, labels, text in train_loader:
+        train_loader.set_epoch(epoch)
+        done = state["batch"]
+        loader = accelerator.skip_first_batches(train_loader, done) if done else train_loader
+        accelerator.step = done  # accumulation groups start with the epoch (accelerate resets at its end)
+        epoch_start = time.perf_counter() - state["epoch_seconds"]
+        sums, steps = np.array(state["sums"], dtype=np.float64), state["steps"]
+        for index, (inputs, features, targets, labels, text) in enumerate(loader, start=done):
             with accelerator.accumulate(model):
                 pixels = inputs if settings.freeze_encoder else train_view(inputs, preprocess)
                 with accelerator.autocast():
@@ -265,7 +356,9 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
                 total, ce, reg = multitask_loss(logits, likes, labels, targets, settings)
                 if aux is not None:
                     total = total + aux
-                accelerator.backward(total)
+                # accelerate divides every loss by grad_accum; the epoch's last group may be shorter
+                group = min(accum, n_batches - index // accum * accum)
+                accelerator.backward(total if group == accum else total * (accum / group))
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -273,9 +366,18 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
                 optimizer.zero_grad(set_to_none=True)
             sums += [total.item(), ce.item(), reg.item()]
             steps += 1
-            images_seen += len(labels) * accelerator.num_processes
-            reporter.step(epoch, total.item())
+            state["images_seen"] += len(labels) * accelerator.num_processes
+            reporter.step(epoch, sums[0] / steps)
+            if accelerator.sync_gradients:
+                state["optimizer_steps"] += 1
+                every = settings.checkpoint_every
+                if every and state["optimizer_steps"] % every == 0 and index + 1 < n_batches:
+                    now = time.perf_counter()
+                    state.update(batch=index + 1, steps=steps, epoch_seconds=now - epoch_start, seconds=now - started,
+                                 sums=accelerator.reduce(torch.from_numpy(sums), "mean").tolist())
+                    save_checkpoint(accelerator, run, state)
         epoch_seconds = time.perf_counter() - epoch_start
+        sums = accelerator.reduce(torch.from_numpy(sums), "mean").numpy()  # every process's mean loss
         record: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": sums[0] / max(steps, 1),
@@ -283,29 +385,32 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
             "train_likes_loss": sums[2] / max(steps, 1),
             **validation_metrics(run_inference(model, val_loader, accelerator, settings.freeze_encoder), settings),
             "lr": scheduler.get_last_lr()[0],
+            "optimizer_steps": state["optimizer_steps"],
             "seconds": epoch_seconds,
             "images_per_second": steps * settings.batch_size * accelerator.num_processes / max(epoch_seconds, 1e-9),
         }
         improved = record["val_loss"] < state["best_val"] - 1e-4
-        state.update(epoch=epoch, bad_epochs=0 if improved else state["bad_epochs"] + 1)
+        state.update(epoch=epoch, batch=0, sums=[0.0, 0.0, 0.0], steps=0, epoch_seconds=0.0,
+                     bad_epochs=0 if improved else state["bad_epochs"] + 1)
         if improved:
             state.update(best_val=record["val_loss"], best_epoch=epoch)
+        state["history"].append(record)
         if accelerator.is_main_process:
             if improved:
                 save_model(run, net, config)
             with open(run / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(checkpoint))
-        if accelerator.is_main_process:
-            write_json(checkpoint / "trainer_state.json", state)
+        state["seconds"] = time.perf_counter() - started
+        save_checkpoint(accelerator, run, state)
         reporter.epoch_end({**record, "best": improved})
-        out_of_time = settings.time_budget is not None and time.perf_counter() - started > settings.time_budget
+        out_of_time = settings.time_budget is not None and state["seconds"] > settings.time_budget
         if state["bad_epochs"] >= settings.patience or out_of_time:
             break
 
+    if getattr(net.regressor, "fits_after_training", False) and accelerator.is_main_process:
+        fit_classical_regressor(run, net, config, train_split, train_inputs, settings.freeze_encoder, accelerator)
     seconds = time.perf_counter() - started
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    history = state["history"]
     best = next(r for r in history if r["epoch"] == state["best_epoch"])
     if accelerator.is_main_process:
         from instacli.plots import plot_curves
@@ -313,10 +418,11 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
         plot_curves(history, run / "curves.png")
         # The resume checkpoint is accelerate's format (it pickles RNG and optimizer state); a finished
         # run keeps only safetensors and JSON.
-        shutil.rmtree(checkpoint, ignore_errors=True)
+        for folder in _checkpoint_folders(run):
+            shutil.rmtree(folder, ignore_errors=True)
     result = TrainResult(
         run=run, best_epoch=state["best_epoch"], epochs_run=state["epoch"], best=best,
-        seconds=seconds, images_per_second=images_seen / max(seconds, 1e-9),
+        seconds=seconds, images_per_second=state["images_seen"] / max(seconds, 1e-9), optimizer_steps=state["optimizer_steps"],
     )
     reporter.finish(result.__dict__)
     return result

@@ -12,7 +12,7 @@ from instacli.cli.main import app, console
 from instacli.cli.progress import RichReporter
 from instacli.errors import InstacliError
 from instacli.settings import load_settings
-from instacli.training import train
+from instacli.training import train, with_run_settings
 
 
 def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any] | None:
@@ -51,10 +51,15 @@ def train_command(
     likes_weight: Optional[float] = typer.Option(None, help="Weight w in loss = CE + w·likes loss. [default: 1.0]"),
     patience: Optional[int] = typer.Option(None, help="Epochs without validation-loss improvement before stopping. [default: 15]"),
     freeze_encoder: Optional[bool] = typer.Option(None, "--freeze-encoder/--no-freeze-encoder", help="Train the heads only on cached embeddings."),
+    text: Optional[bool] = typer.Option(None, "--text/--no-text", help="Use captions as a third input (frozen text encoder)."),
+    text_encoder: Optional[str] = typer.Option(None, help="Caption encoder name. [default: minilm — bundled, offline]"),
+    text_option: Optional[list[str]] = typer.Option(None, "--text-option", help="Text encoder option KEY=VALUE, e.g. pretrained=bert-base-uncased."),
+    text_to_classifier: Optional[bool] = typer.Option(None, "--text-to-classifier", help="Feed captions to the category head too."),
     mixed_precision: Optional[str] = typer.Option(None, help="auto|no|bf16|fp16. [default: auto — bf16 where the hardware is fast at it]"),
     seed: Optional[int] = typer.Option(None, help="Random seed. [default: 42]"),
     workers: Optional[int] = typer.Option(None, help="Processes that decode images. [default: 2]"),
     grad_accum: Optional[int] = typer.Option(None, help="Gradient accumulation steps. [default: 1]"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Also checkpoint every N optimizer steps for --resume (0 = at epoch ends only). [default: 0]"),
     time_budget: Optional[float] = typer.Option(None, help="Stop after this many seconds of training."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create. [default: runs/<encoder>-<time>]"),
@@ -64,17 +69,17 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
 ) -> None:
     """Train an encoder + heads on a dataset and write a run folder (model.safetensors, config.json, metrics)."""
-    settings = load_settings(
-        config,
+    settings = load_settings(config, **with_run_settings(dict(
         data=data, encoder=encoder, regressor=regressor, preset=preset, pretrained=pretrained,
         encoder_options=parse_options(encoder_option, "--encoder-option"),
         regressor_options=parse_options(regressor_option, "--regressor-option"),
         task=task, features=features.split(",") if features else None, epochs=epochs, batch_size=batch_size,
         lr=lr, encoder_lr=encoder_lr, image_size=image_size, likes_loss=likes_loss, likes_weight=likes_weight,
-        patience=patience, freeze_encoder=freeze_encoder, mixed_precision=mixed_precision, seed=seed,
+        patience=patience, freeze_encoder=freeze_encoder, text=text, text_encoder=text_encoder,
+        text_options=parse_options(text_option, "--text-option"), text_to_classifier=text_to_classifier, mixed_precision=mixed_precision, seed=seed,
         workers=workers, grad_accum=grad_accum, time_budget=time_budget, compile=compile, out=out,
-        overwrite=overwrite, resume=resume,
-    )
+        overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
+    )))
     from accelerate import PartialState
 
     reporter = RichReporter(console, enabled=not quiet and PartialState().is_main_process)
