@@ -39,7 +39,7 @@ from instacli import __version__, registry
 from instacli.errors import InstacliError
 from instacli.io import write_json
 from instacli.settings import TrainSettings
-from instacli.training import Reporter
+from instacli.reporting import Reporter
 
 #: The encoders compared when none are named.
 DEFAULT_ENCODERS = ("vit-scratch", "hf-vit", "inception-v3", "efficientnet-lite0")

@@ -17,7 +17,8 @@ from typing import Any
 from instacli.evaluation import evaluate
 from instacli.prediction import PredictSummary, predict_folder
 from instacli.settings import TrainSettings
-from instacli.training import Reporter, TrainResult, train
+from instacli.reporting import Reporter
+from instacli.training import TrainResult, train
 
 
 def sample_folder() -> Path:

@@ -29,6 +29,7 @@ from instacli import registry
 from instacli.augment import eval_view, train_view
 from instacli.errors import InstacliError
 from instacli.io import atomic_file, check_writable_target, write_json
+from instacli.reporting import Reporter
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
 from instacli.settings import TrainSettings
 from instacli.splits import SplitArrays, load_split_arrays
@@ -38,18 +39,6 @@ LIKES_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
     "huber": F.smooth_l1_loss,
     "mse": F.mse_loss,
 }
-
-
-class Reporter:
-    """Hooks the CLI implements to show progress; the library itself prints nothing."""
-
-    def start(self, epochs: int, steps_per_epoch: int, info: dict[str, Any]) -> None: ...
-
-    def step(self, epoch: int, loss: float) -> None: ...
-
-    def epoch_end(self, record: dict[str, Any]) -> None: ...
-
-    def finish(self, summary: dict[str, Any]) -> None: ...
 
 
 @dataclass

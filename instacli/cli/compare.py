@@ -16,7 +16,7 @@ from instacli.cli.main import app, console
 from instacli.compare import DEFAULT_ENCODERS, DEFAULT_REGRESSORS, SEED_PRESET_KEY, CompareReporter, Plan, compare, parse_overrides
 from instacli.errors import InstacliError
 from instacli.report import COLUMNS, ORACLE_NOTE, failures, rerender, table_rows
-from instacli.training import Reporter
+from instacli.reporting import Reporter
 
 
 def _names(text: str | None, flag: str) -> list[str]:

@@ -10,7 +10,6 @@ import typer
 from instacli.cli.evaluate import print_evaluation
 from instacli.cli.main import app, console
 from instacli.cli.progress import RichReporter
-from instacli.demo import run_demo
 
 
 @app.command("demo")
@@ -20,6 +19,8 @@ def demo_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier demo in --out."),
 ) -> None:
     """Bundled sample photos → dataset → training → evaluation → predictions, with results on screen."""
+    from instacli.demo import run_demo
+
     console.rule("[bold]instacli demo")
     result = run_demo(out, epochs=epochs, reporter=RichReporter(console), overwrite=overwrite)
     print_evaluation(result.evaluation)

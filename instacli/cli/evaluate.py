@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from instacli.cli.main import app, console
-from instacli.evaluation import evaluate
 
 
 def _fmt(value: Any) -> str:
@@ -58,6 +57,8 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Accuracy, per-class F1, confusion matrix and likes errors of RUN on DATA."""
+    from instacli.evaluation import evaluate
+
     result = evaluate(run, data, split=split, batch_size=batch_size, workers=workers)
     if as_json:
         typer.echo(json.dumps(result))

@@ -10,7 +10,6 @@ from rich.progress import Progress
 
 from instacli.cli.main import app, console
 from instacli.errors import InstacliError
-from instacli.prediction import predict_folder
 
 
 @app.command("predict")
@@ -25,6 +24,7 @@ def predict_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     """One row per photo: predicted label, class probabilities, likes, and an error column for unreadable files."""
+    from instacli.prediction import predict_folder
     from instacli_datasets import iter_image_files
     from instacli_datasets.engagement import parse_mapping
 

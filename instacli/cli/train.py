@@ -12,7 +12,6 @@ from instacli.cli.main import app, console
 from instacli.cli.progress import RichReporter
 from instacli.errors import InstacliError
 from instacli.settings import load_settings
-from instacli.training import train, with_run_settings
 
 
 def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any] | None:
@@ -69,6 +68,8 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
 ) -> None:
     """Train an encoder + heads on a dataset and write a run folder (model.safetensors, config.json, metrics)."""
+    from instacli.training import train, with_run_settings  # torch loads only when a command runs
+
     settings = load_settings(config, **with_run_settings(dict(
         data=data, encoder=encoder, regressor=regressor, preset=preset, pretrained=pretrained,
         encoder_options=parse_options(encoder_option, "--encoder-option"),
