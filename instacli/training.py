@@ -265,8 +265,8 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=settings.seed),
     )
     if not settings.resume:  # every process checks, so that all of them stop with the same message
-        check_writable_target(run / "model.safetensors", settings.overwrite, "a trained run")
         check_writable_target(run / "checkpoint", settings.overwrite, "a run in progress (use --resume)")
+        check_writable_target(run / "model.safetensors", settings.overwrite, "a trained run")
     set_seed(settings.seed)
 
     text = (settings.text_encoder, dict(settings.text_options)) if settings.text else None

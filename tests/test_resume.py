@@ -1,0 +1,136 @@
+"""Checkpoints and ``--resume``: an interrupted run ends exactly where an uninterrupted one does.
+
+A tiny vit-scratch trains on 40 generated photos (36 ms a step). One test stops a run in-process
+(an exception from the progress hook, right after a mid-epoch checkpoint) and compares every
+metric of the resumed run with an uninterrupted one; another SIGKILLs a real ``instacli train``
+subprocess and resumes it through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from instacli.errors import InstacliError
+from instacli.model import load_run
+from instacli.settings import TrainSettings
+from instacli.training import Reporter, train
+
+TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2, "drop_path": 0.1}
+TINY_FLAGS = ["-E", "image_size=32", "-E", "patch_size=8", "-E", "width=32", "-E", "heads=2"]
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 + 20 noisy two-colour photos, built into a dataset (24 train, 8 validation, 8 test)."""
+    from instacli_datasets import build_dataset
+
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for c, category in enumerate(("animal", "landscape")):
+        for i in range(20):
+            img = np.zeros((40, 48, 3), np.uint8)
+            img[:20], img[20:] = ((90, 150, 230), (60, 160, 70)) if c else ((128, 128, 128), (120, 70, 30))
+            img = np.clip(img + rng.integers(-25, 25, img.shape), 0, 255).astype(np.uint8)
+            (root / category).mkdir(exist_ok=True)
+            Image.fromarray(img).save(root / category / f"{category}_{i:02d}.png")
+    out = tmp_path_factory.mktemp("data") / "ds"
+    build_dataset(root, out, synthetic="seed", seed=1, val_fraction=0.2, test_fraction=0.2)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INSTACLI_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt(Reporter):
+    """Raises after ``at`` batches: the process dies with whatever checkpoint it last wrote."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.seen = at, 0
+
+    def step(self, epoch: int, loss: float) -> None:
+        self.seen += 1
+        if self.seen == self.at:
+            raise Crash
+
+
+def test_resume_mid_epoch_reproduces_the_uninterrupted_run(dataset: Path, tmp_path: Path) -> None:
+    # 24 train rows / batch 4 = 6 batches, grad-accum 2 → 3 optimizer steps an epoch; checkpoints every 2 steps.
+    common = dict(data=dataset, encoder_options=TINY_VIT, epochs=3, batch_size=4, grad_accum=2, checkpoint_every=2,
+                  warmup_epochs=1)
+    reference = train(TrainSettings(out=tmp_path / "a", **common))
+    assert reference.optimizer_steps == 3 * 3
+    assert [r["optimizer_steps"] for r in _records(tmp_path / "a")] == [3, 6, 9]
+
+    run = tmp_path / "b"
+    with pytest.raises(Crash):  # batch 10 = epoch 2, batch 4: the last checkpoint is mid-epoch (step 4, 2 batches in)
+        train(TrainSettings(out=run, **common), CrashAt(10))
+    state = json.loads((run / "checkpoint" / "trainer_state.json").read_text())
+    assert (state["epoch"], state["batch"], state["optimizer_steps"]) == (1, 2, 4)
+    assert len(_records(run)) == 1
+    with pytest.raises(InstacliError, match="--resume"):
+        train(TrainSettings(out=run, **common))
+
+    resumed = train(TrainSettings(out=run, resume=True, **common))
+    assert resumed.optimizer_steps == reference.optimizer_steps and resumed.epochs_run == 3
+    for a, b in zip(_records(tmp_path / "a"), _records(run), strict=True):
+        for key in ("epoch", "optimizer_steps", "train_loss", "val_loss", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    assert not any(p.name.startswith("checkpoint") for p in run.iterdir())  # a finished run keeps no pickles
+    load_run(run)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(InstacliError, match="nothing to resume"):
+        train(TrainSettings(data=dataset, out=tmp_path / "none", resume=True, encoder_options=TINY_VIT, epochs=1))
+
+
+def test_sigkill_mid_epoch_then_cli_resume(dataset: Path, tmp_path: Path, run_cli) -> None:
+    run = tmp_path / "killed"
+    epochs = 8
+    env = {**os.environ, "INSTACLI_CACHE": os.environ["INSTACLI_CACHE"]}
+    command = [sys.executable, "-m", "instacli", "train", "--data", str(dataset), "--out", str(run), "--epochs", str(epochs),
+               "--batch-size", "4", "--checkpoint-every", "2", "--quiet", *TINY_FLAGS]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state_file = run / "checkpoint" / "trainer_state.json"
+    try:
+        deadline = time.monotonic() + 120
+        while not state_file.is_file():  # the first checkpoint is mid-epoch (step 2 of 6)
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert json.loads(state_file.read_text())["epoch"] < epochs
+
+    result = run_cli("train", "--resume", "--out", str(run), "--quiet")  # data, epochs, … come from the run's settings.json
+    assert result.code == 0, result.stderr
+    records = _records(run)
+    assert [r["epoch"] for r in records] == list(range(1, epochs + 1))
+    assert records[-1]["optimizer_steps"] == epochs * 6  # as an uninterrupted run: 24 rows / 4 per batch
+    assert not any(p.name.startswith("checkpoint") for p in run.iterdir())
+    assert not list(run.rglob("*.pkl")) and not list(run.rglob("*.bin"))
+    loaded = load_run(run)
+    assert loaded.config.encoder_options["width"] == 32
