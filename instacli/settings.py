@@ -27,7 +27,7 @@ class TrainSettings(BaseSettings):
     task: Literal["auto", "both", "category", "likes"] = "auto"
     features: list[str] | None = None
     image_size: int | None = None
-    epochs: int = 60
+    epochs: int = 30
     batch_size: int = 64
     lr: float = 2e-3
     encoder_lr: float | None = None
@@ -36,7 +36,7 @@ class TrainSettings(BaseSettings):
     label_smoothing: float = 0.1
     likes_loss: Literal["l1", "huber", "mse"] = "l1"
     likes_weight: float = 1.0
-    patience: int = 15
+    patience: int = 10
     freeze_encoder: bool = False
     text: bool = False
     text_encoder: str = "minilm"

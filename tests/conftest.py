@@ -6,13 +6,19 @@ the network or ../shared data.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from PIL import Image
+
+# Tests never touch the network, and never write the user's decode cache.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["INSTACLI_CACHE"] = tempfile.mkdtemp(prefix="instacli-test-cache-")
 
 DEFAULT_CLASSES = {"animal": 10, "landscape": 10}
 
