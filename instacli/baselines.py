@@ -5,6 +5,9 @@
 * ``class-median`` — the training median likes of each post's *true* category. It reads the label,
   so it is an oracle for the likes task, not a competitor: with likes that depend on the category
   only (the ``seed`` synthetic engagement) it is the best MAE any model can reach.
+* ``generator`` — only on ``synthetic:realistic`` data: the generator's own best prediction of
+  log1p(likes) from category, followers and comments (:func:`instacli_datasets.oracle_log_likes`).
+  Another oracle: the floor of the log-likes error, shown for reference.
 * ``ridge`` / ``gbrt`` — scikit-learn regressors on ``log1p`` of the numeric engagement columns
   (comments, shares, followers: whichever the data has), target ``log1p(likes)``, without the
   photo. Missing values are imputed with the training median, as the networks' scaler does.
@@ -31,6 +34,7 @@ NUMERIC_BASELINES = ("ridge", "gbrt")
 DESCRIPTIONS = {
     "majority": "most frequent training category; training median likes for every post",
     "class-median": "training median likes of the post's true category (reads the label: an oracle for likes, no classifier)",
+    "generator": "the synthetic engagement generator's best prediction from category, followers and comments (an oracle: the floor of log-likes MAE)",
     "ridge": "ridge regression on log1p(comments, shares, followers) → log1p(likes), no photo",
     "gbrt": "gradient-boosted trees (scikit-learn HistGradientBoostingRegressor) on the same numbers, no photo",
 }
@@ -44,6 +48,8 @@ class SplitColumns:
     likes: np.ndarray
     numeric: dict[str, np.ndarray]
     class_names: list[str]
+    engagement: str | None = None
+    params: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -58,7 +64,8 @@ class SplitColumns:
         labels = np.asarray(ds["label"], dtype=np.int64) if "label" in ds.column_names else np.full(n, -1)
         likes = as_float(ds["likes"]) if "likes" in ds.column_names else np.full(n, np.nan)
         numeric = {c: as_float(ds[c]) for c in NUMERIC_COLUMNS if c in ds.column_names}
-        return cls(labels=labels, likes=likes, numeric=numeric, class_names=list(info.class_names))
+        return cls(labels=labels, likes=likes, numeric=numeric, class_names=list(info.class_names),
+                   engagement=info.engagement, params=dict(getattr(info, "params", None) or {}))
 
 
 def _row(key: str, name: str, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -116,6 +123,20 @@ def class_median(train: SplitColumns, test: SplitColumns) -> dict[str, Any]:
     return _row("class-median", name, metrics, likes_predictions=pairs, oracle=True)
 
 
+def generator_oracle(test: SplitColumns) -> dict[str, Any] | None:
+    """On ``synthetic:realistic`` data, the generator's posterior mean of log1p(likes); else None."""
+    if test.engagement != "synthetic:realistic" or not test.params or not (~np.isnan(test.likes)).any():
+        return None
+    from instacli_datasets import oracle_log_likes
+
+    columns = {"label": test.labels, "followers": test.numeric.get("followers"), "comments": test.numeric.get("comments")}
+    if any(v is None for v in columns.values()):
+        return None
+    predicted = np.clip(np.expm1(oracle_log_likes(columns, test.params)), 0.0, None)
+    likes, pairs = _likes_result(test, predicted)
+    return _row("generator", "generator oracle", {**_empty_classification(), **likes}, likes_predictions=pairs, oracle=True)
+
+
 def numeric_matrix(split: SplitColumns, columns: list[str], medians: list[float]) -> np.ndarray:
     """``log1p`` of the numeric columns with missing values set to the training medians."""
     out = np.empty((len(split), len(columns)))
@@ -160,6 +181,9 @@ def all_baselines(data: Path, split: str = "test", seed: int = 0) -> list[dict[s
     train, test = SplitColumns.load(data, "train"), SplitColumns.load(data, split)
     rows = [majority(train, test), class_median(train, test)]
     rows += [numeric_only(kind, train, test, seed) for kind in NUMERIC_BASELINES]
+    oracle = generator_oracle(test)
+    if oracle is not None:
+        rows.insert(2, oracle)
     for row in rows:
         row["metrics"]["n"] = len(test)
     return rows

@@ -303,26 +303,32 @@ class CompareReporter:
 
 
 class RunStopped(Exception):
-    """Raised from inside training when the first epoch overruns the hard limit."""
+    """Raised from inside training when the first epoch overruns the hard limit; carries what was
+    measured until then (the table shows it)."""
+
+    def __init__(self, message: str, seconds: float, images: int, steps_per_epoch: int | None, batches: int) -> None:
+        super().__init__(message)
+        self.seconds, self.images, self.steps_per_epoch, self.batches = seconds, images, steps_per_epoch, batches
 
 
 class _Guard(Reporter):
     """Delegates to the user's reporter; stops a first epoch that overruns the hard limit, and
     records the wall time after every epoch (so a resumed run keeps counting)."""
 
-    def __init__(self, inner: Reporter, hard_limit: float | None, info_path: Path, previous_seconds: float, n_train: int) -> None:
+    def __init__(self, inner: Reporter, hard_limit: float | None, info_path: Path, previous_seconds: float, batch_size: int) -> None:
         self.inner, self.hard_limit, self.info_path = inner, hard_limit, info_path
-        self.previous, self.n_train = previous_seconds, n_train
+        self.previous, self.batch_size = previous_seconds, batch_size
         self.started = time.perf_counter()
         self.epochs_done = 0
-        self.images = 0
         self.batch = 0
+        self.steps_per_epoch: int | None = None
 
     def elapsed(self) -> float:
         return self.previous + time.perf_counter() - self.started
 
     def start(self, epochs: int, steps_per_epoch: int, info: dict[str, Any]) -> None:
         self.train_started = time.perf_counter()
+        self.steps_per_epoch = steps_per_epoch
         self.inner.start(epochs, steps_per_epoch, info)
 
     def step(self, epoch: int, loss: float) -> None:
@@ -330,10 +336,12 @@ class _Guard(Reporter):
         self.inner.step(epoch, loss)
         seconds = time.perf_counter() - getattr(self, "train_started", self.started)
         if self.hard_limit is not None and self.epochs_done == 0 and seconds > self.hard_limit:
+            per_epoch = f" of {self.steps_per_epoch}" if self.steps_per_epoch else ""
+            eta = f"; one epoch would take about {seconds * self.steps_per_epoch / self.batch / 60:.0f} min" if self.steps_per_epoch else ""
             raise RunStopped(
-                f"too slow: its first epoch was not done after {seconds:.0f} s of training "
-                f"({self.batch} batches; limit {self.hard_limit:.0f} s = {HARD_LIMIT_FACTOR:g} × time budget + "
-                f"{HARD_LIMIT_GRACE:.0f} s); raise the time budget or shrink the model"
+                f"too slow: stopped after {seconds:.0f} s of training, {self.batch}{per_epoch} batches into its first epoch"
+                f"{eta} (limit {HARD_LIMIT_FACTOR:g} × time budget + {HARD_LIMIT_GRACE:.0f} s)",
+                seconds, self.batch * self.batch_size, self.steps_per_epoch, self.batch,
             )
 
     def epoch_end(self, record: dict[str, Any]) -> None:
@@ -355,7 +363,7 @@ def _hard_limit(settings: TrainSettings) -> float | None:
     return settings.time_budget * HARD_LIMIT_FACTOR + HARD_LIMIT_GRACE
 
 
-def _train_one(plan: Plan, settings: TrainSettings, reporter: Reporter, n_train: int) -> None:
+def _train_one(plan: Plan, settings: TrainSettings, reporter: Reporter) -> None:
     """Train (or resume) one run; exceptions propagate to the caller, which records them."""
     from instacli.training import train
 
@@ -363,7 +371,7 @@ def _train_one(plan: Plan, settings: TrainSettings, reporter: Reporter, n_train:
     assert run is not None
     info = _read_json(run / RUN_INFO) or {}
     previous = float(info.get("wall_seconds", 0.0)) if settings.resume else 0.0
-    guard = _Guard(reporter, _hard_limit(settings), run / RUN_INFO, previous, n_train)
+    guard = _Guard(reporter, _hard_limit(settings), run / RUN_INFO, previous, settings.batch_size * settings.grad_accum)
     run.mkdir(parents=True, exist_ok=True)
     if not settings.resume:
         (run / RUN_INFO).unlink(missing_ok=True)
@@ -452,6 +460,54 @@ def _failed_entry(plan: Plan, run: Path | None, root: Path, error: str, status: 
     }
 
 
+STOPPED_KEYS = ("error", "train_seconds", "images_per_second", "parameters", "train_time_measured")
+
+
+def _stopped_before(run: Path, wanted: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The recorded outcome of a run stopped as too slow with these same settings, if any."""
+    info = _read_json(run / RUN_INFO) or {}
+    saved = _read_json(run / "settings.json")
+    if not info.get("stopped") or saved is None or wanted is None or settings_difference(saved, wanted):
+        return None
+    return info["stopped"]
+
+
+TRAINING = ("train", "retrain", "resume")
+
+
+def _decide(plan: Plan, run: Path, wanted: dict[str, Any] | None, overwrite: bool) -> tuple[str, dict[str, Any] | None]:
+    """(action, recorded stopped outcome): evaluate an external run; reuse a finished run (or a
+    too-slow outcome) with the same settings; resume a checkpoint; retrain anything else."""
+    state = run_state(run)
+    if plan.kind == "external":
+        return ("evaluate" if state == "finished" else "skip"), None
+    differs = bool(wanted is not None and settings_difference(_read_json(run / "settings.json") or {}, wanted))
+    if state == "finished" and not (overwrite and differs):
+        return "reuse", None
+    if state == "resumable" and not (overwrite and differs):
+        return "resume", None
+    if state == "partial":
+        stopped = _stopped_before(run, wanted)
+        if stopped:
+            return "reuse", stopped
+    return ("retrain" if state != "absent" else "train"), None
+
+
+def _encoder_parameters(plan: Plan) -> int | None:
+    """Parameters of the encoder of ``plan`` (random weights; the heads are small beside it)."""
+    try:
+        options = dict(plan.settings.get("encoder_options") or {})
+        for key in ("image_size", "pretrained"):
+            if plan.settings.get(key) is not None:
+                options[key] = plan.settings[key]
+        options["pretrained"] = None if "pretrained" in registry.encoders.get(plan.encoder).options() else options.get("pretrained")
+        options = {k: v for k, v in options.items() if v is not None}
+        encoder = registry.encoders.create(plan.encoder, **registry.encoders.resolve_options(plan.encoder, plan.settings.get("preset"), **options))
+        return sum(p.numel() for p in encoder.parameters())
+    except Exception:  # noqa: BLE001 — only decoration for the table
+        return None
+
+
 def _check_names(plan: Plan) -> None:
     """Unknown encoder/regressor names fail here in one line, before any data is read."""
     registry.encoders.get(plan.encoder)
@@ -472,7 +528,8 @@ def aggregate(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "encoder": first.get("encoder"), "regressor": first.get("regressor"),
             "runs": [m["name"] for m in members], "seeds": [m.get("seed") for m in members],
             "n_ok": len(ok), "n_runs": len(members),
-            "status": "ok" if len(ok) == len(members) else ("partial" if ok else "failed"),
+            "status": "ok" if len(ok) == len(members) else ("partial" if ok else
+                      ("stopped" if all(m["status"] == "stopped" for m in members) else "failed")),
             "error": next((m["error"] for m in members if m.get("error")), None),
             "metrics": {}, "std": {},
         }
@@ -490,6 +547,10 @@ def aggregate(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 if key in ("train_seconds", "images_per_second") and len(values) > 1:
                     row["std"][key] = float(np.std(values, ddof=1))
             row["figures"] = ok[0].get("figures", {})
+        elif row["status"] == "stopped":  # what was measured before it was stopped
+            for key in ("parameters", "train_seconds", "images_per_second"):
+                values = [m.get(key) for m in members if m.get(key) is not None]
+                row[key] = float(np.mean(values)) if values else None
         rows.append(row)
     return rows
 
@@ -596,7 +657,9 @@ def compare(
     }
     entries: list[dict[str, Any]] = []
     baseline_rows: list[dict[str, Any]] = []
-    trained, reused, failed = [], [], []
+    trained: list[str] = []
+    reused: list[str] = []
+    failed: list[str] = []
     results: dict[str, Any] = {}
 
     def save() -> None:
@@ -614,48 +677,46 @@ def compare(
     for index, plan in enumerate(plans, 1):
         run = plan.path if plan.kind == "external" else out / "runs" / plan.name
         assert run is not None
-        state = run_state(run)
-        if plan.kind == "external":
-            action = "evaluate"
-        elif state == "finished" and not (overwrite and settings_difference(_read_json(run / "settings.json") or {}, wanted[plan.name])):
-            action = "reuse"
-        elif state == "resumable" and not (overwrite and settings_difference(_read_json(run / "settings.json") or {}, wanted[plan.name])):
-            action = "resume"
-        else:
-            action = "retrain" if state != "absent" else "train"
+        action, stopped = _decide(plan, run, wanted.get(plan.name), overwrite)
         train_reporter = reporter.run_start(plan, index, len(plans), action)
         try:
-            if plan.kind == "external":
-                if state != "finished":
+            if stopped:  # stopped as too slow before, with these same settings
+                entry = {**_failed_entry(plan, run, out, stopped["error"], status="stopped"), **stopped}
+            else:
+                if plan.kind == "external" and action != "evaluate":
                     raise InstacliError(f"{run}: not a finished run (needs model.safetensors and config.json, no checkpoint/)")
-            else:
-                _check_names(plan)
-            if action in ("train", "retrain", "resume"):
-                settings = TrainSettings(
-                    data=data, out=run, encoder=plan.encoder, regressor=plan.regressor, seed=plan.seed, **plan.settings,
-                    overwrite=action == "retrain", resume=action == "resume",
-                )
-                _train_one(plan, settings, train_reporter, n_train)
-                trained.append(plan.name)
-            else:
-                reused.append(plan.name)
-            entry = score_run(plan, run, data, split, out, n_train)
+                if plan.kind != "external":
+                    _check_names(plan)
+                if action in TRAINING:
+                    settings = TrainSettings(
+                        data=data, out=run, encoder=plan.encoder, regressor=plan.regressor, seed=plan.seed, **plan.settings,
+                        overwrite=action == "retrain", resume=action == "resume",
+                    )
+                    _train_one(plan, settings, train_reporter)
+                entry = score_run(plan, run, data, split, out, n_train)
         except KeyboardInterrupt:
             raise
         except RunStopped as exc:
-            entry = _failed_entry(plan, run, out, str(exc), status="failed")
-            failed.append(plan.name)
+            entry = _failed_entry(plan, run, out, str(exc), status="stopped")
+            entry.update(train_seconds=exc.seconds, images_per_second=exc.images / exc.seconds if exc.seconds else None,
+                         parameters=_encoder_parameters(plan), train_time_measured="until stopped")
+            # remembered, so that resuming the comparison does not pay for the same failure again
+            write_json(run / RUN_INFO, {"stopped": {k: entry[k] for k in STOPPED_KEYS}, "complete": False})
         except InstacliError as exc:
             entry = _failed_entry(plan, run if run.exists() else None, out, str(exc))
-            failed.append(plan.name)
         except Exception as exc:  # noqa: BLE001 — a plugin bug must not take the other runs down
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             if run.exists() and plan.kind != "external":
                 (run / "error.txt").write_text(traceback.format_exc())
                 message += f" (traceback in {_relative(run / 'error.txt', out)})"
             entry = _failed_entry(plan, run if run.exists() else None, out, message)
-            failed.append(plan.name)
         entry["action"] = action
+        if entry["status"] != "ok":
+            failed.append(plan.name)
+        elif action in TRAINING:
+            trained.append(plan.name)
+        else:
+            reused.append(plan.name)
         entries.append(entry)
         save()
         reporter.run_end(plan, entry)

@@ -109,7 +109,7 @@ class TableRow:
 
     @property
     def failed(self) -> bool:
-        return self.status == "failed"
+        return self.status in ("failed", "stopped")
 
 
 def _value(row: dict[str, Any], column: Column) -> float | None:
@@ -143,7 +143,7 @@ def table_rows(results: dict[str, Any]) -> list[TableRow]:
         cells = []
         for column in COLUMNS:
             value = _value(r, column)
-            if value is None or r.get("status") == "failed":
+            if value is None or r.get("status") == "failed" or (r.get("status") == "stopped" and not column.in_row):
                 cells.append(Cell("–", missing=True, value="–"))
                 continue
             std = _std(r, column)
@@ -157,6 +157,8 @@ def table_rows(results: dict[str, Any]) -> list[TableRow]:
         note = None
         if r.get("status") == "failed":
             note = "failed"
+        elif r.get("status") == "stopped":
+            note = "stopped: too slow"
         elif r.get("status") == "partial":
             note = "some seeds failed"
         elif r.get("oracle"):
@@ -198,7 +200,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def _model_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for r in results.get("rows", []) if r.get("kind") != "baseline" and r.get("status") != "failed"]
+    return [r for r in results.get("rows", []) if r.get("kind") != "baseline" and r.get("status") in ("ok", "partial")]
 
 
 def _short(name: str, width: int = 34) -> str:

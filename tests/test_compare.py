@@ -146,6 +146,22 @@ def test_a_crashing_plugin_is_reported_with_its_message(dataset: Path, tmp_path:
     assert row["status"] == "failed" and "RuntimeError: boom inside the plugin" in row["error"]
 
 
+def test_a_first_epoch_over_the_hard_limit_is_stopped_and_remembered(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("instacli.compare.HARD_LIMIT_FACTOR", 0.0)
+    monkeypatch.setattr("instacli.compare.HARD_LIMIT_GRACE", 0.0)
+    out = tmp_path / "r"
+    kwargs = dict(epochs=1, time_budget="1s", base=BASE, baselines=False)
+    result = compare(dataset, out, ["vit-scratch"], ["conv1d"], **kwargs)
+    assert result.failed == ["vit-scratch__conv1d__seed1"]
+    row = _rows(out)["vit-scratch__conv1d"]
+    assert row["status"] == "stopped" and "too slow" in row["error"] and "into its first epoch" in row["error"]
+    assert row["parameters"] > 1000 and row["images_per_second"] > 0 and row["train_seconds"] > 0
+    monkeypatch.setattr("instacli.training.train", lambda *a, **k: pytest.fail("a stopped run was retried with the same settings"))
+    compare(dataset, out, ["vit-scratch"], ["conv1d"], **kwargs)
+    assert _rows(out)["vit-scratch__conv1d"]["status"] == "stopped"
+    assert "stopped: too slow" in (out / "report.md").read_text()
+
+
 def test_seed_preset_is_planned_with_the_original_design_and_a_small_budget() -> None:
     from instacli.compare import plan_runs
 
@@ -233,6 +249,21 @@ def test_numeric_only_baselines_fit_log_likes_from_the_numbers() -> None:
     assert gbrt["metrics"]["log_likes_mae"] < 0.3 and gbrt["metrics"]["likes_spearman"] > 0.95
     no_numbers = numeric_only("ridge", _split([0, 1], [1, 2]), _split([0], [3]))
     assert no_numbers["status"] == "failed" and "no comments, shares or followers" in no_numbers["error"]
+
+
+def test_realistic_engagement_adds_the_generator_oracle(tmp_path: Path) -> None:
+    from instacli.baselines import all_baselines
+    from instacli_datasets import build_dataset
+
+    src = make_photo_tree(tmp_path / "src", {"animal": 30, "landscape": 30}, size=(8, 8))
+    build_dataset(src, tmp_path / "ds", synthetic="realistic", seed=3, workers=1)
+    rows = {r["key"]: r for r in all_baselines(tmp_path / "ds")}
+    assert list(rows) == ["majority", "class-median", "generator", "ridge", "gbrt"]
+    oracle = rows["generator"]
+    assert oracle["oracle"] and oracle["status"] == "ok"
+    # it knows how likes were made: far better than a constant
+    assert oracle["metrics"]["log_likes_mae"] < 0.8 * rows["majority"]["metrics"]["log_likes_mae"]
+    assert rows["ridge"]["features"] == ["comments", "followers"]
 
 
 def test_numeric_only_imputes_missing_values_with_the_training_median() -> None:
