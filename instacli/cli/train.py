@@ -81,7 +81,7 @@ def train_command(
         workers=workers, grad_accum=grad_accum, time_budget=time_budget, compile=compile, out=out,
         overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
     )))
-    from accelerate import PartialState
+    from instacli.training import process_state
 
-    reporter = RichReporter(console, enabled=not quiet and PartialState().is_main_process)
+    reporter = RichReporter(console, enabled=not quiet and process_state().is_main_process)
     train(settings, reporter)

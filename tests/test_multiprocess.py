@@ -1,0 +1,103 @@
+"""``accelerate launch --num_processes 2 --cpu -m instacli train``: two gloo processes train like one.
+
+Two processes of batch 8 see the same 16 rows per optimizer step as one process of batch 16, so
+step counts and the learning-rate schedule must match exactly, and losses up to noise (each
+process augments its own half differently). Only the main process writes: the run folder holds
+one copy of everything and nothing else appears in the working directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from instacli.model import load_run
+from instacli.settings import TrainSettings
+from instacli.training import train
+
+TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2, "drop_path": 0.0}
+EPOCHS = 8
+
+pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None, reason="needs the accelerate launcher")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 + 30 photos a tiny model separates (blue-over-green bands vs a brown blob on grey)."""
+    from instacli_datasets import build_dataset
+
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for category in ("animal", "landscape"):
+        (root / category).mkdir()
+        for i in range(30):
+            if category == "landscape":
+                img = np.zeros((40, 48, 3), np.uint8)
+                img[:20], img[20:] = (90, 150, 230), (60, 160, 70)
+            else:
+                img = np.full((40, 48, 3), 128, np.uint8)
+                img[10:30, 14:34] = (120, 70, 30)
+            img = np.clip(img + rng.integers(-25, 25, img.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / category / f"{category}_{i:02d}.png")
+    out = tmp_path_factory.mktemp("data") / "ds"
+    build_dataset(root, out, synthetic="seed", seed=1, val_fraction=0.2, test_fraction=0.2)
+    return out
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_match_one(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("INSTACLI_CACHE", str(cache))
+    single = tmp_path / "single"
+    train(TrainSettings(data=dataset, out=single, encoder_options=TINY_VIT, epochs=EPOCHS, batch_size=16, lr=3e-3, warmup_epochs=1))
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {**os.environ, "INSTACLI_CACHE": str(cache), "INSTACLI_WARMUP_EPOCHS": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("ACCELERATE_CONFIG_FILE", None)
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "instacli", "train", "--data", str(dataset), "--out", "run",
+        "--epochs", str(EPOCHS), "--batch-size", "8", "--lr", "3e-3", "--checkpoint-every", "1", "--quiet",
+        *[arg for key, value in TINY_VIT.items() for arg in ("-E", f"{key}={value}")],
+    ]
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    run = cwd / "run"
+    assert sorted(p.name for p in cwd.iterdir()) == ["run"]  # nothing else written by either process
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "curves.png", "metrics.jsonl", "model.safetensors", "settings.json"]
+    one, two = _records(single), _records(run)
+    assert [r["epoch"] for r in two] == list(range(1, EPOCHS + 1))  # one line per epoch: a single writer
+    assert [r["optimizer_steps"] for r in two] == [r["optimizer_steps"] for r in one] == [2 * e for e in range(1, EPOCHS + 1)]
+    assert [r["lr"] for r in two] == pytest.approx([r["lr"] for r in one], rel=1e-6)
+    # same data, same schedule, different augmentation draws: the curves agree up to noise
+    assert two[-1]["val_accuracy"] >= 0.8 and one[-1]["val_accuracy"] >= 0.8
+    assert two[-1]["val_accuracy"] * 12 == pytest.approx(round(two[-1]["val_accuracy"] * 12))  # 12 rows, no padding duplicates
+    for key in ("val_loss", "train_loss"):  # mean of the last 3 epochs; seen: 0.05-0.1 apart
+        assert abs(np.mean([r[key] for r in two[-3:]]) - np.mean([r[key] for r in one[-3:]])) < 0.3, key
+    load_run(run)
+
+
+def test_cpu_launcher_that_starts_one_process_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``accelerate launch --cpu --num_processes 2`` runs one plain process (no mpirun): say so instead of training alone."""
+    from instacli.errors import InstacliError
+    from instacli.training import process_state
+
+    for key in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    with pytest.raises(InstacliError, match="--multi_gpu"):
+        process_state()
