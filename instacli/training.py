@@ -154,7 +154,7 @@ def _model_config(settings: TrainSettings, split: SplitArrays, text: tuple[str, 
 @torch.inference_mode()
 def embed_images(model: MultiTaskModel, images: torch.Tensor, accelerator: Accelerator, batch_size: int = 128) -> torch.Tensor:
     """Encoder embeddings of cached uint8 images (eval view); used to train heads on a frozen encoder."""
-    encoder = accelerator.unwrap_model(model).encoder
+    encoder = accelerator.unwrap_model(model).encoder.eval()  # batch norm must use its stored statistics
     out = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(accelerator.device)
@@ -166,8 +166,9 @@ def embed_images(model: MultiTaskModel, images: torch.Tensor, accelerator: Accel
 def _loader(arrays: SplitArrays, inputs: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
     dataset = torch.utils.data.TensorDataset(inputs, arrays.features, arrays.targets, arrays.labels, arrays.text)
     generator = torch.Generator().manual_seed(seed)
+    global_batch = batch_size * PartialState().num_processes  # N processes must drop (or keep) what one process would
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(dataset) >= 4 * batch_size, generator=generator
+        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(dataset) >= 4 * global_batch, generator=generator
     )
 
 

@@ -174,3 +174,14 @@ def test_cli_errors_are_one_line(tmp_path: Path, dataset: Path, run_cli) -> None
     assert "not a trained run" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     result = run_cli("train", "--data", dataset, "--out", tmp_path / "r", "-E", "bogus=1", "--quiet")
     assert result.code == 2 and "no option 'bogus'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_frozen_encoder_is_left_untouched(dataset: Path, tmp_path: Path) -> None:
+    """A frozen encoder's batch-norm statistics must not drift while its embeddings are computed."""
+    import torch
+
+    train(TrainSettings(data=dataset, out=tmp_path / "frozen", encoder_options=TINY_VIT, freeze_encoder=True, epochs=2, batch_size=16))
+    stem_norm = load_run(tmp_path / "frozen").model.encoder.patch_embed[1]
+    assert isinstance(stem_norm, torch.nn.BatchNorm2d)
+    assert torch.equal(stem_norm.running_mean, torch.zeros_like(stem_norm.running_mean))
+    assert torch.equal(stem_norm.running_var, torch.ones_like(stem_norm.running_var))

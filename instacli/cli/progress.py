@@ -45,6 +45,13 @@ class RichReporter(Reporter):
             acc = record.get("val_accuracy")
             self.progress.update(self.task, acc=f"{acc:.3f}" if acc is not None else "-")
 
+    def _rows_to_show(self, most: int = 12) -> list[dict[str, Any]]:
+        """Every epoch of a short run; for a long one, evenly spaced epochs plus every best and the last."""
+        if len(self.records) <= most:
+            return self.records
+        step = -(-len(self.records) // most)
+        return [r for i, r in enumerate(self.records) if i % step == 0 or r["best"] or i == len(self.records) - 1]
+
     def finish(self, summary: dict[str, Any]) -> None:
         if self.progress:
             self.progress.update(self.task, completed=self.progress.tasks[0].total)
@@ -54,7 +61,7 @@ class RichReporter(Reporter):
         table = Table(title=f"Training summary — best epoch {summary['best_epoch']} of {summary['epochs_run']}")
         for col in ("epoch", "train loss", "val loss", "val acc", "val likes loss", "img/s", ""):
             table.add_column(col, justify="right")
-        for r in self.records:
+        for r in self._rows_to_show():
             acc = r.get("val_accuracy")
             table.add_row(
                 str(r["epoch"]), f"{r['train_loss']:.3f}", f"{r['val_loss']:.3f}", f"{acc:.3f}" if acc is not None else "-",
