@@ -134,7 +134,7 @@ def generator_oracle(test: SplitColumns) -> dict[str, Any] | None:
         return None
     predicted = np.clip(np.expm1(oracle_log_likes(columns, test.params)), 0.0, None)
     likes, pairs = _likes_result(test, predicted)
-    return _row("generator", "generator oracle", {**_empty_classification(), **likes}, likes_predictions=pairs, oracle=True)
+    return _row("generator", "likes generator's own guess", {**_empty_classification(), **likes}, likes_predictions=pairs, oracle=True)
 
 
 def numeric_matrix(split: SplitColumns, columns: list[str], medians: list[float]) -> np.ndarray:

@@ -217,17 +217,21 @@ def plot_accuracy_vs_time(results: dict[str, Any], path: Path) -> Path | None:
         x, y = r["train_seconds"], r["metrics"]["accuracy"]
         xerr, yerr = (r.get("std") or {}).get("train_seconds"), (r.get("std") or {}).get("accuracy")
         ax.errorbar([x], [y], xerr=[[xerr or 0], [xerr or 0]], yerr=[[yerr or 0], [yerr or 0]], fmt="o", ms=8,
-                    color=COLORS[i % 10], capsize=3, label=_short(r["name"], 60))
+                    color=COLORS[i % 10], capsize=3, label=_short(r["name"], 60), clip_on=False, zorder=3)
+        ax.annotate(_short(r["name"].split(" + ")[0], 24), (x, y), xytext=(6, 5), textcoords="offset points", fontsize=8,
+                    color=COLORS[i % 10])
     majority = next((r for r in results.get("rows", []) if r.get("key") == "majority" and r["metrics"].get("accuracy") is not None), None)
     if majority:
         ax.axhline(majority["metrics"]["accuracy"], color="gray", ls="--", lw=1)
         ax.annotate("majority class", (0.01, majority["metrics"]["accuracy"]), xycoords=("axes fraction", "data"),
                     xytext=(0, 3), textcoords="offset points", color="gray", fontsize=8)
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    low, high = min(r["train_seconds"] for r in rows), max(r["train_seconds"] for r in rows)
+    ax.set_xlim(low / 1.6, high * 1.6)
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=30))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_seconds(v)))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-    ax.set(xlabel="training time (log scale)", ylabel="test accuracy", ylim=(min(0.4, ax.get_ylim()[0]), 1.01),
+    ax.set(xlabel="training time (log scale)", ylabel="test accuracy", ylim=(min(0.4, ax.get_ylim()[0]), 1.04),
            title="Accuracy versus training time")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
@@ -256,13 +260,14 @@ def plot_learning_curves(results: dict[str, Any], path: Path) -> Path | None:
     for i, (name, history) in enumerate(histories):
         color = COLORS[i % 10]
         epochs = [h["epoch"] for h in history]
-        ax_loss.plot(epochs, [h.get("train_loss", np.nan) for h in history], color=color, ls="--", lw=1, alpha=0.8)
-        ax_loss.plot(epochs, [h.get("val_loss", np.nan) for h in history], color=color, lw=1.6, label=_short(name, 60))
+        marker = "o" if len(epochs) < 12 else None
+        ax_loss.plot(epochs, [h.get("train_loss", np.nan) for h in history], color=color, ls="--", lw=1, alpha=0.8, marker=marker, ms=2)
+        ax_loss.plot(epochs, [h.get("val_loss", np.nan) for h in history], color=color, lw=1.6, label=_short(name, 60), marker=marker, ms=3)
         if any("val_accuracy" in h for h in history):
             acc = [h.get("val_accuracy", np.nan) for h in history]
-            ax_acc.plot(epochs, acc, color=color, lw=1.6, marker="o" if len(epochs) < 12 else None, ms=3)
+            ax_acc.plot(epochs, acc, color=color, lw=1.6, marker=marker, ms=3)
             elapsed = np.cumsum([h.get("seconds", 0.0) for h in history])
-            ax_time.plot(elapsed, acc, color=color, lw=1.6, marker="o" if len(epochs) < 12 else None, ms=3)
+            ax_time.plot(elapsed, acc, color=color, lw=1.6, marker=marker, ms=3)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss (solid: validation, dashed: train)")
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy by epoch", ylim=(0, 1.02))
     ax_time.set(xlabel="training seconds (epochs only)", ylabel="validation accuracy", title="… by training time", ylim=(0, 1.02))
@@ -270,6 +275,11 @@ def plot_learning_curves(results: dict[str, Any], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    totals = [sum(h.get("seconds", 0.0) for h in history) for _, history in histories]
+    firsts = [history[0].get("seconds", 0.0) for _, history in histories]
+    if min(firsts) > 0 and max(totals) / min(firsts) > 30:  # frozen probes next to long runs: log time
+        ax_time.set_xscale("log")
+        ax_time.set_xlabel("training seconds (epochs only, log scale)")
     fig.legend(*ax_loss.get_legend_handles_labels(), loc="lower center", ncol=min(3, len(histories)), fontsize=8,
                frameon=False, bbox_to_anchor=(0.5, -0.02 - 0.05 * math.ceil(len(histories) / 3)))
     fig.tight_layout()
@@ -369,6 +379,19 @@ def _meta_lines(results: dict[str, Any]) -> list[tuple[str, str]]:
         parts.append(f"{budget['epochs']} epochs")
     if budget.get("time_budget") is not None:
         parts.append(f"time budget {fmt_seconds(budget['time_budget'])}")
+    per_model = []
+    for name, settings in (results.get("overrides") or {}).items():
+        bits = []
+        if settings.get("epochs") is not None:
+            bits.append(f"{settings['epochs']} epochs")
+        if settings.get("time_budget") is not None:
+            bits.append(fmt_seconds(float(settings["time_budget"])))
+        if settings.get("freeze_encoder"):
+            bits.append("frozen encoder")
+        if bits:
+            per_model.append(f"{name}: {' / '.join(bits)}")
+    if per_model:
+        parts.append(("per model — " if parts else "") + "; ".join(per_model))
     lines = [
         ("data", str(results.get("data", "?"))),
         ("fingerprint", str(results.get("data_fingerprint") or "–")),

@@ -89,7 +89,7 @@ class RichCompareReporter(CompareReporter):
         if not self.enabled:
             return
         if row["status"] != "ok":
-            self.console.print(f"    [red]failed[/]: {row['error']}", highlight=False, soft_wrap=True)
+            self.console.print(f"    [red]{row['status']}[/]: {row['error']}", highlight=False, soft_wrap=True)
             return
         m = row["metrics"]
         acc = m.get("accuracy")
