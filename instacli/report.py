@@ -346,6 +346,7 @@ def make_figures(results: dict[str, Any], out_dir: Path, root: Path) -> Figures:
     """Draw the report's figures into ``out_dir/figures``; likes scatters of trained runs are the
     ones ``evaluate`` wrote into each run (``eval/likes.png``), found relative to ``root``."""
     fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
     acc = plot_accuracy_vs_time(results, fig_dir / "accuracy_vs_time.png")
     curves = plot_learning_curves(results, fig_dir / "learning_curves.png")
     confusions = plot_confusions(results, fig_dir / "confusion_matrices.png")

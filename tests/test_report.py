@@ -125,3 +125,11 @@ def test_fmt_seconds(seconds: float, text: str) -> None:
 
 def test_fmt_params() -> None:
     assert (fmt_params(950), fmt_params(62_500), fmt_params(137_000_000)) == ("950", "62.5k", "137M")
+
+
+def test_render_with_every_model_failed(results: dict, tmp_path: Path) -> None:
+    results["rows"] = [r for r in results["rows"] if r["kind"] == "baseline" or r["status"] == "failed"]
+    results["runs"] = [r for r in results["runs"] if r["status"] == "failed"]
+    files = render_report(results, tmp_path / "fresh")
+    assert files.html.is_file() and (tmp_path / "fresh" / "figures" / "likes_baseline_majority.png").is_file()
+    assert "unknown encoder 'c'" in files.markdown.read_text()
