@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from PIL import Image, ImageOps
 
 from instacli.errors import InstacliError
+from instacli.io import save_npy
 
 
 def cache_dir() -> Path:
@@ -92,11 +92,7 @@ def decode_split(encoded: Sequence[dict], size: int, key: str | None, workers: i
         array[start : start + len(batch)] = batch.numpy()
         start += len(batch)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, path)
+        save_npy(path, array)
     return torch.from_numpy(array)
 
 

@@ -60,6 +60,14 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[Any]:
         raise
 
 
+def save_npy(path: Path, array: Any) -> None:
+    """Save a NumPy array as ``.npy``, atomically (a cache file is never seen half-written)."""
+    import numpy as np
+
+    with atomic_file(path, "wb") as handle:
+        np.save(handle, array)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_file(path) as handle:

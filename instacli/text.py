@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -19,6 +17,7 @@ import numpy as np
 
 from instacli import registry
 from instacli.images import cache_dir
+from instacli.io import save_npy
 
 
 class TextEncoder(Protocol):
@@ -45,9 +44,5 @@ def embed_texts(name: str, options: dict[str, Any], texts: Sequence[str], key: s
     encoder: TextEncoder = registry.text_encoders.create(name, **options)
     vectors = np.asarray(encoder.encode([t or "" for t in texts]), dtype=np.float32)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, vectors)
-        os.replace(tmp, path)
+        save_npy(path, vectors)
     return vectors

@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from instacli.cli.main import app
 from instacli.errors import InstacliError
 from instacli.evaluation import evaluate
 from instacli.model import load_run
