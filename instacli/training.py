@@ -286,6 +286,7 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
         cpu=_launched_on_cpu(),
         mixed_precision=resolve_mixed_precision(settings.mixed_precision),
         gradient_accumulation_steps=settings.grad_accum,
+        step_scheduler_with_optimizer=False,  # the schedule counts optimizer steps, stepped below on each one
         # The shuffle of epoch e depends on seed + e only, so a resumed epoch skips exactly the batches it had done.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=settings.seed),
     )
@@ -320,7 +321,8 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
     val_loader = _loader(val_split, val_inputs, settings.batch_size * 2, shuffle=False, seed=settings.seed)
 
     optimizer = torch.optim.AdamW(_param_groups(model, settings), betas=(0.9, 0.999))
-    steps_per_epoch = math.ceil(len(train_loader) / settings.grad_accum)
+    # optimizer steps per epoch and process: accelerate gives each process ceil(batches / processes) batches
+    steps_per_epoch = math.ceil(math.ceil(len(train_loader) / accelerator.num_processes) / settings.grad_accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _warmup_cosine(int(settings.warmup_epochs * steps_per_epoch), settings.epochs * steps_per_epoch)
     )
@@ -376,7 +378,8 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             sums += [total.item(), ce.item(), reg.item()]
             steps += 1

@@ -80,6 +80,9 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(dataset: Path, tmp_pa
     reference = train(TrainSettings(out=tmp_path / "a", **common))
     assert reference.optimizer_steps == 3 * 3
     assert [r["optimizer_steps"] for r in _records(tmp_path / "a")] == [3, 6, 9]
+    # the scheduler stepped once per optimizer step (not per micro-batch): the cosine reaches 0 exactly at the end
+    # (warm-up ends with epoch 1 at the peak lr, the cosine reaches 0 exactly at the last step)
+    assert [r["lr"] for r in _records(tmp_path / "a")] == pytest.approx([2e-3, 1e-3, 0.0], abs=1e-12)
 
     run = tmp_path / "b"
     with pytest.raises(Crash):  # batch 10 = epoch 2, batch 4: the last checkpoint is mid-epoch (step 4, 2 batches in)
