@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.console import Console
 from rich.table import Table
 
@@ -102,7 +103,9 @@ def list_models() -> None:
     for reg in REGISTRIES:
         for name in reg.names():
             row = summarize(reg.entries[name])
-            table.add_row(name, reg.kind, _count(row), str(row.input_size or "—"), row.entry.pretrained or "—", row.entry.description)
+            table.add_row(
+                name, reg.kind, _count(row), str(row.input_size or "—"), escape(row.entry.pretrained or "—"), escape(row.entry.description)
+            )
             if row.problem:
                 notes.append(f"{reg.kind} '{name}': {row.problem}")
         notes += [f"{reg.kind} plugin '{name}' failed to import: {why}" for name, why in reg.failures.items()]
@@ -119,10 +122,10 @@ def list_models() -> None:
 def show(name: Annotated[str, typer.Argument(help="Name from `instacli models list`.")]) -> None:
     """A component's options with their defaults, its presets and the module it comes from."""
     for entry in find(name):
-        console.print(f"[bold]{entry.name}[/] ({entry.kind}) — {entry.description}", highlight=False)
+        console.print(f"[bold]{entry.name}[/] ({entry.kind}) — {escape(entry.description)}", highlight=False)
         details = (inspect.getdoc(entry.factory) or "").removeprefix(entry.description).strip()
         if details:
-            console.print(re.sub(r"(?<!\n)\n(?!\n)", " ", details), style="dim", highlight=False)
+            console.print(escape(re.sub(r"(?<!\n)\n(?!\n)", " ", details)), style="dim", highlight=False)
         console.print(f"source: {entry.source}", highlight=False)
         console.print(f"pretrained: {entry.pretrained or '—'}", highlight=False)
         if entry.input_size:
