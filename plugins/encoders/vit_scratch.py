@@ -178,14 +178,7 @@ def vit_scratch(
     head_dims: tuple[int, ...] = (),
 ) -> ViTScratch:
     """Our own 4-block ViT, trained from scratch; small and CPU-friendly by default."""
-    encoder = ViTScratch(
-        image_size=image_size, patch_size=patch_size, width=width, depth=depth, heads=heads,
-        mlp_ratio=mlp_ratio, pool=pool, stem=stem, dropout=dropout, drop_path=drop_path,
-        head_dims=tuple(head_dims),
-    )
-    encoder.saved_options = dict(
-        image_size=image_size, patch_size=patch_size, width=width, depth=depth, heads=heads,
-        mlp_ratio=mlp_ratio, pool=pool, stem=stem, dropout=dropout, drop_path=drop_path,
-        head_dims=list(head_dims),
-    )
+    options = {**locals(), "head_dims": list(head_dims)}  # every argument: what rebuilds this architecture
+    encoder = ViTScratch(**{**options, "head_dims": tuple(head_dims)})
+    encoder.saved_options = options
     return encoder
