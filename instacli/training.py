@@ -405,6 +405,8 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
             "optimizer_steps": state["optimizer_steps"],
             "seconds": epoch_seconds,
             "images_per_second": steps * settings.batch_size * accelerator.num_processes / max(epoch_seconds, 1e-9),
+            "images_seen": state["images_seen"],  # since the start, every process
+            "elapsed": time.perf_counter() - started,  # training so far, validation and checkpoints included
         }
         improved = record["val_loss"] < state["best_val"] - 1e-4
         state.update(epoch=epoch, batch=0, sums=[0.0, 0.0, 0.0], steps=0, epoch_seconds=0.0,

@@ -1,0 +1,134 @@
+"""Shared pieces of the speed benchmarks: the work folder, datasets and runs built once, CLI calls, timing.
+
+Every benchmark compares ``instacli`` with a bare baseline *in the same process run, on the same
+data*, alternating the two sides ``--repeats`` times (the machine is shared, so single timings are
+noisy) and keeping each side's best. It prints its ratio last, as ``NAME ratio X target Y``; a ratio
+is always "higher is better" and the target is a minimum.
+
+Artifacts (datasets built from posts-dev, trained runs, the decode cache) live in ``--work``
+(default ``/tmp/instacli-speed``) and are reused by later benchmarks and later invocations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTS_DEV = Path(os.environ.get("INSTACLI_POSTS_DEV", ROOT.parent / "shared" / "data" / "posts-dev"))
+DEFAULT_WORK = Path(os.environ.get("INSTACLI_BENCH_WORK", "/tmp/instacli-speed"))
+TINY = ["-E", "image_size=32", "-E", "patch_size=8", "-E", "width=32", "-E", "heads=2"]
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="smaller data and fewer repeats (a few minutes)")
+    p.add_argument("--work", type=Path, default=DEFAULT_WORK, help="folder for datasets, runs and caches")
+    p.add_argument("--repeats", type=int, default=None, help="alternating measurements per side (best kept)")
+    p.add_argument("--src", type=Path, default=POSTS_DEV, help="photo folder with category sub-folders")
+    return p
+
+
+def setup(args: argparse.Namespace) -> Path:
+    """Create the work folder and point the decode cache into it (also for child processes)."""
+    args.work.mkdir(parents=True, exist_ok=True)
+    os.environ["INSTACLI_CACHE"] = str(args.work / "cache")
+    if not args.src.is_dir():
+        sys.exit(f"{args.src}: photo folder not found; pass --src or set INSTACLI_POSTS_DEV")
+    return args.work
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def result(name: str, ratio: float, target: float) -> None:
+    """The benchmark's last line."""
+    log(f"{name} ratio {ratio:.3f} target {target:g}")
+
+
+def cli(*args: object, check: bool = True, quiet_output: bool = True) -> subprocess.CompletedProcess:
+    """``python -m instacli ARGS`` in a child process (as a user runs it)."""
+    command = [sys.executable, "-m", "instacli", *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+    if check and done.returncode != 0:
+        sys.exit(f"failed ({done.returncode}): {' '.join(command)}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    if not quiet_output:
+        log(done.stdout)
+    return done
+
+
+def subset(src: Path, dest: Path, per_class: int | None) -> Path:
+    """``dest/<category>/`` with symlinks to the first ``per_class`` photos of each category of ``src`` (all if None)."""
+    if dest.is_dir():
+        return dest
+    tmp = dest.with_name(dest.name + ".tmp")
+    for category in sorted(p for p in src.iterdir() if p.is_dir()):
+        files = sorted(f for f in category.iterdir() if f.is_file())[:per_class]
+        (tmp / category.name).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            (tmp / category.name / f.name).symlink_to(f.resolve())
+    tmp.rename(dest)
+    return dest
+
+
+def photos(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+
+
+def dataset(work: Path, src: Path, per_class: int | None) -> Path:
+    """A built dataset (synthetic seed engagement) of ``per_class`` photos per category of ``src``."""
+    name = f"ds-{per_class or 'all'}"
+    out = work / name
+    if not (out / "instacli_dataset.json").is_file():
+        folder = subset(src, work / f"src-{per_class or 'all'}", per_class)
+        cli("data", "build", folder, "--out", out, "--synthetic-engagement", "seed", "--overwrite")
+    return out
+
+
+def trained_run(work: Path, data: Path, name: str, *flags: object) -> Path:
+    """A run trained for one epoch with ``flags`` (reused when it exists): weights to time, not to judge."""
+    run = work / "runs" / name
+    if not (run / "model.safetensors").is_file():
+        cli("train", "--data", data, "--out", run, "--epochs", "1", "--quiet", "--overwrite", *flags)
+    return run
+
+
+def alternate(sides: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Call every side ``repeats`` times, interleaved (A B A B …); each returns a rate (higher = faster)."""
+    rates: dict[str, list[float]] = {name: [] for name in sides}
+    for i in range(repeats):
+        for name, measure in sides.items():
+            rate = measure()
+            rates[name].append(rate)
+            log(f"  [{i + 1}/{repeats}] {name}: {rate:.1f}")
+    return rates
+
+
+def summarize(rates: dict[str, list[float]], unit: str = "images/s") -> dict[str, float]:
+    best = {name: max(values) for name, values in rates.items()}
+    for name, values in rates.items():
+        log(f"{name}: best {best[name]:.1f} {unit} (all: {', '.join(f'{v:.1f}' for v in values)})")
+    return best
+
+
+def timed(function: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def torch_threads() -> Sequence[str]:
+    import torch
+
+    return [f"torch threads {torch.get_num_threads()}"]
