@@ -24,7 +24,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from instacli import __version__  # noqa: E402
@@ -54,6 +54,10 @@ def fmt_params(v: float) -> str:
 def fmt_seconds(v: float) -> str:
     if v < 60:
         return f"{v:.1f} s" if v < 10 else f"{v:.0f} s"
+    if v % 3600 == 0:
+        return f"{int(v // 3600)} h"
+    if v % 60 == 0 and v < 3600 * 10:
+        return f"{int(v // 60)} min"
     if v < 3600:
         return f"{int(v // 60)}m {int(v % 60):02d}s"
     return f"{int(v // 3600)}h {int(v % 3600 // 60):02d}m"
@@ -207,6 +211,10 @@ def _short(name: str, width: int = 34) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
+#: Round durations for the ticks of a time axis.
+NICE_SECONDS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 18000, 36000)
+
+
 def plot_accuracy_vs_time(results: dict[str, Any], path: Path) -> Path | None:
     """Test accuracy against training time (log scale), one point per model, seed spread as bars."""
     rows = [r for r in _model_rows(results) if r.get("train_seconds") and r["metrics"].get("accuracy") is not None]
@@ -228,7 +236,11 @@ def plot_accuracy_vs_time(results: dict[str, Any], path: Path) -> Path | None:
     ax.set_xscale("log")
     low, high = min(r["train_seconds"] for r in rows), max(r["train_seconds"] for r in rows)
     ax.set_xlim(low / 1.6, high * 1.6)
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=30))
+    ticks = [t for t in NICE_SECONDS if low / 1.6 <= t <= high * 1.6]
+    if len(ticks) >= 2:
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+    else:
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=30))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_seconds(v)))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set(xlabel="training time (log scale)", ylabel="test accuracy", ylim=(min(0.4, ax.get_ylim()[0]), 1.04),
@@ -273,8 +285,13 @@ def plot_learning_curves(results: dict[str, Any], path: Path) -> Path | None:
     ax_time.set(xlabel="training seconds (epochs only)", ylabel="validation accuracy", title="… by training time", ylim=(0, 1.02))
     for ax in (ax_loss, ax_acc, ax_time):
         ax.grid(alpha=0.3)
+    last = max(h["epoch"] for _, history in histories for h in history)
     for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if last < 12:
+            ax.set_xticks(range(1, last + 1))
+            ax.set_xlim(0.7, last + 0.3)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     totals = [sum(h.get("seconds", 0.0) for h in history) for _, history in histories]
     firsts = [history[0].get("seconds", 0.0) for _, history in histories]
     if min(firsts) > 0 and max(totals) / min(firsts) > 30:  # frozen probes next to long runs: log time
@@ -377,14 +394,14 @@ def _meta_lines(results: dict[str, Any]) -> list[tuple[str, str]]:
     budget = results.get("budget") or {}
     parts = []
     if budget.get("epochs") is not None:
-        parts.append(f"{budget['epochs']} epochs")
+        parts.append(f"{budget['epochs']} epoch" + ("s" if budget["epochs"] != 1 else ""))
     if budget.get("time_budget") is not None:
         parts.append(f"time budget {fmt_seconds(budget['time_budget'])}")
     per_model = []
     for name, settings in (results.get("overrides") or {}).items():
         bits = []
         if settings.get("epochs") is not None:
-            bits.append(f"{settings['epochs']} epochs")
+            bits.append(f"{settings['epochs']} epoch" + ("s" if settings["epochs"] != 1 else ""))
         if settings.get("time_budget") is not None:
             bits.append(fmt_seconds(float(settings["time_budget"])))
         if settings.get("freeze_encoder"):

@@ -118,7 +118,7 @@ def test_load_results_rejects_other_folders(tmp_path: Path) -> None:
         load_results(tmp_path)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(4.25, "4.2 s"), (42, "42 s"), (125, "2m 05s"), (3725, "1h 02m")])
+@pytest.mark.parametrize(("seconds", "text"), [(4.25, "4.2 s"), (42, "42 s"), (125, "2m 05s"), (600, "10 min"), (3725, "1h 02m"), (7200, "2 h")])
 def test_fmt_seconds(seconds: float, text: str) -> None:
     assert fmt_seconds(seconds) == text
 
