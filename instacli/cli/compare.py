@@ -156,10 +156,10 @@ def compare_command(
     data: Path = typer.Option(..., "--data", help="Dataset folder from `instacli data build` (train/validation/test splits)."),
     out: Path = typer.Option(..., "--out", help="Report folder: results.json, report.md, report.html, runs/. Rerun with the same --out to resume."),
     encoders: Optional[str] = typer.Option(
-        None, help=f"Encoders to compare, comma-separated. [default: {','.join(DEFAULT_ENCODERS)}; none when only --runs is given]"
+        None, help=f"Encoders to compare, comma-separated (default: {','.join(DEFAULT_ENCODERS)}; none when only --runs is given)."
     ),
-    regressors: Optional[str] = typer.Option(None, help=f"Likes regressors, comma-separated; every encoder is trained with each. [default: {','.join(DEFAULT_REGRESSORS)}]"),
-    epochs: Optional[int] = typer.Option(None, help="Maximum epochs of every run (early stopping may end sooner). [default: 60]"),
+    regressors: Optional[str] = typer.Option(None, help=f"Likes regressors, comma-separated; every encoder is trained with each (default: {','.join(DEFAULT_REGRESSORS)})."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs of every run; early stopping may end sooner (default: 60)."),
     time_budget: Optional[str] = typer.Option(None, help="Training time of every run, e.g. 600, 90s, 10m (checked after each epoch)."),
     seeds: int = typer.Option(1, help="Train each combination with seeds 1..K and report mean ± std."),
     include_seed_preset: bool = typer.Option(False, "--include-seed-preset", help="Also train the original design (vit-scratch --preset seed-512) with a small budget."),
@@ -169,7 +169,7 @@ def compare_command(
         f"hf-vit.epochs=20, {SEED_PRESET_KEY}.time_budget=300; keys other than training settings are encoder options."
     ),
     batch_size: Optional[int] = typer.Option(None, help="Images per batch for every run (a --set per encoder wins)."),
-    workers: Optional[int] = typer.Option(None, help="Processes that decode images. [default: 2]"),
+    workers: Optional[int] = typer.Option(None, help="Processes that decode images (default: 2)."),
     no_baselines: bool = typer.Option(False, "--no-baselines", help="Leave the baselines out of the table."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain runs in --out whose settings differ from this command's."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
@@ -202,7 +202,7 @@ def compare_command(
 @app.command("report")
 def report_command(
     path: Path = typer.Argument(..., help="A comparison folder (--out of `instacli compare`) or a run folder (--out of `instacli train`)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the report. [default: the comparison folder, or RUN/report]"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the report (default: the comparison folder, or RUN/report)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the table."),
 ) -> None:
     """Re-render report.md and report.html from saved results, without training anything."""
