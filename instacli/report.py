@@ -429,7 +429,8 @@ NOTES = [
     "± is the standard deviation over seeds.",
     "Baselines: *majority class* always predicts the most frequent training category and the training median likes; "
     "*per-class median likes* reads the true category (an oracle for likes, with no classifier); "
-    "*numbers only* regress log1p(likes) on log1p(comments, shares, followers) without the photo.",
+    "*numbers only* regress log1p(likes) on log1p(comments, shares, followers) without the photo; "
+    "*likes generator's own guess* (synthetic realistic engagement only) is the generator's best prediction, the floor of log-likes MAE.",
     "Train time is wall-clock time of training (decoding, frozen-encoder embedding and validation included); "
     "images/s = training images processed per second of it.",
 ]
