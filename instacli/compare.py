@@ -410,7 +410,9 @@ def timing(run: Path, history: list[dict[str, Any]], n_train: int | None) -> dic
         seconds, how = float(info["wall_seconds"]), "wall"
     else:
         seconds, how = epoch_seconds, "epochs"
-    if n_train:
+    if history and history[-1].get("images_seen"):  # counted by the trainer (drop_last, every process)
+        images = float(history[-1]["images_seen"])
+    elif n_train:
         images = float(n_train * epochs)
     else:
         images = float(sum(r.get("images_per_second", 0.0) * r.get("seconds", 0.0) for r in history))
