@@ -17,7 +17,9 @@ from instacli_plugins.regressors.fusion import LateFusion
 class Conv1dRegressor(nn.Module):
     """Conv1d over numeric features ⊕ image embedding → standardized log1p(likes)."""
 
-    def __init__(self, embed_dim: int, num_features: int, channels: int, hidden: int, dropout: float) -> None:
+    def __init__(
+        self, embed_dim: int, num_features: int, channels: int, hidden: int, dropout: float, image_dim: int, image_dropout: float
+    ) -> None:
         super().__init__()
         numeric: nn.Module | None = None
         if num_features > 0:
@@ -31,7 +33,7 @@ class Conv1dRegressor(nn.Module):
                 nn.GELU(),
                 nn.Dropout(dropout),
             )
-        self.fusion = LateFusion(embed_dim, num_features, numeric, numeric_dim=hidden)
+        self.fusion = LateFusion(embed_dim, num_features, numeric, hidden, image_dim, image_dropout)
         self.out = nn.Linear(self.fusion.out_dim, 1)
 
     def forward(self, embedding: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -39,6 +41,15 @@ class Conv1dRegressor(nn.Module):
 
 
 @register_regressor("conv1d")
-def conv1d(*, embed_dim: int, num_features: int, channels: int = 16, hidden: int = 64, dropout: float = 0.2) -> Conv1dRegressor:
+def conv1d(
+    *,
+    embed_dim: int,
+    num_features: int,
+    channels: int = 16,
+    hidden: int = 64,
+    dropout: float = 0.2,
+    image_dim: int = 64,
+    image_dropout: float = 0.5,
+) -> Conv1dRegressor:
     """Reference regressor of the original design: Conv1d + dense + batch norm on the numbers, fused with the image."""
-    return Conv1dRegressor(embed_dim, num_features, channels, hidden, dropout)
+    return Conv1dRegressor(embed_dim, num_features, channels, hidden, dropout, image_dim, image_dropout)

@@ -13,4 +13,4 @@ from instacli_plugins.regressors.mlp import MLPRegressor
 @register_regressor("linear")
 def linear(*, embed_dim: int, num_features: int) -> MLPRegressor:
     """One linear layer over [LayerNorm(embedding) ⊕ numbers]: the baseline."""
-    return MLPRegressor(embed_dim, num_features, hidden=(), dropout=0.0)
+    return MLPRegressor(embed_dim, num_features, hidden=(), dropout=0.0, image_dim=0)

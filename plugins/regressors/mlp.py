@@ -19,9 +19,11 @@ from instacli_plugins.regressors.fusion import LateFusion
 class MLPRegressor(nn.Module):
     """LateFusion → (Linear → GELU → Dropout) per hidden width → Linear → standardized log1p(likes)."""
 
-    def __init__(self, embed_dim: int, num_features: int, hidden: Sequence[int], dropout: float) -> None:
+    def __init__(
+        self, embed_dim: int, num_features: int, hidden: Sequence[int], dropout: float, image_dim: int = 64, image_dropout: float = 0.5
+    ) -> None:
         super().__init__()
-        self.fusion = LateFusion(embed_dim, num_features)
+        self.fusion = LateFusion(embed_dim, num_features, image_dim=image_dim, image_dropout=image_dropout)
         layers: list[nn.Module] = []
         width = self.fusion.out_dim
         for size in hidden:
@@ -35,10 +37,18 @@ class MLPRegressor(nn.Module):
 
 
 @register_regressor("mlp")
-def mlp(*, embed_dim: int, num_features: int, hidden: int | Sequence[int] = (256, 64), dropout: float = 0.2) -> MLPRegressor:
+def mlp(
+    *,
+    embed_dim: int,
+    num_features: int,
+    hidden: int | Sequence[int] = (256, 64),
+    dropout: float = 0.2,
+    image_dim: int = 64,
+    image_dropout: float = 0.5,
+) -> MLPRegressor:
     """Hidden layers with dropout over [LayerNorm(embedding) ⊕ numbers].
 
     ``hidden`` lists the widths (one int: a single layer); the default suits embeddings of 128-2048.
     """
     widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
-    return MLPRegressor(embed_dim, num_features, widths, dropout)
+    return MLPRegressor(embed_dim, num_features, widths, dropout, image_dim, image_dropout)
