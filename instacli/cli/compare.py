@@ -9,13 +9,12 @@ from typing import Any, Optional
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from instacli.cli.main import app, console
+from instacli.cli.progress import RunBar
 from instacli.compare import DEFAULT_ENCODERS, DEFAULT_REGRESSORS, SEED_PRESET_KEY, CompareReporter, Plan, compare, parse_overrides
 from instacli.errors import InstacliError
-from instacli.report import COLUMNS, ORACLE_NOTE, failures, rerender, table_rows
 from instacli.reporting import Reporter
 
 
@@ -26,48 +25,12 @@ def _names(text: str | None, flag: str) -> list[str]:
     return names
 
 
-class _RunBar(Reporter):
-    """A transient progress bar for one training run."""
-
-    def __init__(self, console: Console, enabled: bool) -> None:
-        self.console, self.enabled = console, enabled
-        self.progress: Progress | None = None
-
-    def start(self, epochs: int, steps_per_epoch: int, info: dict[str, Any]) -> None:
-        if not self.enabled or not self.console.is_terminal:
-            return
-        self.progress = Progress(
-            TextColumn("    epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f}  val acc {task.fields[acc]}"), TimeElapsedColumn(),
-            console=self.console, transient=True,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=epochs * steps_per_epoch, epoch=1, epochs=epochs, loss=0.0, acc="-")
-
-    def step(self, epoch: int, loss: float) -> None:
-        if self.progress:
-            self.progress.update(self.task, advance=1, epoch=epoch, loss=loss)
-
-    def epoch_end(self, record: dict[str, Any]) -> None:
-        if self.progress:
-            acc = record.get("val_accuracy")
-            self.progress.update(self.task, acc=f"{acc:.3f}" if acc is not None else "-")
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self.progress:
-            self.progress.stop()
-            self.progress = None
-
-
 class RichCompareReporter(CompareReporter):
     """One line per run (what is done with it, then how it went) and a live bar while it trains."""
 
     def __init__(self, console: Console, enabled: bool = True) -> None:
         self.console, self.enabled = console, enabled
-        self.bar: _RunBar | None = None
+        self.bar: RunBar | None = None
 
     def plan(self, plans: Any) -> None:
         if self.enabled:
@@ -80,7 +43,7 @@ class RichCompareReporter(CompareReporter):
     def run_start(self, plan: Plan, index: int, total: int, action: str) -> Reporter:
         if self.enabled:
             self.console.print(f"[bold][{index}/{total}][/] {action} {plan.name}", highlight=False)
-        self.bar = _RunBar(self.console, self.enabled)
+        self.bar = RunBar(self.console, self.enabled, transient=True, indent="    ")
         return self.bar
 
     def run_end(self, plan: Plan, row: dict[str, Any]) -> None:
@@ -114,6 +77,8 @@ def print_table(results: dict[str, Any]) -> None:
     columns get short column titles, narrower than 120 also lose two columns, so that the table
     stays readable in 80 columns.
     """
+    from instacli.report import COLUMNS, ORACLE_NOTE, failures, table_rows  # matplotlib loads only here
+
     title = results.get("title") or f"Test split of {results.get('data')} (n={results.get('n_test')})"
     short = console.width < 150
     columns = [c for c in COLUMNS if console.width >= NARROW or c.key not in NARROW_DROPS]
@@ -206,6 +171,8 @@ def report_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the table."),
 ) -> None:
     """Re-render report.md and report.html from saved results, without training anything."""
+    from instacli.report import rerender
+
     results, files = rerender(path, out)
     if not quiet:
         print_table(results)

@@ -11,26 +11,24 @@ from rich.table import Table
 from instacli.reporting import Reporter
 
 
-class RichReporter(Reporter):
-    """Live bar with the running loss and last validation accuracy; one table row per epoch at the end."""
+class RunBar(Reporter):
+    """A live bar for one training run with the running loss and the last validation accuracy.
 
-    def __init__(self, console: Console, enabled: bool = True) -> None:
-        self.console = console
-        self.enabled = enabled
+    ``transient`` bars (one per run inside ``compare``) vanish when the run ends and are drawn only
+    on a terminal; the ``train`` command keeps its bar.
+    """
+
+    def __init__(self, console: Console, enabled: bool = True, transient: bool = False, indent: str = "") -> None:
+        self.console, self.enabled, self.transient, self.indent = console, enabled, transient, indent
         self.progress: Progress | None = None
-        self.records: list[dict[str, Any]] = []
 
     def start(self, epochs: int, steps_per_epoch: int, info: dict[str, Any]) -> None:
-        if not self.enabled:
+        if not self.enabled or (self.transient and not self.console.is_terminal):
             return
-        self.console.print(
-            f"[bold]training[/] → {info['run']}  ({info['device']}, precision {info['mixed_precision']}, "
-            f"{info['processes']} process{'es' if info['processes'] > 1 else ''})"
-        )
         self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn(self.indent + "epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.3f}  val acc {task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=self.console, transient=False,
+            console=self.console, transient=self.transient,
         )
         self.progress.start()
         self.task = self.progress.add_task("train", total=epochs * steps_per_epoch, epoch=1, epochs=epochs, loss=0.0, acc="-")
@@ -40,10 +38,37 @@ class RichReporter(Reporter):
             self.progress.update(self.task, advance=1, epoch=epoch, loss=loss)
 
     def epoch_end(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
         if self.progress:
             acc = record.get("val_accuracy")
             self.progress.update(self.task, acc=f"{acc:.3f}" if acc is not None else "-")
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.progress:
+            self.progress.stop()
+            self.progress = None
+
+
+class RichReporter(RunBar):
+    """The ``train`` command's view: a header, the live bar, then a table of epochs and where the run went."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        super().__init__(console, enabled)
+        self.records: list[dict[str, Any]] = []
+
+    def start(self, epochs: int, steps_per_epoch: int, info: dict[str, Any]) -> None:
+        if self.enabled:
+            self.console.print(
+                f"[bold]training[/] → {info['run']}  ({info['device']}, precision {info['mixed_precision']}, "
+                f"{info['processes']} process{'es' if info['processes'] > 1 else ''})"
+            )
+        super().start(epochs, steps_per_epoch, info)
+
+    def epoch_end(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        super().epoch_end(record)
 
     def _rows_to_show(self, most: int = 12) -> list[dict[str, Any]]:
         """Every epoch of a short run; for a long one, evenly spaced epochs plus every best and the last."""
@@ -53,9 +78,7 @@ class RichReporter(Reporter):
         return [r for i, r in enumerate(self.records) if i % step == 0 or r["best"] or i == len(self.records) - 1]
 
     def finish(self, summary: dict[str, Any]) -> None:
-        if self.progress:
-            self.progress.update(self.task, completed=self.progress.tasks[0].total)
-            self.progress.stop()
+        self.stop()
         if not self.enabled:
             return
         table = Table(title=f"Training summary — best epoch {summary['best_epoch']} of {summary['epochs_run']}")
