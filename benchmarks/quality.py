@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("configs", nargs="+", choices=sorted(CONFIGS))
     parser.add_argument("--work", type=Path, default=Path("/tmp/instacli-bench"), help="Folder for the dataset and runs.")
     parser.add_argument("--source", type=Path, default=POSTS_DEV)
+    parser.add_argument("--extra", default="", help="More `instacli train` flags, e.g. '--likes-loss mse'.")
     args = parser.parse_args()
 
     data = args.work / "posts-dev-seed"
@@ -51,16 +53,17 @@ def main() -> None:
         sh("data", "build", str(args.source), "--out", str(data), "--synthetic-engagement", "seed", "--seed", "42")
         print(f"data build: {time.perf_counter() - started:.0f} s")
     for name in args.configs:
-        run = args.work / f"run-{name}"
+        extra = shlex.split(args.extra)
+        run = args.work / ("run-" + "-".join([name, *(a.strip("-") for a in extra)]))
         started = time.perf_counter()
-        sh("train", "--data", str(data), "--out", str(run), "--overwrite", "--quiet", *CONFIGS[name])
+        sh("train", "--data", str(data), "--out", str(run), "--overwrite", "--quiet", *CONFIGS[name], *extra)
         train_s = time.perf_counter() - started
         metrics = json.loads(sh("evaluate", str(run), "--data", str(data), "--json"))
         total_s = time.perf_counter() - started
         ratio = metrics["likes_mae"] / metrics["likes_mae_class_median"]
         print(json.dumps({k: metrics[k] for k in ("accuracy", "f1_macro", "n", "likes_mae", "likes_mae_class_median",
                                                    "likes_rmse", "likes_r2", "likes_spearman", "log_likes_mae")}))
-        print(f"{name}: test accuracy {metrics['accuracy']:.4f}, train {train_s / 60:.1f} min, train+evaluate {total_s / 60:.1f} min, "
+        print(f"{name} {args.extra}: test accuracy {metrics['accuracy']:.4f}, train {train_s / 60:.1f} min, train+evaluate {total_s / 60:.1f} min, "
               f"likes MAE {metrics['likes_mae']:,.0f} = {ratio:.3f} × class-median MAE {metrics['likes_mae_class_median']:,.0f}")
 
 
