@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,7 +32,9 @@ from instacli.io import atomic_file, check_writable_target, write_json
 from instacli.reporting import Reporter
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
 from instacli.settings import TrainSettings
-from instacli.splits import SplitArrays, load_split_arrays
+
+if TYPE_CHECKING:  # the splits module brings in `datasets` (≈ 100 MB): predict imports this module without it
+    from instacli.splits import SplitArrays
 
 LIKES_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss,
@@ -296,6 +298,8 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
     set_seed(settings.seed)
 
     text = (settings.text_encoder, dict(settings.text_options)) if settings.text else None
+    from instacli.splits import load_split_arrays
+
     train_split = load_split_arrays(settings.data, "train", settings, text=text)
     val_split = load_split_arrays(settings.data, "validation", settings, scaler=train_split.scaler, task=train_split.task, text=text)
     config = _model_config(settings, train_split, text)
