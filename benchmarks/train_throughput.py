@@ -43,6 +43,11 @@ def instacli_rate(data: Path, run: Path, encoder: str, epochs: int, batch: int, 
     return (last["images_seen"] - first["images_seen"]) / (last["elapsed"] - first["elapsed"])
 
 
+def _timed_images(run: Path) -> int:
+    records = common.read_jsonl(run / "metrics.jsonl")
+    return records[-1]["images_seen"] - records[0]["images_seen"]
+
+
 def bare_rate(run: Path, data: Path, images: int, batch: int) -> float:
     """Train a fresh copy of the run's network on pre-decoded tensors for ``images`` images; images/s."""
     import torch
@@ -97,12 +102,11 @@ def main() -> None:
     data = common.dataset(work, args.src, per_class)
     run = work / "runs" / f"train-bench-{args.encoder}"
     common.log(f"train throughput, {args.encoder}: {data.name}, epochs 2..{epochs} timed, batch {batch}, {repeats} repeat(s)")
-    common.cli("train", "--data", data, "--out", run, "--encoder", args.encoder, "--epochs", 1, "--batch-size", batch,
-               "--quiet", "--overwrite", *plan["flags"])  # decodes into the cache; gives the run the bare side rebuilds
-    images = common.read_jsonl(run / "metrics.jsonl")[-1]["images_seen"] * (epochs - 1)
+    # instacli goes first: its run gives the bare side the network to rebuild and the number of images
+    # (decoding into the cache happens before the training loop, so the first run is timed alike)
     rates = common.alternate({
         "instacli train": lambda: instacli_rate(data, run, args.encoder, epochs, batch, plan["flags"], args.extra),
-        "bare loop": lambda: bare_rate(run, data, images, batch),
+        "bare loop": lambda: bare_rate(run, data, _timed_images(run), batch),
     }, repeats)
     best = common.summarize(rates)
     name = "train_throughput" if args.encoder == "vit-scratch" else f"train_throughput_{args.encoder}"
