@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator, DataLoaderConfiguration, PartialState
+from accelerate import Accelerator, DataLoaderConfiguration
 from safetensors.torch import load_file
 from accelerate.utils import set_seed
 
@@ -29,6 +29,7 @@ from instacli import registry
 from instacli.augment import eval_view, train_view
 from instacli.errors import InstacliError
 from instacli.io import atomic_file, check_writable_target, write_json
+from instacli.launch import launched_on_cpu, process_state
 from instacli.reporting import Reporter
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
 from instacli.settings import TrainSettings
@@ -52,28 +53,6 @@ class TrainResult:
     seconds: float
     images_per_second: float
     optimizer_steps: int = 0
-
-
-def _launched_on_cpu() -> bool:
-    """Several processes started by torchrun / ``accelerate launch --multi_gpu`` on a machine without a GPU."""
-    launched = int(os.environ.get("LOCAL_RANK", -1)) != -1 or int(os.environ.get("WORLD_SIZE", 1)) > 1
-    gpu = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-    return launched and not gpu
-
-
-def process_state() -> PartialState:
-    """This process's place in a launch; without a GPU, several processes join over gloo (accelerate's MULTI_CPU).
-
-    ``accelerate launch --cpu --num_processes N`` starts one process only (its CPU launcher needs
-    ``mpirun``), which would silently train alone: that is refused with the command that works.
-    """
-    if (os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") and "MASTER_PORT" in os.environ
-            and not any(k in os.environ for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"))):
-        raise InstacliError(
-            "accelerate launch --cpu --num_processes N starts a single process (its CPU launcher needs --mpirun_hostfile); "
-            "use `accelerate launch --multi_gpu --num_processes N -m instacli train ...` (gloo on CPU) or `torchrun --nproc_per_node N -m instacli train ...`"
-        )
-    return PartialState(cpu=_launched_on_cpu())
 
 
 def resolve_mixed_precision(choice: str) -> str:
@@ -168,7 +147,7 @@ def embed_images(model: MultiTaskModel, images: torch.Tensor, accelerator: Accel
 def _loader(arrays: SplitArrays, inputs: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
     dataset = torch.utils.data.TensorDataset(inputs, arrays.features, arrays.targets, arrays.labels, arrays.text)
     generator = torch.Generator().manual_seed(seed)
-    global_batch = batch_size * PartialState().num_processes  # N processes must drop (or keep) what one process would
+    global_batch = batch_size * process_state().num_processes  # N processes must drop (or keep) what one process would
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(dataset) >= 4 * global_batch, generator=generator
     )
@@ -283,9 +262,8 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
     """Train one model as ``settings`` says and write the run folder; returns a summary."""
     reporter = reporter or Reporter()
     run = settings.out or Path("runs") / f"{settings.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
-    process_state()
     accelerator = Accelerator(
-        cpu=_launched_on_cpu(),
+        cpu=launched_on_cpu(),
         mixed_precision=resolve_mixed_precision(settings.mixed_precision),
         gradient_accumulation_steps=settings.grad_accum,
         step_scheduler_with_optimizer=False,  # the schedule counts optimizer steps, stepped below on each one

@@ -67,7 +67,7 @@ def test_two_processes_match_one(dataset: Path, tmp_path: Path, monkeypatch: pyt
     env = {**os.environ, "INSTACLI_CACHE": str(cache), "INSTACLI_WARMUP_EPOCHS": "1", "OMP_NUM_THREADS": "1"}
     env.pop("ACCELERATE_CONFIG_FILE", None)
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "instacli", "train", "--data", str(dataset), "--out", "run",
         "--epochs", str(EPOCHS), "--batch-size", "8", "--lr", "3e-3", "--checkpoint-every", "1", "--quiet",
         *[arg for key, value in TINY_VIT.items() for arg in ("-E", f"{key}={value}")],
@@ -90,14 +90,24 @@ def test_two_processes_match_one(dataset: Path, tmp_path: Path, monkeypatch: pyt
     load_run(run)
 
 
-def test_cpu_launcher_that_starts_one_process_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``accelerate launch --cpu --num_processes 2`` runs one plain process (no mpirun): say so instead of training alone."""
+def test_cpu_launcher_size_is_read_from_the_launcher_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``accelerate launch --cpu`` starts one process; the N it was asked for comes from the launcher's argv."""
     from instacli.errors import InstacliError
-    from instacli.training import process_state
+    from instacli.launch import requested_cpu_processes
 
-    for key in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+    for key in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "ACCELERATE_USE_CPU", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_bytes(b"\0".join([b"python", b"accelerate", b"launch", b"--cpu", b"--num_processes", b"3", b"-m", b"instacli", b"train"]))
+    assert requested_cpu_processes(cmdline) is None  # not under accelerate's CPU launcher: nothing to do
     monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
     monkeypatch.setenv("MASTER_PORT", "29500")
+    assert requested_cpu_processes(cmdline) == 3
+    cmdline.write_bytes(b"\0".join([b"accelerate", b"launch", b"--num-processes=2", b"--cpu", b"train.py"]))
+    assert requested_cpu_processes(cmdline) == 2
+    monkeypatch.setenv("WORLD_SIZE", "2")  # already one of N processes (torchrun): never relaunch
+    assert requested_cpu_processes(cmdline) is None
+    monkeypatch.delenv("WORLD_SIZE")
+    cmdline.write_bytes(b"\0".join([b"accelerate", b"launch", b"--cpu", b"train.py"]))  # N from a config file
     with pytest.raises(InstacliError, match="--multi_gpu"):
-        process_state()
+        requested_cpu_processes(cmdline)

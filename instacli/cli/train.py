@@ -68,7 +68,10 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
 ) -> None:
     """Train an encoder + heads on a dataset and write a run folder (model.safetensors, config.json, metrics)."""
-    from instacli.training import train, with_run_settings  # torch loads only when a command runs
+    from instacli.launch import process_state, relaunch_cpu_processes  # torch loads only when a command runs
+    from instacli.training import train, with_run_settings
+
+    relaunch_cpu_processes()
 
     settings = load_settings(config, **with_run_settings(dict(
         data=data, encoder=encoder, regressor=regressor, preset=preset, pretrained=pretrained,
@@ -81,7 +84,5 @@ def train_command(
         workers=workers, grad_accum=grad_accum, time_budget=time_budget, compile=compile, out=out,
         overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
     )))
-    from instacli.training import process_state
-
     reporter = RichReporter(console, enabled=not quiet and process_state().is_main_process)
     train(settings, reporter)

@@ -1,0 +1,77 @@
+"""How this process was started: one process, or one of several joined over gloo on a machine without a GPU.
+
+``accelerate launch --multi_gpu`` and ``torchrun`` start N processes themselves. ``accelerate launch
+--cpu --num_processes N`` does not: without ``--mpirun_hostfile`` its launcher starts one plain process
+and only sets ``MASTER_PORT``. Rather than let that process train alone, the train command starts the N
+processes itself through ``torch.distributed.run`` (what ``--multi_gpu`` uses), so the documented
+command does what it says.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+
+from instacli.errors import InstacliError
+
+_LAUNCHER_SIZES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def launched_on_cpu() -> bool:
+    """Several processes started by torchrun / ``accelerate launch`` on a machine without a GPU."""
+    launched = int(os.environ.get("LOCAL_RANK", -1)) != -1 or int(os.environ.get("WORLD_SIZE", 1)) > 1
+    gpu = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    return launched and not gpu
+
+
+def process_state() -> PartialState:
+    """This process's place in a launch; without a GPU, several processes join over gloo (accelerate's MULTI_CPU)."""
+    return PartialState(cpu=launched_on_cpu())
+
+
+def _num_processes_flag(argv: list[str]) -> int | None:
+    """The value of ``--num_processes`` / ``--num-processes`` in a launcher's command line, if any."""
+    for i, arg in enumerate(argv):
+        name, sep, value = arg.partition("=")
+        if name in ("--num_processes", "--num-processes"):
+            value = value if sep else (argv[i + 1] if i + 1 < len(argv) else "")
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def requested_cpu_processes(parent_cmdline: Path | None = None) -> int | None:
+    """N when this is the lone process of ``accelerate launch --cpu --num_processes N`` (N > 1), else None.
+
+    The launcher puts N on its own command line only, so it is read from the parent process.
+    """
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes") or "MASTER_PORT" not in os.environ:
+        return None
+    if any(key in os.environ for key in _LAUNCHER_SIZES):
+        return None  # a real multi-process launch (torchrun, mpirun)
+    path = parent_cmdline or Path(f"/proc/{os.getppid()}/cmdline")
+    try:
+        n = _num_processes_flag(path.read_bytes().decode(errors="replace").split("\0"))
+    except OSError:
+        n = None
+    if n is None:
+        raise InstacliError(
+            "accelerate launch --cpu started a single process and its --num_processes could not be read; "
+            "use `accelerate launch --multi_gpu --num_processes N -m instacli train ...` (gloo on CPU) or `torchrun --nproc_per_node N -m instacli train ...`"
+        )
+    return n if n > 1 else None
+
+
+def relaunch_cpu_processes() -> None:
+    """Replace this lone process with the N processes ``accelerate launch --cpu --num_processes N`` asked for."""
+    n = requested_cpu_processes()
+    if n is None:
+        return
+    os.execv(sys.executable, [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(n),
+        "--master_addr", os.environ.get("MASTER_ADDR", "127.0.0.1"), "--master_port", os.environ["MASTER_PORT"],
+        "-m", "instacli", *sys.argv[1:],
+    ])
