@@ -15,16 +15,17 @@ from instacli.errors import InstacliError
 from instacli_plugins.encoders import efficientnet_lite0 as eff
 
 SAMPLES = Path(__file__).resolve().parents[1] / "instacli" / "sample_data" / "animal"
+CAT = Path(__file__).resolve().parent / "data" / "chelsea-cat.jpg"  # scikit-image's CC0 "Chelsea" (data/ATTRIBUTION.csv)
 
-#: Photos the pretrained network gets right with a clear margin (checked over all bundled animals).
+#: Photos the pretrained network gets right with a clear margin: the classic ImageNet cat check plus bundled animals.
 EXPECTED = {
-    "skimage-chelsea-cat.jpg": set(range(281, 286)),  # domestic cat (tabby, tiger cat, Persian, Siamese, Egyptian)
-    "commons-lion.jpg": {291},  # lion
-    "commons-cheetah.jpg": {293},  # cheetah
-    "commons-dog.jpg": set(range(151, 269)),  # any dog breed
-    "commons-pig.jpg": {341},  # hog
-    "commons-skunk.jpg": {361},  # skunk
-    "pixabay-polar-polar-bear-3277930__480.jpg": {296},  # ice bear
+    CAT: set(range(281, 286)),  # domestic cat (tabby, tiger cat, Persian, Siamese, Egyptian)
+    SAMPLES / "commons-lion.jpg": {291},  # lion
+    SAMPLES / "commons-cheetah.jpg": {293},  # cheetah
+    SAMPLES / "commons-dog.jpg": set(range(151, 269)),  # any dog breed
+    SAMPLES / "commons-pig.jpg": {341},  # hog
+    SAMPLES / "commons-skunk.jpg": {361},  # skunk
+    SAMPLES / "pixabay-polar-polar-bear-3277930__480.jpg": {296},  # ice bear
 }
 
 
@@ -43,10 +44,10 @@ def load_eval_view(path: Path, preprocess: Preprocess) -> torch.Tensor:
 
 def test_pretrained_weights_classify_bundled_photos() -> None:
     model = eff.imagenet_classifier().eval()
-    batch = torch.stack([load_eval_view(SAMPLES / name, eff.PRETRAINED_CFG) for name in EXPECTED])
+    batch = torch.stack([load_eval_view(path, eff.PRETRAINED_CFG) for path in EXPECTED])
     with torch.inference_mode():
         top1 = model(batch).argmax(dim=1).tolist()
-    wrong = {name: got for (name, classes), got in zip(EXPECTED.items(), top1) if got not in classes}
+    wrong = {path.name: got for (path, classes), got in zip(EXPECTED.items(), top1) if got not in classes}
     assert not wrong, f"top-1 ImageNet class outside the expected ones: {wrong}"
 
 
