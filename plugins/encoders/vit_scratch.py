@@ -20,7 +20,12 @@ from instacli.registry import register_encoder
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention on top of PyTorch's fused scaled-dot-product kernel."""
+    """Multi-head self-attention on top of PyTorch's fused scaled-dot-product kernel.
+
+    Dropout acts on the output projection, not on the attention probabilities: on CPU a dropout
+    inside the kernel forces its unfused math path, and at 1024 tokens (the seed-512 preset)
+    drawing that mask made a training step of 32 images 6× slower (14.6 → 2.5 s).
+    """
 
     def __init__(self, width: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -29,13 +34,13 @@ class Attention(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
-        self.dropout = dropout
+        self.proj_drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
 
 
 class Block(nn.Module):
