@@ -9,7 +9,8 @@ checkpoints. Not counted: start-up, data loading, decoding (cached beforehand), 
 first steps pay oneDNN's kernel creation (≈ 10 s on this machine). Bare side: the same network
 (rebuilt from the run's ``config.json``), ``torch.autocast`` at the same precision, AdamW,
 cross-entropy + L1 likes, on the same training images pre-decoded, center-cropped and normalized
-into one in-memory float tensor, for the same number of images after 3 warm-up steps.
+into one in-memory float tensor (channels-last, as instacli feeds convolutions), for the same
+number of images after 3 warm-up steps.
 Ratio = instacli / bare; target ≥ 0.85.
 """
 
@@ -64,7 +65,7 @@ def bare_rate(run: Path, data: Path, images: int, batch: int) -> float:
 
     model = build_model(loaded.config).train()
     split = load_split_arrays(data, "train", settings=None, scaler=loaded.scaler, task=loaded.config.task)
-    pixels = eval_view(split.images(loaded.preprocess.resize_size), loaded.preprocess).contiguous()  # (N, 3, S, S) float
+    pixels = eval_view(split.images(loaded.preprocess.resize_size), loaded.preprocess)  # (N, 3, S, S) float, channels_last as instacli feeds it
     features, labels, targets = split.features, split.labels, split.targets
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_mixed_precision("auto"))
@@ -78,7 +79,7 @@ def bare_rate(run: Path, data: Path, images: int, batch: int) -> float:
             order = torch.randperm(len(pixels))
         index = order[(step % per_epoch) * batch : (step % per_epoch + 1) * batch]
         with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            logits, likes = model(pixels[index], features[index])
+            logits, likes = model(pixels[index].contiguous(memory_format=torch.channels_last), features[index])
             loss = F.cross_entropy(logits.float(), labels[index]) + F.l1_loss(likes.float(), targets[index])
         loss.backward()
         optimizer.step()

@@ -208,11 +208,17 @@ def features_for(class_names: Sequence[str], columns: Sequence[str]):
 
 
 def to_dataset(rows: list[dict[str, Any]], class_names: Sequence[str], columns: Sequence[str]):
-    """An in-memory ``datasets.Dataset`` of ``rows``."""
-    from datasets import Dataset
+    """An in-memory ``datasets.Dataset`` of ``rows``, which are already in Arrow storage form.
+
+    ``Dataset.from_dict`` would run every image through ``Image.encode_example`` first: a no-op on
+    ``{"bytes", "path"}`` rows that took ¾ of a second for 3,200 photos, most of a small build.
+    """
+    from datasets import Dataset, DatasetInfo
+    from datasets.table import InMemoryTable
 
     features = features_for(class_names, columns)
-    return Dataset.from_dict({name: [r[name] for r in rows] for name in features}, features=features)
+    table = InMemoryTable.from_pydict({name: [r[name] for r in rows] for name in features}, schema=features.arrow_schema)
+    return Dataset(table, info=DatasetInfo(features=features))
 
 
 def fingerprint(collected: Collected, splits: Sequence[str] | None = None) -> str:
