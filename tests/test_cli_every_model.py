@@ -1,0 +1,61 @@
+"""Every built-in encoder and every regressor goes through ``instacli train`` → ``evaluate`` → ``predict``.
+
+Tiny sizes and one epoch: this checks the plumbing each model needs (its preprocessing, its saved
+options, reloading the run for evaluation and prediction), not what it learns.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_photo_tree
+
+TINY = {
+    "vit-scratch": ["-E", "image_size=32", "-E", "width=32", "-E", "heads=2"],
+    "hf-vit": ["-E", "image_size=32", "-E", "hidden_size=32", "-E", "num_hidden_layers=1",
+               "-E", "num_attention_heads=2", "-E", "intermediate_size=64"],
+    "inception-v3": ["--image-size", "75"],  # the smallest input its stride-2 stem and pools accept
+    "efficientnet-lite0": ["--image-size", "64"],  # the bundled ImageNet weights, smaller input
+}
+CASES = [(encoder, "conv1d") for encoder in TINY] + [("vit-scratch", r) for r in ("mlp", "linear", "ridge", "gbrt")]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_photo_tree(tmp_path_factory.mktemp("photos"), {"animal": 8, "landscape": 8})
+
+
+@pytest.fixture(scope="module")
+def dataset(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from instacli_datasets import build_dataset
+
+    out = tmp_path_factory.mktemp("data") / "ds"
+    build_dataset(photos, out, synthetic="seed", seed=3, val_fraction=0.25, test_fraction=0.25)
+    return out
+
+
+@pytest.mark.parametrize(("encoder", "regressor"), CASES)
+def test_train_evaluate_predict(encoder: str, regressor: str, dataset: Path, photos: Path, tmp_path: Path, run_cli) -> None:
+    run = tmp_path / "run"
+    result = run_cli("train", "--data", dataset, "--out", run, "--encoder", encoder, "--regressor", regressor,
+                     "--epochs", "1", "--batch-size", "4", "--quiet", *TINY[encoder])
+    assert result.code == 0, result.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert (config["encoder"], config["regressor"]) == (encoder, regressor)
+
+    result = run_cli("evaluate", run, "--data", dataset, "--json")
+    assert result.code == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["n"] == 4 and 0 <= metrics["accuracy"] <= 1 and metrics["likes_mae"] > 0
+
+    out = tmp_path / "preds.csv"
+    result = run_cli("predict", run, photos, "--out", out, "--workers", "0")
+    assert result.code == 0, result.stderr
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 16 and not any(r["error"] for r in rows)
+    assert all(float(r["likes"]) > 0 and abs(float(r["prob_animal"]) + float(r["prob_landscape"]) - 1) < 1e-4 for r in rows)
