@@ -129,6 +129,7 @@ def _model_config(settings: TrainSettings, split: SplitArrays, text: tuple[str, 
         text_options=text[1] if text else {},
         text_dim=split.text.shape[1],
         text_to_classifier=settings.text_to_classifier,
+        class_to_regressor=split.task == "both",
     )
 
 
@@ -193,13 +194,16 @@ def fit_classical_regressor(
     """Fit a scikit-learn regressor (``ridge``, ``gbrt``) on the best network's training embeddings, then save."""
     net.load_state_dict(load_file(str(run / "model.safetensors")))
     net.eval()
-    fused = []
+    fused, numbers = [], []
     for start in range(0, len(split), 256):
-        batch = inputs[start : start + 256].to(accelerator.device)
+        rows = slice(start, start + 256)
+        batch = inputs[rows].to(accelerator.device)
         with accelerator.autocast():
             embedding = batch if frozen else net.encoder(eval_view(batch, net.encoder.preprocess))
-            fused.append(net.fuse(embedding.float(), split.text[start : start + 256].to(accelerator.device)).float())
-    net.regressor.fit(torch.cat(fused), split.features.to(accelerator.device), split.targets.to(accelerator.device))
+            x, f = net.likes_inputs(embedding.float(), split.features[rows].to(accelerator.device), split.text[rows].to(accelerator.device))
+        fused.append(x.float())
+        numbers.append(f.float())
+    net.regressor.fit(torch.cat(fused), torch.cat(numbers), split.targets.to(accelerator.device))
     save_model(run, net, config)
 
 

@@ -71,6 +71,8 @@ def test_run_folder_holds_weights_config_metrics_and_curves(trained: Path) -> No
     assert config["encoder"] == "vit-scratch" and config["class_names"] == ["animal", "landscape"]
     assert config["scaler"]["features"] == ["comments", "shares"]
     assert config["encoder_options"]["width"] == 32
+    assert config["class_to_regressor"] is True  # the regressor reads comments, shares, p(animal), p(landscape)
+    assert load_run(trained).model.regressor.fusion.num_features == 4
     records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, 9))
     assert records[-1]["train_loss"] < records[0]["train_loss"]
