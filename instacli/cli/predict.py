@@ -45,6 +45,6 @@ def predict_command(
     if summary.imputed:
         console.print(f"{summary.imputed} missing value(s) of the numeric inputs were filled with the training medians")
     if summary.failed:
-        console.print(f"[yellow]{summary.failed} files could not be read; see the error column[/]")
+        console.print(f"[yellow]{summary.failed} file{'' if summary.failed == 1 else 's'} could not be read; see the error column[/]")
     if summary.scored == 0:
         raise InstacliError(f"{folder}: nothing could be scored")
