@@ -377,9 +377,10 @@ def make_figures(results: dict[str, Any], out_dir: Path, root: Path) -> Figures:
             path = plot_baseline_likes(r, fig_dir / f"likes_baseline_{r['key']}.png")
             if path:
                 likes.append(Figure(r["name"], path, "baseline"))
+    several_seeds = len(results.get("seeds") or []) > 1
     return Figures(
-        accuracy_vs_time=Figure("Accuracy versus training time", acc,
-                                "test accuracy against wall-clock training time; bars: std over seeds") if acc else None,
+        accuracy_vs_time=Figure("Accuracy versus training time", acc, "test accuracy against wall-clock training time"
+                                + ("; bars: std over seeds" if several_seeds else "")) if acc else None,
         curves=Figure("Learning curves", curves, "per model, first seed; from each run's metrics.jsonl") if curves else None,
         confusions=Figure("Confusion matrices", confusions, "test split, first seed; counts, shaded by share of the true row") if confusions else None,
         likes=likes,
