@@ -137,3 +137,16 @@ def test_sigkill_mid_epoch_then_cli_resume(dataset: Path, tmp_path: Path, run_cl
     assert not list(run.rglob("*.pkl")) and not list(run.rglob("*.bin"))
     loaded = load_run(run)
     assert loaded.config.encoder_options["width"] == 32
+
+
+def test_patience_counts_from_the_second_half_of_the_schedule() -> None:
+    from instacli.training import stale_epochs
+
+    bad = 0
+    for epoch in range(1, 16):  # epochs 1-15 of 30: no improvement, nothing counted
+        bad = stale_epochs(bad, improved=False, epoch=epoch, epochs=30)
+    assert bad == 0
+    for epoch in range(16, 26):
+        bad = stale_epochs(bad, improved=False, epoch=epoch, epochs=30)
+    assert bad == 10  # patience 10 stops after epoch 25 at the earliest
+    assert stale_epochs(bad, improved=True, epoch=26, epochs=30) == 0

@@ -48,7 +48,7 @@ def train_command(
     image_size: Optional[int] = typer.Option(None, help="Override the encoder's input size."),
     likes_loss: Optional[str] = typer.Option(None, help="l1|huber|mse on standardized log1p(likes). (default: l1)"),
     likes_weight: Optional[float] = typer.Option(None, help="Weight w in loss = CE + w·likes loss. (default: 1.0)"),
-    patience: Optional[int] = typer.Option(None, help="Epochs without validation-loss improvement before stopping. (default: 10)"),
+    patience: Optional[int] = typer.Option(None, help="Epochs without validation-loss improvement before stopping, counted in the second half of --epochs. (default: 10)"),
     freeze_encoder: Optional[bool] = typer.Option(None, "--freeze-encoder/--no-freeze-encoder", help="Train the heads only on cached embeddings."),
     text: Optional[bool] = typer.Option(None, "--text/--no-text", help="Use captions as a third input (frozen text encoder)."),
     text_encoder: Optional[str] = typer.Option(None, help="Caption encoder name. (default: minilm — bundled, offline)"),
