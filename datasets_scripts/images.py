@@ -121,8 +121,8 @@ def encode_photos(
                 progress(len(results), total)
         return results
 
-    if workers <= 1 or total <= 1:
-        return collect(map(_encode_task, tasks))
+    if workers <= 1 or total <= 1:  # in this process: the bytes are already here, nothing to strip or re-read
+        return collect(encode_photo(*task) for task in tasks)
     chunksize = max(1, min(32, total // (workers * 8)))
     with multiprocessing.get_context().Pool(workers, initializer=_ignore_sigint) as pool:
         return collect(pool.imap(_encode_task, tasks, chunksize=chunksize))
