@@ -17,7 +17,7 @@ takes about a minute, then the heads train in seconds); inception-v3 is a frozen
 299 px when torchvision's weights are in the torch hub cache, and otherwise (offline) is trained
 from scratch at 96 px for up to 4 epochs or 8 minutes; the seed-512
 design (≈ 13 images/s at 512 px: about 3 minutes an epoch) gets up to 3 epochs or 5 minutes.
-Sum: ≈ 45 minutes, plus evaluation and decoding.
+Budgets sum to ≈ 45 minutes; measured on 2 quiet cores: 24 minutes in all (most runs finish early).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Run every speed benchmark and end with one line per result: ``NAME ratio X target Y``.
 
-    python benchmarks/run.py            # the full set (about 30-40 minutes on 2 shared cores)
-    python benchmarks/run.py --quick    # smaller data, fewer repeats (about 10 minutes)
+    python benchmarks/run.py            # the full set (about 6 minutes on 2 quiet cores)
+    python benchmarks/run.py --quick    # smaller data, fewer repeats
 
 Each benchmark runs in its own process (their outputs stream through), compares instacli with a
 bare baseline on the same data in the same run, and prints its ratio last; a ratio is always
