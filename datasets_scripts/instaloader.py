@@ -107,6 +107,8 @@ class _Download:
         self.followers_by_user: dict[str, int | None] = {}
         self.followers_by_id: dict[str, int | None] = {}
         self.images: dict[Path, list[Path]] = defaultdict(list)
+        #: (folder, post stem) → (carousel index, path): a file ``S.jpg`` is image 0 of post S, ``S_2.jpg`` image 2
+        self.post_images: dict[tuple[Path, str], list[tuple[int, Path]]] = defaultdict(list)
         self.names: dict[Path, set[str]] = defaultdict(set)
         self.skipped: list[Skipped] = []
         for path in visible_files(src):
@@ -114,6 +116,11 @@ class _Download:
             stem = _metadata_stem(path.name)
             if is_image_file(path):
                 self.images[path.parent].append(path)
+                base = path.name[: -len(path.suffix)]
+                self.post_images[path.parent, base].append((0, path))
+                prefix, _, index = base.rpartition("_")
+                if prefix and index.isdigit():
+                    self.post_images[path.parent, prefix].append((int(index), path))
             elif stem is not None:
                 self._add_metadata(path, stem)
 
@@ -143,14 +150,7 @@ class _Download:
 
     def photos_of(self, folder: Path, stem: str) -> list[tuple[int, Path]]:
         """(carousel index, path) of the images saved for post ``stem``; index 0 for a single image."""
-        found = []
-        for path in self.images[folder]:
-            base = path.name[: -len(path.suffix)]
-            if base == stem:
-                found.append((0, path))
-            elif base.startswith(stem + "_") and base[len(stem) + 1:].isdigit():
-                found.append((int(base[len(stem) + 1:]), path))
-        return sorted(found)
+        return sorted(self.post_images.get((folder, stem), []))
 
 
 def _caption(node: dict[str, Any], txt: Path) -> str | None:

@@ -57,9 +57,9 @@ def seed_engagement(labels: Sequence[int], class_names: Sequence[str], seed: int
     }
 
 
-SYNTHETIC_KINDS = ("seed", "realistic")
 #: The columns each generator fills.
 SYNTHETIC_COLUMNS = {"seed": ("likes", "comments", "shares"), "realistic": ("likes", "comments", "followers")}
+SYNTHETIC_KINDS = tuple(SYNTHETIC_COLUMNS)
 REALISTIC_DEFAULTS = {
     "followers_log_median": math.log(2000.0),
     "followers_log_sigma": 1.5,

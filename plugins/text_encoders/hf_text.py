@@ -32,7 +32,7 @@ class HFTextEncoder:
         except OSError as exc:
             raise InstacliError(
                 f"text encoder '{pretrained}': cannot be loaded ({str(exc).splitlines()[0]}); offline, pass a local "
-                "checkpoint folder, or run once online so it is cached (e.g. `hf download {pretrained}`)"
+                f"checkpoint folder, or run once online so it is cached (e.g. `hf download {pretrained}`)"
             ) from None
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
