@@ -306,9 +306,9 @@ class RunStopped(Exception):
     """Raised from inside training when the first epoch overruns the hard limit; carries what was
     measured until then (the table shows it)."""
 
-    def __init__(self, message: str, seconds: float, images: int, steps_per_epoch: int | None, batches: int) -> None:
+    def __init__(self, message: str, seconds: float, images: int) -> None:
         super().__init__(message)
-        self.seconds, self.images, self.steps_per_epoch, self.batches = seconds, images, steps_per_epoch, batches
+        self.seconds, self.images = seconds, images
 
 
 class _Guard(Reporter):
@@ -341,7 +341,7 @@ class _Guard(Reporter):
             raise RunStopped(
                 f"too slow: stopped after {seconds:.0f} s of training, {self.batch}{per_epoch} batches into its first epoch"
                 f"{eta} (limit {HARD_LIMIT_FACTOR:g} × time budget + {HARD_LIMIT_GRACE:.0f} s)",
-                seconds, self.batch * self.batch_size, self.steps_per_epoch, self.batch,
+                seconds, self.batch * self.batch_size,
             )
 
     def epoch_end(self, record: dict[str, Any]) -> None:
@@ -583,7 +583,6 @@ def compare(
     overwrite: bool = False,
     baselines: bool = True,
     reporter: CompareReporter | None = None,
-    render: bool = True,
 ) -> CompareResult:
     """Train (or reuse) every combination, evaluate all on ``split``, write ``results.json`` and the report.
 
@@ -724,10 +723,9 @@ def compare(
         reporter.run_end(plan, entry)
 
     save()
-    if render:
-        from instacli.report import render_report
+    from instacli.report import render_report
 
-        reporter.stage("report")
-        render_report(results, out)
+    reporter.stage("report")
+    render_report(results, out)
     return CompareResult(out=out, results=results, trained=trained, reused=reused, failed=failed)
 

@@ -15,7 +15,7 @@ import html
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -588,7 +588,6 @@ def _md_inline(text: str) -> str:
 class ReportFiles:
     markdown: Path
     html: Path
-    figures: list[Path]
 
 
 def render_report(results: dict[str, Any], out_dir: Path, root: Path | None = None) -> ReportFiles:
@@ -602,8 +601,7 @@ def render_report(results: dict[str, Any], out_dir: Path, root: Path | None = No
         handle.write(render_markdown(results, figures, out_dir))
     with atomic_file(out_dir / "report.html") as handle:
         handle.write(render_html(results, figures))
-    drawn = [f.path for f in (figures.accuracy_vs_time, figures.curves, figures.confusions) if f] + [f.path for f in figures.likes]
-    return ReportFiles(out_dir / "report.md", out_dir / "report.html", drawn)
+    return ReportFiles(out_dir / "report.md", out_dir / "report.html")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -676,8 +674,3 @@ def rerender(path: Path, out: Path | None = None) -> tuple[dict[str, Any], Repor
     """Re-render the report of a comparison or run folder from saved files, without any training."""
     results, root, default_out = load_results(path)
     return results, render_report(results, out or default_out, root=root)
-
-
-def summary_lines(results: dict[str, Any]) -> Sequence[str]:
-    """One line per failure, for the console."""
-    return [f"{name}: {message}" for name, message in failures(results)]

@@ -149,9 +149,9 @@ def compare_command(
     if not encoder_names and not run_paths and not include_seed_preset:
         raise InstacliError("nothing to compare: give --encoders, --runs or --include-seed-preset")
     base = {k: v for k, v in {"batch_size": batch_size, "workers": workers}.items() if v is not None}
-    from accelerate import PartialState
+    from instacli.launch import process_state
 
-    reporter = RichCompareReporter(console, enabled=not quiet and PartialState().is_main_process)
+    reporter = RichCompareReporter(console, enabled=not quiet and process_state().is_main_process)
     result = compare(
         data, out, encoder_names, regressor_names, epochs=epochs, time_budget=time_budget, seeds=seeds,
         include_seed_preset=include_seed_preset, runs=run_paths, overrides=overrides, base=base,
