@@ -13,12 +13,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig: Any, path: Path) -> None:
-    """Save atomically (temp file + rename) and free the figure."""
+def save_figure(fig: Any, path: Path) -> Path:
+    """Save atomically (temp file + rename, folder created) and free the figure; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     tmp.replace(path)
+    return path
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
@@ -34,7 +36,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy", ylim=(0, 1))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: Path, title: str = "Confusion matrix") -> None:
@@ -50,7 +52,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], 
         for j in range(m.shape[1]):
             ax.text(j, i, str(m[i, j]), ha="center", va="center", color="white" if m[i, j] > m.max() / 2 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_likes(actual: np.ndarray, predicted: np.ndarray, path: Path, title: str = "Predicted vs actual likes") -> None:
@@ -62,4 +64,4 @@ def plot_likes(actual: np.ndarray, predicted: np.ndarray, path: Path, title: str
     ax.plot([lo, hi], [lo, hi], color="gray", lw=1)
     ax.set(xscale="log", yscale="log", xlabel="actual likes + 1", ylabel="predicted likes + 1", title=title)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)

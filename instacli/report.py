@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 from instacli import __version__  # noqa: E402
 from instacli.errors import InstacliError  # noqa: E402
 from instacli.io import atomic_file  # noqa: E402
+from instacli.plots import save_figure  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,16 +194,6 @@ def failures(results: dict[str, Any]) -> list[tuple[str, str]]:
 COLORS = plt.get_cmap("tab10").colors
 
 
-def _save(fig: Any, path: Path) -> Path:
-    """Save atomically (temp file + rename) and free the figure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
-
-
 def _model_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in results.get("rows", []) if r.get("kind") != "baseline" and r.get("status") in ("ok", "partial")]
 
@@ -247,7 +238,7 @@ def plot_accuracy_vs_time(results: dict[str, Any], path: Path) -> Path | None:
            title="Accuracy versus training time")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _histories(results: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -300,7 +291,7 @@ def plot_learning_curves(results: dict[str, Any], path: Path) -> Path | None:
     fig.legend(*ax_loss.get_legend_handles_labels(), loc="lower center", ncol=min(3, len(histories)), fontsize=8,
                frameon=False, bbox_to_anchor=(0.5, -0.02 - 0.05 * math.ceil(len(histories) / 3)))
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusions(results: dict[str, Any], path: Path) -> Path | None:
@@ -331,7 +322,7 @@ def plot_confusions(results: dict[str, Any], path: Path) -> Path | None:
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_baseline_likes(row: dict[str, Any], path: Path) -> Path | None:
