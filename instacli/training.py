@@ -206,16 +206,11 @@ def fit_classical_regressor(
     """Fit a scikit-learn regressor (``ridge``, ``gbrt``) on the best network's training embeddings, then save."""
     net.load_state_dict(load_file(str(run / "model.safetensors")))
     net.eval()
-    fused, numbers = [], []
-    for start in range(0, len(split), 256):
-        rows = slice(start, start + 256)
-        batch = inputs[rows].to(accelerator.device)
-        with accelerator.autocast():
-            embedding = batch if frozen else net.encoder(eval_view(batch, net.encoder.preprocess))
-            x, f = net.likes_inputs(embedding.float(), split.features[rows].to(accelerator.device), split.text[rows].to(accelerator.device))
-        fused.append(x.float())
-        numbers.append(f.float())
-    net.regressor.fit(torch.cat(fused), torch.cat(numbers), split.targets.to(accelerator.device))
+    device = accelerator.device
+    embeddings = inputs if frozen else embed_images(net, inputs, accelerator)
+    with accelerator.autocast():
+        fused, numbers = net.likes_inputs(embeddings.float().to(device), split.features.to(device), split.text.to(device))
+    net.regressor.fit(fused.float(), numbers.float(), split.targets.to(device))
     save_model(run, net, config)
 
 
