@@ -54,6 +54,10 @@ class ImageEncoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.saved_options: dict[str, Any] = {}
+        #: ``embedding → 1000 ImageNet logits`` for encoders pretrained on ImageNet classification,
+        #: frozen; the category head's semantic prior reads it (:mod:`instacli.semantic`). ``None``
+        #: for encoders without one.
+        self.imagenet_head: nn.Module | None = None
 
     def auxiliary_loss(self) -> Any:
         """Extra training loss the encoder produced in its last forward (e.g. Inception's aux head)."""

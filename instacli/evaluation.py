@@ -67,7 +67,7 @@ def oracle_metrics(split: SplitArrays) -> dict[str, float | None]:
 
 def predict_split(run: LoadedRun, split: SplitArrays, batch_size: int = 128, workers: int = 2) -> dict[str, np.ndarray]:
     """Probabilities and likes for every row of ``split``."""
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision("auto"))
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision("auto", run.config.encoder))
     images = split.images(run.preprocess.resize_size, workers)
     dataset = torch.utils.data.TensorDataset(images, split.features, split.targets, split.labels, split.text)
     loader = accelerator.prepare(torch.utils.data.DataLoader(dataset, batch_size=batch_size))

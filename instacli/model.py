@@ -22,7 +22,7 @@ from instacli.encoders import ImageEncoder, Preprocess
 from instacli.errors import InstacliError
 from instacli.features import Scaler
 from instacli.io import atomic_file
-
+from instacli.semantic import SemanticPrior
 
 
 @dataclass
@@ -41,6 +41,8 @@ class ModelConfig:
     text_dim: int = 0
     text_to_classifier: bool = False
     class_to_regressor: bool = False
+    #: What the category head reads of the encoder's pretrained ImageNet head (``instacli.semantic``).
+    semantic_prior: str = "none"
     preprocess: dict[str, Any] = field(default_factory=dict)
     instacli_version: str = __version__
 
@@ -50,6 +52,11 @@ class ModelConfig:
 
 #: Width of the caption adapter's output, the text's share of the fused embedding.
 TEXT_ADAPTER_DIM = 64
+#: With a semantic prior, the embedding's logits are scaled by this before the prior's are added:
+#: the 1280-d embedding fits the training sources' look so well that, at full weight, it outvotes
+#: the prior on new sources (frozen EfficientNet-Lite0, posts-dev leave-sources-out, logistic
+#: heads: share 1.0 → 95.3 %, 0.5 → 96.4 %, 0.3 → 96.7 % on the held-out sources).
+EMBEDDING_SHARE_WITH_PRIOR = 0.3
 
 
 class MultiTaskModel(nn.Module):
@@ -58,7 +65,9 @@ class MultiTaskModel(nn.Module):
 
     Captions, when used, arrive as frozen text-encoder vectors and pass a per-modality adapter
     (LayerNorm → Linear → GELU) before concatenation with the image embedding (late fusion); the
-    classifier sees them only with ``text_to_classifier``.
+    classifier sees them only with ``text_to_classifier``. With a ``semantic_prior`` the classifier
+    also reads what the encoder's pretrained ImageNet head says of the photo (:mod:`instacli.semantic`),
+    normalized on its own so that neither part drowns the other.
     """
 
     def __init__(
@@ -69,18 +78,26 @@ class MultiTaskModel(nn.Module):
         text_dim: int = 0,
         text_to_classifier: bool = False,
         class_to_regressor: bool = False,
+        semantic_prior: str = "none",
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
+        if semantic_prior != "none" and getattr(encoder, "imagenet_head", None) is None:
+            raise InstacliError(f"semantic prior '{semantic_prior}' needs an encoder with a pretrained ImageNet head; use --semantic-prior none")
         self.encoder = encoder
         self.text_adapter = (
             nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, TEXT_ADAPTER_DIM), nn.GELU()) if text_dim else None
         )
         self.text_to_classifier = text_to_classifier and text_dim > 0
+        self.prior = SemanticPrior(semantic_prior) if semantic_prior != "none" and num_classes > 0 else None
+        self.prior_norm = nn.LayerNorm(self.prior.dim) if self.prior is not None else None
+        if self.prior is None and getattr(encoder, "imagenet_head", None) is not None:
+            encoder.imagenet_head = None  # unused: keep it out of the saved weights
         width = encoder.embed_dim + (TEXT_ADAPTER_DIM if self.text_to_classifier else 0)
         self.classifier = (
             nn.Sequential(nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, num_classes)) if num_classes > 0 else None
         )
+        self.prior_classifier = nn.Linear(self.prior.dim, num_classes, bias=False) if self.prior is not None else None
         self.regressor = regressor
         self.class_to_regressor = class_to_regressor and self.classifier is not None
 
@@ -91,7 +108,13 @@ class MultiTaskModel(nn.Module):
         return torch.cat([embedding, self.text_adapter(text)], dim=1)
 
     def _classify(self, embedding: torch.Tensor, fused: torch.Tensor) -> torch.Tensor | None:
-        return self.classifier(fused if self.text_to_classifier else embedding) if self.classifier is not None else None
+        if self.classifier is None:
+            return None
+        logits = self.classifier(fused if self.text_to_classifier else embedding)
+        if self.prior is not None:
+            prior = self.prior(self.encoder.imagenet_head(embedding.float()))
+            logits = EMBEDDING_SHARE_WITH_PRIOR * logits + self.prior_classifier(self.prior_norm(prior).to(logits.dtype))
+        return logits
 
     def _numbers(self, features: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor:
         """The regressor's numeric input: the scaled features, then the category head's probabilities.
@@ -129,8 +152,15 @@ class MultiTaskModel(nn.Module):
 
 
 def build_model(config: ModelConfig) -> MultiTaskModel:
-    """Instantiate the network described by ``config`` (weights initialized or pretrained, not loaded)."""
+    """Instantiate the network described by ``config`` (weights initialized or pretrained, not loaded).
+
+    A ``semantic_prior`` of ``auto`` becomes the encoder's recipe (``grouped`` for encoders with an
+    ImageNet head, see :mod:`instacli.semantic`) or ``none``, and is written back into ``config``.
+    """
     encoder = registry.encoders.create(config.encoder, **config.encoder_options)
+    if config.semantic_prior == "auto":
+        recipe = registry.encoders.get(config.encoder).recipe.get("semantic_prior", "none")
+        config.semantic_prior = recipe if getattr(encoder, "imagenet_head", None) is not None else "none"
     regressor = None
     num_classes = 0 if config.task == "likes" else len(config.class_names)
     if config.task != "category":
@@ -140,7 +170,9 @@ def build_model(config: ModelConfig) -> MultiTaskModel:
             num_features=len(config.scaler["features"]) + (num_classes if config.class_to_regressor else 0),
             **config.regressor_options,
         )
-    return MultiTaskModel(encoder, regressor, num_classes, config.text_dim, config.text_to_classifier, config.class_to_regressor)
+    return MultiTaskModel(
+        encoder, regressor, num_classes, config.text_dim, config.text_to_classifier, config.class_to_regressor, config.semantic_prior
+    )
 
 
 @dataclass

@@ -139,7 +139,7 @@ def iter_predictions(
         text_encoder = registry.text_encoders.create(run.config.text_encoder, **run.config.text_options)
     loader = batches if batches is not None else decoded_batches(files, run.preprocess.resize_size, batch_size, workers)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_mixed_precision("auto"))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_mixed_precision("auto", run.config.encoder))
     model, classes = run.model.eval().to(device), run.config.class_names
     for images, index, errors in loader:
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):

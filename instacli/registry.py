@@ -39,6 +39,9 @@ class Entry:
     pretrained: str | None = None
     input_size: int | None = None
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Training settings this component works best with, used where the user leaves them unset
+    #: (e.g. a pretrained encoder's frozen probe with the semantic prior); measured, see README.
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def options(self) -> dict[str, Any]:
         """User-facing keyword options of the factory with their defaults (from its signature)."""
@@ -67,16 +70,18 @@ class Registry(Generic[F]):
         pretrained: str | None = None,
         input_size: int | None = None,
         presets: dict[str, dict[str, Any]] | None = None,
+        recipe: dict[str, Any] | None = None,
     ) -> Callable[[F], F]:
         """Decorator that registers ``factory`` under ``name``.
 
-        ``presets`` are named bundles of options (e.g. ``seed-512``) that ``--preset`` selects.
+        ``presets`` are named bundles of options (e.g. ``seed-512``) that ``--preset`` selects;
+        ``recipe`` holds the training settings the component defaults to (:attr:`Entry.recipe`).
         """
 
         def decorator(factory: F) -> F:
             self.add(
                 name, factory, description=description, pretrained=pretrained,
-                input_size=input_size, presets=presets or {},
+                input_size=input_size, presets=presets or {}, recipe=recipe or {},
             )
             return factory
 

@@ -37,7 +37,9 @@ class TrainSettings(BaseSettings):
     likes_loss: Literal["l1", "huber", "mse"] = "l1"
     likes_weight: float = 1.0
     patience: int = 10
-    freeze_encoder: bool = False
+    #: None: the encoder's recommended recipe (its registry entry), else fine-tune end to end.
+    freeze_encoder: bool | None = None
+    semantic_prior: Literal["auto", "none", "grouped", "raw", "both"] = "auto"
     text: bool = False
     text_encoder: str = "minilm"
     text_options: dict[str, Any] = {}
