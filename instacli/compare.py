@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 import traceback
 from collections.abc import Iterable, Sequence
@@ -38,7 +37,7 @@ from pydantic import ValidationError
 from instacli import __version__, registry
 from instacli.errors import InstacliError
 from instacli.io import write_json
-from instacli.settings import TrainSettings
+from instacli.settings import TrainSettings, parse_duration
 from instacli.reporting import Reporter
 
 #: The encoders compared when none are named.
@@ -88,19 +87,6 @@ RUN_INFO = "compare_run.json"
 
 # ----------------------------------------------------------------------------------------------
 # Parsing what the user typed
-
-
-def parse_duration(text: str | float | int | None) -> float | None:
-    """``"10m"``, ``"90s"``, ``"1h30m"``, ``"600"`` → seconds."""
-    if text is None or isinstance(text, (int, float)):
-        return None if text is None else float(text)
-    clean = text.strip().lower().replace(" ", "")
-    if re.fullmatch(r"\d+(\.\d+)?", clean):
-        return float(clean)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", clean)
-    if not parts or "".join(n + u for n, u in parts) != clean:
-        raise InstacliError(f"time budget {text!r}: expected a duration like 600, 90s, 10m or 1h30m")
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
 
 
 def _json_value(text: str) -> Any:
@@ -510,10 +496,15 @@ def _encoder_parameters(plan: Plan) -> int | None:
         return None
 
 
-def _check_names(plan: Plan) -> None:
-    """Unknown encoder/regressor names fail here in one line, before any data is read."""
-    registry.encoders.get(plan.encoder)
-    registry.regressors.get(plan.regressor)
+def check_components(settings: TrainSettings) -> None:
+    """Unknown encoder, preset, regressor or text encoder names and options fail here in one line, so
+    that a typo in the last of several runs is known before the first one trains."""
+    flags = {k: getattr(settings, k) for k in ("image_size", "pretrained") if getattr(settings, k) is not None}
+    options = registry.encoders.resolve_options(settings.encoder, settings.preset, **{**settings.encoder_options, **flags})
+    registry.encoders.check(settings.encoder, options)
+    registry.regressors.check(settings.regressor, settings.regressor_options)
+    if settings.text:
+        registry.text_encoders.check(settings.text_encoder, settings.text_options)
 
 
 def aggregate(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -567,8 +558,8 @@ class CompareResult:
 
 
 def compare(
-    data: Path,
-    out: Path,
+    data: Path | str,
+    out: Path | str,
     encoders: Sequence[str] = DEFAULT_ENCODERS,
     regressors: Sequence[str] = DEFAULT_REGRESSORS,
     *,
@@ -576,7 +567,7 @@ def compare(
     time_budget: float | str | None = None,
     seeds: int = 1,
     include_seed_preset: bool = False,
-    runs: Sequence[Path] = (),
+    runs: Sequence[Path | str] = (),
     overrides: dict[str, dict[str, Any]] | None = None,
     base: dict[str, Any] | None = None,
     split: str = "test",
@@ -615,7 +606,7 @@ def compare(
         plans.append(Plan(path.name, group, f"{encoder} + {regressor} ({path.name})", "external",
                           encoder, regressor, settings.get("seed"), settings, path=path))
 
-    # Check every existing run folder against its settings before training anything.
+    # Check every run's settings, names and options, and its existing folder, before training anything.
     wanted: dict[str, dict[str, Any]] = {}
     for plan in plans:
         if plan.kind == "external":
@@ -626,6 +617,7 @@ def compare(
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise InstacliError(f"settings of {plan.label}: {where}: {first['msg']}; fix the --set value") from None
+        check_components(settings)
         wanted[plan.name] = settings.model_dump(mode="json")
         run = out / "runs" / plan.name
         if run_state(run) in ("finished", "resumable") and not overwrite:
@@ -686,8 +678,6 @@ def compare(
             else:
                 if plan.kind == "external" and action != "evaluate":
                     raise InstacliError(f"{run}: not a finished run (needs model.safetensors and config.json, no checkpoint/)")
-                if plan.kind != "external":
-                    _check_names(plan)
                 if action in TRAINING:
                     settings = TrainSettings(
                         data=data, out=run, encoder=plan.encoder, regressor=plan.regressor, seed=plan.seed, **plan.settings,

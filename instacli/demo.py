@@ -44,7 +44,7 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
 
 
 def run_demo(
-    workdir: Path | None = None,
+    workdir: Path | str | None = None,
     encoder: str = "efficientnet-lite0",
     reporter: Reporter | None = None,
     overwrite: bool = False,

@@ -78,7 +78,7 @@ def predict_split(run: LoadedRun, split: SplitArrays, batch_size: int = 128, wor
     return {"probs": probs, "likes": likes}
 
 
-def evaluate(run_path: Path, data: Path, split: str = "test", batch_size: int = 128, workers: int = 2) -> dict[str, Any]:
+def evaluate(run_path: Path | str, data: Path | str, split: str = "test", batch_size: int = 128, workers: int = 2) -> dict[str, Any]:
     """Metrics of ``run_path`` on ``data``; also writes ``eval/metrics.json`` and plots inside the run."""
     run = load_run(run_path)
     text = (run.config.text_encoder, run.config.text_options) if run.config.text_encoder else None

@@ -20,6 +20,21 @@ def check_writable_target(path: Path, overwrite: bool, what: str = "output") -> 
         raise InstacliError(f"{path}: {what} already exists; pass --overwrite to replace it or choose another path")
 
 
+def _umask() -> int:
+    """The process umask. It can only be read by setting it, so it is set to the strict 077 for the
+    instant before it is put back: a file another thread creates meanwhile gets less access, never more."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _as_if_created(path: Path | int, mode: int) -> None:
+    """Give a ``mkstemp``/``mkdtemp`` result (0600/0700, kept by the final rename) the mode a plain
+    ``open``/``mkdir`` would have given it (0644/0755 under the usual umask 022), so that a teammate or
+    a web server can read the outputs as with any other file."""
+    os.chmod(path, mode & ~_umask())
+
+
 @contextmanager
 def atomic_dir(path: Path, overwrite: bool = False, what: str = "output folder") -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``path`` and move it into place on success.
@@ -32,6 +47,7 @@ def atomic_dir(path: Path, overwrite: bool = False, what: str = "output folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
+        _as_if_created(tmp, 0o777)
         yield tmp
         if path.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
@@ -46,18 +62,28 @@ def atomic_dir(path: Path, overwrite: bool = False, what: str = "output folder")
 
 
 @contextmanager
-def atomic_file(path: Path, mode: str = "w") -> Iterator[Any]:
-    """Open a temporary file beside ``path`` for writing and rename it over ``path`` when closed."""
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary file name beside ``path`` and rename it over ``path`` when the block succeeds,
+    for writers that want a name rather than a handle (e.g. safetensors)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
+        yield tmp
+        _as_if_created(tmp, 0o666)  # after the writer: some (safetensors 0.8) create the file 0600 themselves
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[Any]:
+    """Open a temporary file beside ``path`` for writing and rename it over ``path`` when closed."""
+    with atomic_path(path) as tmp, open(tmp, mode) as handle:
+        yield handle
 
 
 def save_npy(path: Path, array: Any) -> None:

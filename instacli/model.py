@@ -21,7 +21,7 @@ from instacli import __version__, registry
 from instacli.encoders import ImageEncoder, Preprocess
 from instacli.errors import InstacliError
 from instacli.features import Scaler
-from instacli.io import atomic_file
+from instacli.io import atomic_file, atomic_path
 from instacli.semantic import SemanticPrior
 
 
@@ -194,9 +194,8 @@ def save_model(run: Path, model: MultiTaskModel, config: ModelConfig) -> None:
     config.encoder_options = dict(model.encoder.saved_options or config.encoder_options)
     config.preprocess = model.encoder.preprocess.to_dict()
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = run / ".model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt", "instacli_version": __version__})
-    tmp.replace(run / "model.safetensors")
+    with atomic_path(run / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "instacli_version": __version__})
     with atomic_file(run / "config.json") as handle:
         json.dump(config.to_json(), handle, indent=2)
 

@@ -165,10 +165,10 @@ def iter_predictions(
 
 
 def predict_folder(
-    run_path: Path,
-    folder: Path,
-    out: Path,
-    metadata: Path | None = None,
+    run_path: Path | str,
+    folder: Path | str,
+    out: Path | str,
+    metadata: Path | str | None = None,
     batch_size: int = 64,
     workers: int = 2,
     overwrite: bool = False,
@@ -182,6 +182,7 @@ def predict_folder(
     from instacli_datasets import iter_image_files
 
     started = time.perf_counter()
+    folder, out = Path(folder), Path(out)
     if out.suffix not in FORMATS:
         raise InstacliError(f"{out}: unknown output format; use a name ending in {', '.join(FORMATS)}")
     if not folder.is_dir():

@@ -139,8 +139,9 @@ class Registry(Generic[F]):
         merged.update({k: v for k, v in options.items() if v is not None})
         return merged
 
-    def create(self, name: str, **options: Any) -> Any:
-        """Build the component ``name`` with ``options``; unknown options are a one-line error."""
+    def check(self, name: str, options: dict[str, Any]) -> Entry:
+        """The entry of ``name`` once its name and option names are known good; else a one-line error.
+        Cheap (nothing is built), so a command can check all its components before any work."""
         entry = self.get(name)
         accepted = inspect.signature(entry.factory).parameters
         has_var_kw = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
@@ -150,7 +151,11 @@ class Registry(Generic[F]):
                 f"{self.kind} '{name}' has no option {', '.join(map(repr, unknown))}; "
                 f"its options: {', '.join(entry.options()) or 'none'}"
             )
-        return entry.factory(**options)
+        return entry
+
+    def create(self, name: str, **options: Any) -> Any:
+        """Build the component ``name`` with ``options``; unknown options are a one-line error."""
+        return self.check(name, options).factory(**options)
 
 
 encoders: Registry = Registry(kind="encoder", group="instacli.encoders")

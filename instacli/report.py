@@ -644,7 +644,7 @@ def single_run_results(run: Path) -> dict[str, Any]:
     return results
 
 
-def load_results(path: Path) -> tuple[dict[str, Any], Path, Path]:
+def load_results(path: Path | str) -> tuple[dict[str, Any], Path, Path]:
     """``(results, root, default out folder)`` of a comparison folder (``results.json``) or a run folder."""
     path = Path(path)
     if (path / "results.json").is_file():
@@ -661,7 +661,7 @@ def load_results(path: Path) -> tuple[dict[str, Any], Path, Path]:
     )
 
 
-def rerender(path: Path, out: Path | None = None) -> tuple[dict[str, Any], ReportFiles]:
+def rerender(path: Path | str, out: Path | str | None = None) -> tuple[dict[str, Any], ReportFiles]:
     """Re-render the report of a comparison or run folder from saved files, without any training."""
     results, root, default_out = load_results(path)
-    return results, render_report(results, out or default_out, root=root)
+    return results, render_report(results, Path(out or default_out), root=root)

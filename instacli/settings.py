@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from instacli.errors import InstacliError
+
+
+def parse_duration(text: str | float | int | None) -> float | None:
+    """``"10m"``, ``"90s"``, ``"1h30m"``, ``"600"`` → seconds (``--time-budget`` of train and compare, TOML, env)."""
+    if text is None or isinstance(text, (int, float)):
+        return None if text is None else float(text)
+    clean = text.strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", clean):
+        return float(clean)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", clean)
+    if not parts or "".join(n + u for n, u in parts) != clean:
+        raise InstacliError(f"time budget {text!r}: expected a duration like 600, 90s, 10m or 1h30m")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
 
 
 class TrainSettings(BaseSettings):
@@ -49,7 +63,7 @@ class TrainSettings(BaseSettings):
     workers: int = 2
     grad_accum: int = 1
     checkpoint_every: int = 0
-    time_budget: float | None = None
+    time_budget: Annotated[float | None, BeforeValidator(parse_duration)] = None
     compile: bool = False
     overwrite: bool = False
     resume: bool = False
@@ -70,6 +84,11 @@ class TrainSettings(BaseSettings):
         return sources
 
 
+def shown_default(name: str) -> str:
+    """The default of setting ``name`` as ``--help`` shows it, read from :class:`TrainSettings` (its one home)."""
+    return str(TrainSettings.model_fields[name].default)
+
+
 def load_settings(config: Path | None = None, **flags: Any) -> TrainSettings:
     """Resolve settings from flags given on the command line (``None`` = not given), env and a TOML file."""
     given = {k: v for k, v in flags.items() if v is not None}
@@ -84,6 +103,8 @@ def load_settings(config: Path | None = None, **flags: Any) -> TrainSettings:
         cls = FromFile
     try:
         return cls(**given)
+    except InstacliError:  # e.g. a --time-budget that is not a duration
+        raise
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"

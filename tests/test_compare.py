@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +11,29 @@ import pytest
 
 from instacli import registry
 from instacli.baselines import SplitColumns, class_median, majority, numeric_only
-from instacli.compare import CompareReporter, Plan, compare, parse_duration, parse_overrides, run_state
+from instacli.compare import CompareReporter, Plan, compare, parse_overrides, run_state
 from instacli.errors import InstacliError
+from instacli.settings import parse_duration
 from instacli.training import Reporter
 from tests.conftest import make_photo_tree
 
 TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2}
 BASE = {"encoder_options": TINY_VIT, "batch_size": 8, "workers": 1}
 TINY_SET = [f"vit-scratch.encoder_options.{k}={v}" for k, v in TINY_VIT.items()]
+#: An encoder whose name and options are valid but that fails when built: a run failing mid-comparison.
+FAILING = "failing-test"
+
+
+def _failing_encoder(**options: object) -> None:
+    raise InstacliError("this encoder always fails")
+
+
+@pytest.fixture(scope="module")
+def failing_encoder() -> Iterator[str]:
+    registry.encoders.names()  # discover the built-ins first
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(registry.encoders.entries, FAILING, registry.Entry(FAILING, "encoder", _failing_encoder, "tests"))
+        yield FAILING
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +47,12 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def compared(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny combination with two seeds, one unknown encoder, and the baselines."""
+def compared(dataset: Path, tmp_path_factory: pytest.TempPathFactory, failing_encoder: str) -> Path:
+    """One tiny combination with two seeds, one encoder that fails, and the baselines."""
     out = tmp_path_factory.mktemp("compare") / "report"
-    result = compare(dataset, out, ["vit-scratch", "no-such-encoder"], ["conv1d"], epochs=1, seeds=2, base=BASE)
+    result = compare(dataset, out, ["vit-scratch", FAILING], ["conv1d"], epochs=1, seeds=2, base=BASE)
     assert sorted(result.trained) == ["vit-scratch__conv1d__seed1", "vit-scratch__conv1d__seed2"]
-    assert sorted(result.failed) == ["no-such-encoder__conv1d__seed1", "no-such-encoder__conv1d__seed2"]
+    assert sorted(result.failed) == [f"{FAILING}__conv1d__seed1", f"{FAILING}__conv1d__seed2"]
     return out
 
 
@@ -51,7 +67,7 @@ def test_results_json_holds_the_table_runs_and_provenance(compared: Path, datase
     assert results["data_fingerprint"].startswith("sha256:")
     assert results["budget"] == {"epochs": 1, "time_budget": None} and results["seeds"] == [1, 2]
     rows = _rows(compared)
-    assert list(rows) == ["vit-scratch__conv1d", "no-such-encoder__conv1d", "majority", "class-median", "ridge", "gbrt"]
+    assert list(rows) == ["vit-scratch__conv1d", f"{FAILING}__conv1d", "majority", "class-median", "ridge", "gbrt"]
     vit = rows["vit-scratch__conv1d"]
     assert vit["status"] == "ok" and vit["n_runs"] == 2 and vit["n_ok"] == 2
     for key in ("accuracy", "f1_macro", "likes_mae", "log_likes_mae"):
@@ -66,12 +82,27 @@ def test_results_json_holds_the_table_runs_and_provenance(compared: Path, datase
         assert run_state(compared / "runs" / name) == "finished"
 
 
-def test_unknown_encoder_is_a_failed_row_not_a_crash(compared: Path) -> None:
-    failed = _rows(compared)["no-such-encoder__conv1d"]
-    assert failed["status"] == "failed" and "unknown encoder 'no-such-encoder'" in failed["error"]
-    assert not (compared / "runs" / "no-such-encoder__conv1d__seed1").exists()
+def test_a_failing_run_is_a_failed_row_not_a_crash(compared: Path) -> None:
+    failed = _rows(compared)[f"{FAILING}__conv1d"]
+    assert failed["status"] == "failed" and "this encoder always fails" in failed["error"]
     markdown = (compared / "report.md").read_text()
-    assert "## Failed" in markdown and "unknown encoder 'no-such-encoder'" in markdown
+    assert "## Failed" in markdown and "this encoder always fails" in markdown
+
+
+def test_unknown_names_and_options_fail_before_the_first_run(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("instacli.training.train", lambda *a, **k: pytest.fail("a run trained before every run was checked"))
+    cases = [
+        (["vit-scratch", "efficientnet"], ["conv1d"], {}, "unknown encoder 'efficientnet'"),
+        (["vit-scratch"], ["conv1d", "gbtr"], {}, "unknown regressor 'gbtr'"),
+        (["vit-scratch"], ["conv1d"], {"vit-scratch": {"encoder_options": {"widht": 8}}}, "encoder 'vit-scratch' has no option 'widht'"),
+        (["vit-scratch"], ["conv1d"], {"vit-scratch": {"regressor_options": {"hiden": 8}}}, "regressor 'conv1d' has no option 'hiden'"),
+        (["vit-scratch"], ["conv1d"], {"vit-scratch": {"preset": "seed-1024"}}, "encoder 'vit-scratch' has no preset 'seed-1024'"),
+        (["vit-scratch"], ["conv1d"], {"vit-scratch": {"text": True, "text_encoder": "bert"}}, "unknown text encoder 'bert'"),
+    ]
+    for encoders, regressors, overrides, message in cases:
+        with pytest.raises(InstacliError, match=message):
+            compare(dataset, tmp_path / "r", encoders, regressors, epochs=1, base=BASE, overrides=overrides, baselines=False)
+        assert not (tmp_path / "r").exists()
 
 
 def test_reports_are_written_and_self_contained(compared: Path) -> None:
@@ -86,7 +117,7 @@ def test_reports_are_written_and_self_contained(compared: Path) -> None:
     assert "numbers only (ridge)" in page and 'class="best"' in page
 
 
-def test_second_invocation_reuses_finished_runs(compared: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_invocation_reuses_finished_runs(compared: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch, failing_encoder: str) -> None:
     weights = compared / "runs" / "vit-scratch__conv1d__seed1" / "model.safetensors"
     before = weights.stat().st_mtime_ns
 
@@ -94,7 +125,7 @@ def test_second_invocation_reuses_finished_runs(compared: Path, dataset: Path, m
         raise AssertionError("a finished run was retrained")
 
     monkeypatch.setattr("instacli.training.train", no_training)
-    result = compare(dataset, compared, ["vit-scratch", "no-such-encoder"], ["conv1d"], epochs=1, seeds=2, base=BASE)
+    result = compare(dataset, compared, ["vit-scratch", FAILING], ["conv1d"], epochs=1, seeds=2, base=BASE)
     assert result.trained == [] and sorted(result.reused) == ["vit-scratch__conv1d__seed1", "vit-scratch__conv1d__seed2"]
     assert weights.stat().st_mtime_ns == before
     assert _rows(compared)["vit-scratch__conv1d"]["status"] == "ok"
@@ -146,7 +177,7 @@ def test_a_crashing_plugin_is_reported_with_its_message(dataset: Path, tmp_path:
     assert row["status"] == "failed" and "RuntimeError: boom inside the plugin" in row["error"]
 
 
-def test_a_first_epoch_over_the_hard_limit_is_stopped_and_remembered(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_first_epoch_over_the_hard_limit_is_stopped_and_remembered(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli) -> None:
     monkeypatch.setattr("instacli.compare.HARD_LIMIT_FACTOR", 0.0)
     monkeypatch.setattr("instacli.compare.HARD_LIMIT_GRACE", 0.0)
     out = tmp_path / "r"
@@ -160,6 +191,11 @@ def test_a_first_epoch_over_the_hard_limit_is_stopped_and_remembered(dataset: Pa
     compare(dataset, out, ["vit-scratch"], ["conv1d"], **kwargs)
     assert _rows(out)["vit-scratch__conv1d"]["status"] == "stopped"
     assert "stopped: too slow" in (out / "report.md").read_text()
+    # a run stopped as too slow for the budget is a result, not a failed command
+    result = run_cli("compare", "--data", dataset, "--out", out, "--encoders", "vit-scratch", "--epochs", "1", "--time-budget", "1s",
+                     "--batch-size", "8", "--workers", "1", "--no-baselines", "--quiet", *[a for pair in TINY_SET for a in ("--set", pair)])
+    assert result.code == 0, result.stderr
+    assert "0 trained, 0 reused, 0 failed, 1 stopped as too slow" in " ".join(result.stdout.split())
 
 
 def test_seed_preset_is_planned_with_the_original_design_and_a_small_budget() -> None:
@@ -276,16 +312,17 @@ def test_numeric_only_imputes_missing_values_with_the_training_median() -> None:
 # -- CLI ---------------------------------------------------------------------------------------
 
 
-def test_cli_compare_reuses_and_report_rerenders(compared: Path, dataset: Path, run_cli) -> None:
-    args = ["compare", "--data", dataset, "--out", compared, "--encoders", "vit-scratch,no-such-encoder", "--epochs", "1",
+def test_cli_compare_reuses_and_report_rerenders(compared: Path, dataset: Path, run_cli, failing_encoder: str) -> None:
+    args = ["compare", "--data", dataset, "--out", compared, "--encoders", f"vit-scratch,{FAILING}", "--epochs", "1",
             "--seeds", "2", "--batch-size", "8", "--workers", "1", "--quiet"]
     for pair in TINY_SET:
         args += ["--set", pair]
     result = run_cli(*args)
-    assert result.code == 0, result.stderr
     printed = " ".join(result.stdout.split())
     assert "vit-scratch" in printed and "0 trained, 2 reused, 2 failed" in printed
-    assert "unknown encoder 'no-such-encoder'" in printed
+    assert "this encoder always fails" in printed
+    # a failed run fails the command, so that `instacli compare … && next-step` stops
+    assert result.code == 2 and f"2 run(s) failed ({FAILING}__conv1d__seed1, {FAILING}__conv1d__seed2)" in result.stderr
 
     (compared / "report.html").unlink()
     result = run_cli("report", compared)
@@ -297,6 +334,12 @@ def test_cli_compare_reuses_and_report_rerenders(compared: Path, dataset: Path, 
     assert result.code == 0, result.stderr
     page = (run / "report" / "report.html").read_text()
     assert "Run vit-scratch__conv1d__seed1" in page and "data:image/png;base64," in page
+
+
+def test_cli_compare_checks_every_name_before_the_first_run(dataset: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("instacli.training.train", lambda *a, **k: pytest.fail("a run trained before every run was checked"))
+    result = run_cli("compare", "--data", dataset, "--out", tmp_path / "r", "--encoders", "vit-scratch,efficientnet", "--quiet")
+    assert result.code == 2 and "unknown encoder 'efficientnet'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_cli_errors_are_one_line(dataset: Path, tmp_path: Path, run_cli) -> None:

@@ -104,5 +104,4 @@ def test_models_show_options_presets_and_source() -> None:
     assert "hidden" in regressor.output and "embed_dim" not in regressor.output  # internal options stay hidden
 
     unknown = CliRunner().invoke(app, ["models", "show", "nope"])
-    assert isinstance(unknown.exception, InstacliError)
-    assert str(unknown.exception).startswith("unknown model 'nope'; known: conv1d, efficientnet-lite0")
+    assert unknown.exit_code == 2 and "error: unknown model 'nope'; known: conv1d, efficientnet-lite0" in unknown.output

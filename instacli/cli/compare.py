@@ -16,6 +16,7 @@ from instacli.cli.progress import RunBar
 from instacli.compare import DEFAULT_ENCODERS, DEFAULT_REGRESSORS, SEED_PRESET_KEY, CompareReporter, Plan, compare, parse_overrides
 from instacli.errors import InstacliError
 from instacli.reporting import Reporter
+from instacli.settings import shown_default
 
 
 def _names(text: str | None, flag: str) -> list[str]:
@@ -124,7 +125,7 @@ def compare_command(
         None, help=f"Encoders to compare, comma-separated (default: {','.join(DEFAULT_ENCODERS)}; none when only --runs is given)."
     ),
     regressors: Optional[str] = typer.Option(None, help=f"Likes regressors, comma-separated; every encoder is trained with each (default: {','.join(DEFAULT_REGRESSORS)})."),
-    epochs: Optional[int] = typer.Option(None, help="Maximum epochs of every run; early stopping may end sooner (default: 60)."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs of every run; early stopping may end sooner.", show_default=shown_default("epochs")),
     time_budget: Optional[str] = typer.Option(None, help="Training time of every run, e.g. 600, 90s, 10m (checked after each epoch)."),
     seeds: int = typer.Option(1, help="Train each combination with seeds 1..K and report mean ± std."),
     include_seed_preset: bool = typer.Option(False, "--include-seed-preset", help="Also train the original design (vit-scratch --preset seed-512) with a small budget."),
@@ -134,7 +135,7 @@ def compare_command(
         f"hf-vit.epochs=20, {SEED_PRESET_KEY}.time_budget=300; keys other than training settings are encoder options."
     ),
     batch_size: Optional[int] = typer.Option(None, help="Images per batch for every run (a --set per encoder wins)."),
-    workers: Optional[int] = typer.Option(None, help="Processes that decode images (default: 2)."),
+    workers: Optional[int] = typer.Option(None, help="Processes that decode images.", show_default=shown_default("workers")),
     no_baselines: bool = typer.Option(False, "--no-baselines", help="Leave the baselines out of the table."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain runs in --out whose settings differ from this command's."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
@@ -158,10 +159,15 @@ def compare_command(
         overwrite=overwrite, baselines=not no_baselines, reporter=reporter,
     )
     print_table(result.results)
+    # A run stopped as too slow for the budget is a result (the table shows it); a run that failed is not.
+    errors = [run["name"] for run in result.results["runs"] if run["status"] == "failed"]
+    stopped = len(result.failed) - len(errors)
     console.print(
         f"[green]report[/] {result.out / 'report.html'}  ({len(result.trained)} trained, {len(result.reused)} reused, "
-        f"{len(result.failed)} failed)", highlight=False, soft_wrap=True,
+        f"{len(errors)} failed{f', {stopped} stopped as too slow' if stopped else ''})", highlight=False, soft_wrap=True,
     )
+    if errors:
+        raise InstacliError(f"{len(errors)} run(s) failed ({', '.join(errors)}); their errors are listed above and in {result.out / 'report.md'}")
 
 
 @app.command("report")

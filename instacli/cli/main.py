@@ -1,24 +1,82 @@
-"""Entry point of the ``instacli`` command: assembles the sub-commands and turns user errors into one line."""
+"""Entry point of the ``instacli`` command: assembles the sub-commands and turns user errors into one line.
+
+Usage errors (a missing option, a typo'd command, ``--epochs two``) are left to typer's standalone
+mode, which prints click's usage message and exits 2 whatever click typer uses (typer 0.26+
+vendors its own as ``typer._click``, so catching ``click.ClickException`` here would miss them).
+What a command raises is handled in :meth:`InstacliGroup.invoke`, inside typer, so that
+``CliRunner`` tests see the same one-line errors and exit codes as the console.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
+from instacli import __version__
 from instacli.errors import InstacliError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop asked for by a signal; a ``KeyboardInterrupt`` so that every cleanup written for
+    Ctrl-C (atomic outputs, checkpoints) runs for SIGTERM too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class InstacliGroup(TyperGroup):
+    """The root command: an :class:`InstacliError` becomes ``error: <message>`` and exit 2; Ctrl-C or
+    SIGTERM becomes one line and exit 128 + signal (130 for Ctrl-C), as shells report a killed command.
+
+    Typer would turn ``KeyboardInterrupt`` into a silent exit (0 when not standalone, 130 without a
+    word when standalone), so it is caught here, below typer.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InstacliError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            err_console.print("[bold red]interrupted[/]; nothing half-written was kept", highlight=False)
+            raise typer.Exit(128 + signum) from None
+
 
 app = typer.Typer(
     name="instacli",
+    cls=InstacliGroup,
     help="Tell what a post's photo shows and how many likes it will get.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"instacli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Tell what a post's photo shows and how many likes it will get."""
 
 
 def _register_commands() -> None:
@@ -28,8 +86,29 @@ def _register_commands() -> None:
     from instacli.cli import models  # noqa: F401
 
 
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While the CLI runs, SIGTERM (``kill``, a scheduler, ``timeout``) stops it like Ctrl-C: temp
+    outputs are removed and the exit code says so. Forked children (decode pools, loader workers)
+    inherit the handler; they die of the signal as before, as their parent expects."""
+    pid = os.getpid()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main() -> None:
-    """Run the CLI; an :class:`InstacliError` becomes ``error: <message>`` and exit code 2."""
+    """Run the CLI (exits with the command's code; see :class:`InstacliGroup`)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if "GOMP_SPINCOUNT" not in os.environ:  # read once, when torch loads OpenMP: set before any torch import
         # OpenMP threads that spin while they wait collapse as soon as another process (decode workers, a
@@ -37,22 +116,5 @@ def main() -> None:
         # spinning and 226-258 passive; on idle cores passive costs ≈ 3%.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _register_commands()
-    try:
-        app(standalone_mode=False)
-    except InstacliError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]; nothing half-written was kept")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as exc:  # click usage errors come through here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    with sigterm_interrupts():
+        app()
