@@ -107,7 +107,7 @@ class MultiTaskModel(nn.Module):
             return embedding
         return torch.cat([embedding, self.text_adapter(text)], dim=1)
 
-    def _classify(self, embedding: torch.Tensor, fused: torch.Tensor) -> torch.Tensor | None:
+    def classify(self, embedding: torch.Tensor, fused: torch.Tensor) -> torch.Tensor | None:
         if self.classifier is None:
             return None
         logits = self.classifier(fused if self.text_to_classifier else embedding)
@@ -133,14 +133,14 @@ class MultiTaskModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The two inputs of the likes regressor (what the scikit-learn regressors are fitted on)."""
         fused = self.fuse(embedding, text)
-        return fused, self._numbers(features, self._classify(embedding, fused))
+        return fused, self._numbers(features, self.classify(embedding, fused))
 
     def heads(
         self, embedding: torch.Tensor, features: torch.Tensor, text: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Both heads on a precomputed image embedding (used directly when the encoder is frozen and cached)."""
         fused = self.fuse(embedding, text)
-        logits = self._classify(embedding, fused)
+        logits = self.classify(embedding, fused)
         likes = self.regressor(fused, self._numbers(features, logits)) if self.regressor is not None else None
         return logits, likes
 

@@ -326,6 +326,10 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
         model.to(accelerator.device)
         train_inputs = embed_images(model, train_images, accelerator)
         val_inputs = embed_images(model, val_images, accelerator)
+        if model.classifier is not None and not model.text_to_classifier:
+            from instacli.probe import fit_category_probe
+
+            fit_category_probe(model, train_inputs, train_split.labels)
     else:
         train_inputs, val_inputs = train_images, val_images
     train_loader = _loader(train_split, train_inputs, settings.batch_size, shuffle=True, seed=settings.seed)

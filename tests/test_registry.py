@@ -71,7 +71,7 @@ def test_models_list_counts_parameters_and_notes_failures(monkeypatch: pytest.Mo
     cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.output.splitlines() if line.count("│") > 5]
     rows = {row[0]: row[1:] for row in cells}
     assert set(BUILTIN_ENCODERS + BUILTIN_REGRESSORS) <= set(rows)
-    assert rows["efficientnet-lite0"][:3] == ["encoder", "3.4M", "224"]
+    assert rows["efficientnet-lite0"][:3] == ["encoder", "4.7M", "224"]  # trunk 3.4M + the frozen ImageNet head the semantic prior reads
     assert rows["inception-v3"][:3] == ["encoder", "21.8M", "299"]
     assert rows["linear"][:3] == ["regressor", "388", "—"]  # LayerNorm(128) + Linear(131 → 1)
     assert "text encoder plugin 'broken-text' failed to import: ImportError" in result.output
