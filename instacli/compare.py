@@ -352,6 +352,15 @@ class _Guard(Reporter):
     def finish(self, summary: dict[str, Any]) -> None:
         self.inner.finish(summary)
 
+    def stage_start(self, description: str, total: int | None) -> None:
+        self.inner.stage_start(description, total)
+
+    def stage_advance(self, n: int) -> None:
+        self.inner.stage_advance(n)
+
+    def stage_end(self) -> None:
+        self.inner.stage_end()
+
 
 # ----------------------------------------------------------------------------------------------
 # Running and scoring
