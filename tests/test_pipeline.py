@@ -186,3 +186,12 @@ def test_frozen_encoder_is_left_untouched(dataset: Path, tmp_path: Path) -> None
     assert isinstance(stem_norm, torch.nn.BatchNorm2d)
     assert torch.equal(stem_norm.running_mean, torch.zeros_like(stem_norm.running_mean))
     assert torch.equal(stem_norm.running_var, torch.ones_like(stem_norm.running_var))
+
+
+def test_training_on_a_plain_photo_folder_is_refused(learnable_tree: Path, tmp_path: Path, run_cli) -> None:
+    """A plain folder has no validation split: training used to validate (and pick its best epoch)
+    on its own training photos, silently. Now a one-line error says how to build a dataset."""
+    result = run_cli("train", "--data", learnable_tree, "--out", tmp_path / "r", "--epochs", "1", "--quiet")
+    assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert f"instacli data build {learnable_tree} --out DATA" in result.stderr and "validation split" in result.stderr
+    assert not (tmp_path / "r").exists()
