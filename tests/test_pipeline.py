@@ -85,7 +85,7 @@ def test_evaluate_reports_every_metric_and_learns(trained: Path, dataset: Path) 
     assert result["n"] == 12
     assert result["accuracy"] >= 0.9
     assert np.sum(result["confusion_matrix"]) == 12
-    assert (trained / "eval" / "confusion_matrix.png").is_file()
+    assert (trained / "eval" / f"{dataset.name}-test" / "confusion_matrix.png").is_file()
     # likes predictions are on the scale of real likes (thousands to a million), not a constant
     assert 1e3 < result["likes_mae"] < 1e6
 
@@ -93,6 +93,48 @@ def test_evaluate_reports_every_metric_and_learns(trained: Path, dataset: Path) 
 def test_evaluate_accepts_a_plain_class_folder(trained: Path, learnable_tree: Path) -> None:
     result = evaluate(trained, learnable_tree)
     assert result["n"] == 60 and result["likes_mae"] is None and result["accuracy"] >= 0.9
+
+
+def test_each_evaluation_writes_its_own_complete_folder(
+    trained: Path, dataset: Path, learnable_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli
+) -> None:
+    """RUN/eval/ used to mix evaluations (a new metrics.json beside the previous split's likes.png),
+    with no title naming the data, and a plain folder labelled 'test'."""
+    import shutil
+
+    from instacli import evaluation
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("eval"))
+    titles: list[str] = []
+    for name in ("plot_confusion", "plot_likes"):
+        draw = getattr(evaluation, name)
+        monkeypatch.setattr(evaluation, name, lambda *a, draw=draw: (titles.append(a[-1]), draw(*a))[1])
+    evaluate(run, dataset, split="test")
+    evaluate(run, dataset, split="validation")
+    evaluate(run, learnable_tree)
+    folders = {p.name: p for p in (run / "eval").iterdir()}
+    assert set(folders) == {f"{dataset.name}-test", f"{dataset.name}-validation", f"{learnable_tree.name}-folder"}
+    for split, n in (("test", 12), ("validation", 12)):
+        folder = folders[f"{dataset.name}-{split}"]
+        assert {p.name for p in folder.iterdir()} == {"metrics.json", "confusion_matrix.png", "likes.png"}
+        assert json.loads((folder / "metrics.json").read_text())["split"] == split
+        assert f"Predicted vs actual likes\n{dataset.name} ({split} split, n={n})" in titles
+    plain = folders[f"{learnable_tree.name}-folder"]
+    assert {p.name for p in plain.iterdir()} == {"metrics.json", "confusion_matrix.png"}  # no likes in a plain folder
+    assert json.loads((plain / "metrics.json").read_text())["split"] is None
+    assert titles[-1] == f"Confusion matrix\n{learnable_tree.name} (plain folder, every photo, n=60)"
+
+    # an evaluation that fails half-way leaves the previous one of that data and split whole
+    before = {p.name: p.read_bytes() for p in folders[f"{dataset.name}-test"].iterdir()}
+    monkeypatch.setattr(evaluation, "plot_likes", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        evaluate(run, dataset, split="test")
+    assert {p.name: p.read_bytes() for p in folders[f"{dataset.name}-test"].iterdir()} == before
+    assert {p.name for p in (run / "eval").iterdir()} == set(folders)  # no temporary folder left behind
+
+    result = run_cli("evaluate", run, "--data", learnable_tree)
+    assert result.code == 0 and "plain folder" in result.stdout and "(test" not in result.stdout
 
 
 def test_loaded_run_reproduces_training_predictions(trained: Path) -> None:
