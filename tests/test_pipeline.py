@@ -172,6 +172,10 @@ def test_predict_scores_folder_and_reports_bad_files(trained: Path, learnable_tr
     assert sum(r["label"] == r["file"].split("/")[-1].split("_")[0] for r in good) >= 5
     assert all(abs(float(r["prob_animal"]) + float(r["prob_landscape"]) - 1) < 1e-4 for r in good)
     assert all(float(r["likes"]) > 0 for r in good)
+    # likes are whole counts (were 77852.6953125), probabilities have 6 decimals (were 16)
+    assert all(str(r["likes"]).isdigit() for r in good), [r["likes"] for r in good]
+    assert all(suffix == ".csv" or isinstance(r["likes"], int) for r in good)
+    assert all(float(r[f"prob_{c}"]) == round(float(r[f"prob_{c}"]), 6) for r in good for c in ("animal", "landscape"))
     with pytest.raises(InstacliError, match="already exists"):
         predict_folder(trained, folder, out, workers=0)
 
@@ -209,6 +213,7 @@ def test_cli_train_evaluate_predict(dataset: Path, learnable_tree: Path, tmp_pat
     result = run_cli("predict", str(run), str(learnable_tree), "--out", str(out), "--workers", "0")
     assert result.code == 0, result.stderr
     assert len(out.read_text().splitlines()) == 61
+    assert result.stdout.count("training medians") == 1, result.stdout  # one fallback, said once
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, dataset: Path, run_cli) -> None:
