@@ -290,7 +290,6 @@ def fit_directly(
             handle.write(json.dumps(record) + "\n")
     accelerator.wait_for_everyone()
     reporter.epoch_end({**record, "best": True})
-    seconds = time.perf_counter() - wall_started
     result = TrainResult(run=run, best_epoch=0, epochs_run=0, best=record, seconds=seconds, images_per_second=len(train_split) / seconds)
     reporter.finish(result.__dict__)
     return result
