@@ -11,7 +11,7 @@ Layout of a comparison folder::
 
 An interrupted comparison resumes when started again with the same ``--out``: a run folder with
 ``model.safetensors`` + ``config.json`` and no ``checkpoint/`` is finished and reused (its
-``eval/metrics.json`` too, when it is newer than the weights); one with a resumable checkpoint
+evaluation's ``metrics.json`` too, when it is newer than the weights); one with a resumable checkpoint
 continues from it; anything else is retrained from scratch. A finished run whose settings differ
 from the ones asked for now is an error unless ``overwrite`` (then it is retrained).
 
@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from instacli import __version__, registry
 from instacli.errors import InstacliError
+from instacli.eval_folders import METRICS, eval_folder, figures
 from instacli.io import write_json
 from instacli.settings import TrainSettings, parse_duration
 from instacli.reporting import Reporter
@@ -338,6 +339,15 @@ class _Guard(Reporter):
     def finish(self, summary: dict[str, Any]) -> None:
         self.inner.finish(summary)
 
+    def stage_start(self, description: str, total: int | None) -> None:
+        self.inner.stage_start(description, total)
+
+    def stage_advance(self, n: int) -> None:
+        self.inner.stage_advance(n)
+
+    def stage_end(self) -> None:
+        self.inner.stage_end()
+
 
 # ----------------------------------------------------------------------------------------------
 # Running and scoring
@@ -366,10 +376,10 @@ def _train_one(plan: Plan, settings: TrainSettings, reporter: Reporter) -> None:
 
 
 def _evaluation(run: Path, data: Path, split: str) -> dict[str, Any]:
-    """``evaluate`` on ``split``, or its saved ``eval/metrics.json`` when that is current."""
+    """``evaluate`` on ``split``, or its saved metrics.json for that data and split when that is current."""
     from instacli.evaluation import evaluate
 
-    saved = run / "eval" / "metrics.json"
+    saved = eval_folder(run, data, split) / METRICS
     weights = run / "model.safetensors"
     cached = _read_json(saved) if saved.is_file() else None
     if (
@@ -434,8 +444,7 @@ def score_run(plan: Plan, run: Path, data: Path, split: str, root: Path, n_train
         "history": history,
         "settings": _read_json(run / "settings.json"),
         "encoder_options": config.get("encoder_options"),
-        "figures": {k: _relative(run / "eval" / f, root) for k, f in (("confusion", "confusion_matrix.png"), ("likes", "likes.png"))
-                    if (run / "eval" / f).is_file()},
+        "figures": {k: _relative(path, root) for k, path in figures(eval_folder(run, data, split)).items()},
     }
 
 

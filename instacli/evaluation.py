@@ -10,7 +10,8 @@ import torch
 from accelerate import Accelerator
 
 from instacli.errors import InstacliError
-from instacli.io import write_json
+from instacli.eval_folders import FIGURES, METRICS, eval_folder, evaluation_title
+from instacli.io import atomic_dir, write_json
 from instacli.metrics import classification_metrics, likes_metrics
 from instacli.model import LoadedRun, load_run
 from instacli.plots import plot_confusion, plot_likes
@@ -79,13 +80,19 @@ def predict_split(run: LoadedRun, split: SplitArrays, batch_size: int = 128, wor
 
 
 def evaluate(run_path: Path | str, data: Path | str, split: str = "test", batch_size: int = 128, workers: int = 2) -> dict[str, Any]:
-    """Metrics of ``run_path`` on ``data``; also writes ``eval/metrics.json`` and plots inside the run."""
+    """Metrics of ``run_path`` on ``data``; also writes metrics.json and plots into the run's folder for
+    this data and split (:func:`instacli.eval_folders.eval_folder`). ``split`` is ignored, and
+    recorded as None, for a plain photo folder: it is evaluated whole."""
+    from instacli_datasets.load import is_built_dataset
+
+    run_path, data = Path(run_path), Path(data)
     run = load_run(run_path)
     text = (run.config.text_encoder, run.config.text_options) if run.config.text_encoder else None
     arrays = load_split_arrays(data, split, settings=None, scaler=run.scaler, task=run.config.task, text=text)
     labels = _align_labels(arrays, run)
     predicted = predict_split(run, arrays, batch_size, workers)
-    result: dict[str, Any] = {"n": len(arrays), "split": split, "data": str(data), "run": str(run_path)}
+    split_name = split if is_built_dataset(data) else None
+    result: dict[str, Any] = {"n": len(arrays), "split": split_name, "data": str(data), "run": str(run_path)}
     labelled = labels >= 0
     if labelled.any():
         result.update(classification_metrics(labels[labelled], predicted["probs"][labelled].argmax(1), run.config.class_names))
@@ -95,13 +102,14 @@ def evaluate(run_path: Path | str, data: Path | str, split: str = "test", batch_
     result["likes_mae_class_median"] = class_median_baseline(labels, arrays.likes)
     result.update(oracle_metrics(arrays))
     result["imputed_values"] = arrays.imputed  # cells of the run's numeric inputs filled with the training median
-    out_dir = Path(run_path) / "eval"
-    out_dir.mkdir(exist_ok=True)
-    if result["confusion_matrix"] is not None:
-        plot_confusion(result["confusion_matrix"], run.config.class_names, out_dir / "confusion_matrix.png")
-    if result["likes_mae"] is not None:
-        keep = ~np.isnan(arrays.likes)
-        plot_likes(arrays.likes[keep], predicted["likes"][keep], out_dir / "likes.png")
-    write_json(out_dir / "metrics.json", result)
+    out_dir = eval_folder(run_path, data, split_name)
+    title = evaluation_title(data, split_name, len(arrays))
+    with atomic_dir(out_dir, overwrite=True) as tmp:  # all files of this evaluation replace the last one's at once
+        if result["confusion_matrix"] is not None:
+            plot_confusion(result["confusion_matrix"], run.config.class_names, tmp / FIGURES["confusion"], f"Confusion matrix\n{title}")
+        if result["likes_mae"] is not None:
+            keep = ~np.isnan(arrays.likes)
+            plot_likes(arrays.likes[keep], predicted["likes"][keep], tmp / FIGURES["likes"], f"Predicted vs actual likes\n{title}")
+        write_json(tmp / METRICS, result)
     result["outputs"] = str(out_dir)
     return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +72,13 @@ class _BytesDataset(torch.utils.data.Dataset):
             raise InstacliError(f"{item.get('path') or f'image #{i}'}: cannot decode ({exc}); rebuild the dataset with `instacli data build`") from None
 
 
-def decode_split(encoded: Sequence[dict], size: int, key: str | None, workers: int = 2) -> torch.Tensor:
+def decode_split(
+    encoded: Sequence[dict], size: int, key: str | None, workers: int = 2, on_batch: Callable[[int], None] | None = None
+) -> torch.Tensor:
     """Decode a split's images (``[{"bytes", "path"}]``) to a uint8 tensor, reusing the cache for ``key``.
 
     ``key`` identifies the split's content (dataset fingerprint + split); ``None`` disables the cache.
+    ``on_batch`` is told how many images each decoded batch held (progress).
     """
     n = len(encoded)
     path = cache_dir() / f"decoded-{key}-{size}.npy" if key else None
@@ -91,6 +94,8 @@ def decode_split(encoded: Sequence[dict], size: int, key: str | None, workers: i
     for batch in loader:
         array[start : start + len(batch)] = batch.numpy()
         start += len(batch)
+        if on_batch:
+            on_batch(len(batch))
     if path is not None:
         save_npy(path, array)
     return torch.from_numpy(array)

@@ -27,6 +27,8 @@ from instacli.model import LoadedRun, load_run
 from instacli.training import resolve_mixed_precision
 
 FORMATS = (".csv", ".jsonl", ".parquet")
+#: Decimals of the class probabilities written (more is noise to a reader, and bloats a CSV).
+PROB_DIGITS = 6
 
 
 @dataclass
@@ -36,8 +38,11 @@ class PredictSummary:
     failed: int
     from_defaults: int
     seconds: float
-    #: Missing numeric inputs (cells) of the scored photos that were filled with the training median.
+    #: Missing numeric inputs (cells) of the scored photos that had an engagement row, filled with the
+    #: training median (photos without a row are counted in ``from_defaults`` alone).
     imputed: int = 0
+    #: Scored photos without a caption although the run reads captions (they get empty text).
+    without_caption: int = 0
 
 
 def _metadata_rows(names: Sequence[str], table: dict[str, dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -88,7 +93,8 @@ def _writer(out: Path, handle: Any, class_names: Sequence[str]) -> Callable[[lis
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([(c, pa.string() if c in ("file", "label", "error") else pa.bool_() if c == "likes_from_defaults" else pa.float64()) for c in columns])
+    types = {"file": pa.string(), "label": pa.string(), "error": pa.string(), "likes": pa.int64(), "likes_from_defaults": pa.bool_()}
+    schema = pa.schema([(c, types.get(c, pa.float64())) for c in columns])
     parquet = pq.ParquetWriter(handle, schema)
     return lambda rows: parquet.write_table(pa.Table.from_pylist(rows, schema=schema)) if rows else parquet.close()
 
@@ -156,8 +162,8 @@ def iter_predictions(
             ok = not errors[k]
             row: dict[str, Any] = {"file": names[i], "label": classes[int(probs[k].argmax())] if ok and probs is not None else None}
             for c, name in enumerate(classes):
-                row[f"prob_{name}"] = float(probs[k, c]) if ok and probs is not None else None
-            row["likes"] = float(likes[k]) if ok and likes is not None else None
+                row[f"prob_{name}"] = round(float(probs[k, c]), PROB_DIGITS) if ok and probs is not None else None
+            row["likes"] = round(float(likes[k])) if ok and likes is not None else None  # a count
             row["likes_from_defaults"] = bool(from_defaults[i]) if ok and likes is not None else None
             row["error"] = errors[k]
             rows.append(row)
@@ -198,8 +204,10 @@ def predict_folder(
         batches = None
     table = _read_metadata(metadata, run.scaler.features, column_map) if metadata else None
     names = [f.relative_to(folder).as_posix() for f in files]
-    missing = dict(zip(names, _missing_cells(run.scaler.features, _metadata_rows(names, table)).tolist()))
-    scored = failed = from_defaults = imputed = 0
+    meta = _metadata_rows(names, table)
+    missing = dict(zip(names, _missing_cells(run.scaler.features, meta).tolist()))
+    uncaptioned = {name for name, row in zip(names, meta) if run.config.text_encoder and not row.get("caption")}
+    scored = failed = from_defaults = imputed = without_caption = 0
     with atomic_file(out, "wb" if out.suffix == ".parquet" else "w") as handle:
         write = _writer(out, handle, run.config.class_names)
         for rows in iter_predictions(run, folder, files, table, batch_size, workers, batches):
@@ -208,7 +216,8 @@ def predict_folder(
             failed += bad
             scored += len(rows) - bad
             from_defaults += sum(bool(r["likes_from_defaults"]) for r in rows)
-            imputed += sum(missing[r["file"]] for r in rows if not r["error"] and r["likes"] is not None)
+            imputed += sum(missing[r["file"]] for r in rows if not r["error"] and r["likes"] is not None and not r["likes_from_defaults"])
+            without_caption += sum(r["file"] in uncaptioned for r in rows if not r["error"])
             if on_batch:
                 on_batch(len(rows))
         if out.suffix == ".parquet":
@@ -216,4 +225,4 @@ def predict_folder(
         if scored == 0:
             raise InstacliError(f"{folder}: none of the {len(files)} files could be read as an image; nothing was written")
     return PredictSummary(out=out, scored=scored, failed=failed, from_defaults=from_defaults,
-                          seconds=time.perf_counter() - started, imputed=imputed)
+                          seconds=time.perf_counter() - started, imputed=imputed, without_caption=without_caption)

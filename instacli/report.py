@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 from instacli import __version__  # noqa: E402
 from instacli.errors import InstacliError  # noqa: E402
+from instacli.eval_folders import METRICS, figures, latest_evaluation, subset  # noqa: E402
 from instacli.io import atomic_file  # noqa: E402
 from instacli.plots import save_figure  # noqa: E402
 
@@ -352,7 +353,7 @@ class Figures:
 
 def make_figures(results: dict[str, Any], out_dir: Path, root: Path) -> Figures:
     """Draw the report's figures into ``out_dir/figures``; likes scatters of trained runs are the
-    ones ``evaluate`` wrote into each run (``eval/likes.png``), found relative to ``root``."""
+    ones ``evaluate`` wrote into each run (``eval/<data>-<split>/likes.png``), found relative to ``root``."""
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     acc = plot_accuracy_vs_time(results, fig_dir / "accuracy_vs_time.png")
@@ -606,10 +607,11 @@ def single_run_results(run: Path) -> dict[str, Any]:
     run = Path(run)
     config = _read_json(run / "config.json") or {}
     settings = _read_json(run / "settings.json") or {}
-    evaluation = _read_json(run / "eval" / "metrics.json")
+    evaluated = latest_evaluation(run)
+    evaluation = _read_json(evaluated / METRICS) if evaluated else None
     history = read_history(run)
     if not history and evaluation is None:
-        raise InstacliError(f"{run}: has neither metrics.jsonl nor eval/metrics.json; train it with `instacli train` first")
+        raise InstacliError(f"{run}: has neither metrics.jsonl nor an evaluation in eval/; train it with `instacli train` first")
     encoder, regressor = config.get("encoder", settings.get("encoder", "?")), config.get("regressor", settings.get("regressor", "?"))
     label = f"{encoder} + {regressor}"
     plan = Plan(run.name, run.name, label, "model", encoder, regressor, settings.get("seed"))
@@ -624,7 +626,7 @@ def single_run_results(run: Path) -> dict[str, Any]:
         "metrics": metrics, "parameters": parameters, "trainable_parameters": trainable,
         **timing(run, history, None), "history": history, "settings": settings,
         "encoder_options": config.get("encoder_options"),
-        "figures": {k: f"eval/{f}" for k, f in (("confusion", "confusion_matrix.png"), ("likes", "likes.png")) if (run / "eval" / f).is_file()},
+        "figures": {k: path.relative_to(run).as_posix() for k, path in figures(evaluated).items()} if evaluated else {},
     }
     results = {
         "title": f"Run {run.name}",
@@ -632,7 +634,7 @@ def single_run_results(run: Path) -> dict[str, Any]:
         "data": (evaluation or {}).get("data") or settings.get("data"),
         "data_fingerprint": None,
         "class_names": config.get("class_names", []),
-        "split": (evaluation or {}).get("split", "–") if evaluation else "not evaluated (run `instacli evaluate RUN --data DATA`)",
+        "split": (evaluation.get("split") or subset(None)) if evaluation else "not evaluated (run `instacli evaluate RUN --data DATA`)",
         "n_test": (evaluation or {}).get("n"),
         "n_train": None,
         "budget": {"epochs": settings.get("epochs"), "time_budget": settings.get("time_budget")},

@@ -7,6 +7,7 @@ and hands out the decoded images through the shared decode cache.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,10 @@ class SplitArrays:
     text: torch.Tensor  # (N, T) float32 caption embeddings; T = 0 without captions
     info: Any = None  # the data's instacli_datasets.DataInfo (engagement kind, generator params)
 
-    def images(self, size: int, workers: int = 2) -> torch.Tensor:
+    def images(self, size: int, workers: int = 2, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
         """Decoded ``(N, 3, size, size)`` uint8 images, from the cache when this split was decoded before."""
         encoded = self.dataset.cast_column("image", datasets.Image(decode=False))["image"]
-        return decode_split(encoded, size, self.cache_key, workers)
+        return decode_split(encoded, size, self.cache_key, workers, on_batch)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -27,6 +27,7 @@ from accelerate.utils import set_seed
 
 from instacli import registry
 from instacli.augment import eval_view, train_view
+from instacli.embedding_cache import embeddings_path, load_embeddings, save_embeddings
 from instacli.errors import InstacliError
 from instacli.io import atomic_file, check_writable_target, write_json
 from instacli.launch import launched_on_cpu, process_state
@@ -46,6 +47,9 @@ LIKES_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
 
 @dataclass
 class TrainResult:
+    """What a run did; ``seconds`` is its wall time (reading, decoding, embedding and fitting included),
+    ``images_per_second`` the training throughput of its epochs."""
+
     run: Path
     best_epoch: int
     epochs_run: int
@@ -163,7 +167,10 @@ def apply_recipe(settings: TrainSettings) -> TrainSettings:
 
 
 @torch.inference_mode()
-def embed_images(model: MultiTaskModel, images: torch.Tensor, accelerator: Accelerator, batch_size: int = 128) -> torch.Tensor:
+def embed_images(
+    model: MultiTaskModel, images: torch.Tensor, accelerator: Accelerator, batch_size: int = 128,
+    on_batch: Callable[[int], None] | None = None,
+) -> torch.Tensor:
     """Encoder embeddings of cached uint8 images (eval view); used to train heads on a frozen encoder."""
     encoder = accelerator.unwrap_model(model).encoder.eval()  # batch norm must use its stored statistics
     out = []
@@ -171,7 +178,33 @@ def embed_images(model: MultiTaskModel, images: torch.Tensor, accelerator: Accel
         batch = images[start : start + batch_size].to(accelerator.device)
         with accelerator.autocast():
             out.append(encoder(eval_view(batch, encoder.preprocess)).float().cpu())
+        if on_batch:
+            on_batch(len(batch))
     return torch.cat(out)
+
+
+def split_inputs(
+    split: SplitArrays, net: MultiTaskModel, config: ModelConfig, settings: TrainSettings, accelerator: Accelerator, reporter: Reporter
+) -> torch.Tensor:
+    """What the loaders of ``split`` feed: its decoded images, or with a frozen encoder their
+    embeddings, read from the embedding cache when an earlier run computed them (then the images
+    are not even decoded)."""
+    def images() -> torch.Tensor:
+        with reporter.stage(f"decoding {len(split)} {split.name} images", len(split)) as advance:
+            return split.images(net.encoder.preprocess.resize_size, settings.workers, advance)
+
+    if not settings.freeze_encoder:
+        return images()
+    path = embeddings_path(split.cache_key, net.encoder, config.encoder_options, accelerator.mixed_precision)
+    cached = load_embeddings(path, len(split)) if path is not None else None
+    if cached is not None:
+        return cached
+    pixels = images()
+    with reporter.stage(f"embedding {len(split)} {split.name} images ({config.encoder}, frozen)", len(split)) as advance:
+        embeddings = embed_images(net, pixels, accelerator, on_batch=advance)
+    if path is not None and accelerator.is_main_process:
+        save_embeddings(path, embeddings)
+    return embeddings
 
 
 def _loader(arrays: SplitArrays, inputs: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
@@ -217,18 +250,68 @@ def validation_metrics(out: dict[str, np.ndarray], settings: TrainSettings) -> d
 
 
 @torch.inference_mode()
-def fit_classical_regressor(
-    run: Path, net: MultiTaskModel, config: ModelConfig, split: SplitArrays, inputs: torch.Tensor, frozen: bool, accelerator: Accelerator
-) -> None:
-    """Fit a scikit-learn regressor (``ridge``, ``gbrt``) on the best network's training embeddings, then save."""
-    net.load_state_dict(load_file(str(run / "model.safetensors")))
+def fit_regressor(net: MultiTaskModel, split: SplitArrays, embeddings: torch.Tensor, accelerator: Accelerator) -> None:
+    """Fit a scikit-learn regressor (``ridge``, ``gbrt``) on the training split's image embeddings."""
     net.eval()
     device = accelerator.device
-    embeddings = inputs if frozen else embed_images(net, inputs, accelerator)
     with accelerator.autocast():
         fused, numbers = net.likes_inputs(embeddings.float().to(device), split.features.to(device), split.text.to(device))
     net.regressor.fit(fused.float(), numbers.float(), split.targets.to(device))
+
+
+def fit_classical_regressor(
+    run: Path, net: MultiTaskModel, config: ModelConfig, split: SplitArrays, inputs: torch.Tensor, frozen: bool, accelerator: Accelerator
+) -> None:
+    """Fit the scikit-learn regressor on the best epoch's network (embedding the images unless frozen), then save."""
+    net.load_state_dict(load_file(str(run / "model.safetensors")))
+    fit_regressor(net, split, inputs if frozen else embed_images(net, inputs, accelerator), accelerator)
     save_model(run, net, config)
+
+
+@torch.inference_mode()
+def heads_metrics(net: MultiTaskModel, split: SplitArrays, embeddings: torch.Tensor, settings: TrainSettings, device: torch.device) -> dict[str, float]:
+    """:func:`validation_metrics` of the heads on a split's precomputed embeddings, all rows at once."""
+    logits, likes = net.eval().heads(embeddings.to(device), split.features.to(device), split.text.to(device))
+    n = len(split)
+    return validation_metrics({
+        "logits": logits.float().cpu().numpy() if logits is not None else np.zeros((n, 0), np.float32),
+        "likes": likes.float().cpu().numpy() if likes is not None else np.full(n, np.nan, np.float32),
+        "labels": split.labels.numpy(), "targets": split.targets.numpy(),
+    }, settings)
+
+
+def fit_directly(
+    run: Path, net: MultiTaskModel, config: ModelConfig, settings: TrainSettings, splits: tuple[SplitArrays, SplitArrays],
+    inputs: tuple[torch.Tensor, torch.Tensor], accelerator: Accelerator, reporter: Reporter, wall_started: float,
+) -> TrainResult:
+    """Frozen encoder with nothing left for gradients (the category probe already fitted, the likes
+    regressor ``ridge``/``gbrt`` or absent): there are no epochs (an optimizer would even refuse the
+    empty parameter list). Fit the regressor on the training embeddings, score both splits once, and
+    write an ordinary run folder with one metrics record."""
+    (train_split, val_split), (train_inputs, val_inputs) = splits, inputs
+    reporter.start(0, 0, _run_info(run, accelerator))
+    with reporter.stage(f"fitting {settings.regressor if net.regressor is not None else 'the category head'} on {len(train_split)} training embeddings"):
+        if net.regressor is not None:
+            fit_regressor(net, train_split, train_inputs, accelerator)
+        trained = heads_metrics(net, train_split, train_inputs, settings, accelerator.device)
+    seconds = time.perf_counter() - wall_started  # the one "epoch" is the whole run: reading, embedding, fitting
+    record: dict[str, Any] = {
+        "epoch": 0,  # no epochs: fitted directly
+        **{key.replace("val_", "train_"): value for key, value in trained.items()},
+        **heads_metrics(net, val_split, val_inputs, settings, accelerator.device),
+        "optimizer_steps": 0, "seconds": seconds, "images_per_second": len(train_split) / seconds,
+        "images_seen": len(train_split), "elapsed": seconds,
+    }
+    if accelerator.is_main_process:
+        _start_run_folder(run, settings)
+        save_model(run, net, config)
+        with atomic_file(run / "metrics.jsonl") as handle:
+            handle.write(json.dumps(record) + "\n")
+    accelerator.wait_for_everyone()
+    reporter.epoch_end({**record, "best": True})
+    result = TrainResult(run=run, best_epoch=0, epochs_run=0, best=record, seconds=seconds, images_per_second=len(train_split) / seconds)
+    reporter.finish(result.__dict__)
+    return result
 
 
 def with_run_settings(flags: dict[str, Any]) -> dict[str, Any]:
@@ -286,10 +369,38 @@ def save_checkpoint(accelerator: Accelerator, run: Path, state: dict[str, Any]) 
     accelerator.wait_for_everyone()
 
 
+def check_built_dataset(data: Path) -> None:
+    """Refuse a plain photo folder: it has no validation split, so accuracy, early stopping and the
+    best epoch would all be measured on the training photos themselves."""
+    from instacli_datasets.load import is_built_dataset
+
+    if Path(data).is_dir() and not is_built_dataset(data):
+        raise InstacliError(
+            f"{data}: a plain photo folder has no validation split to train against; "
+            f"build a dataset first: instacli data build {data} --out DATA, then train --data DATA"
+        )
+
+
+def _run_info(run: Path, accelerator: Accelerator) -> dict[str, Any]:
+    return {"run": str(run), "mixed_precision": accelerator.mixed_precision, "processes": accelerator.num_processes,
+            "device": str(accelerator.device)}
+
+
+def _start_run_folder(run: Path, settings: TrainSettings) -> None:
+    """A new (or ``--overwrite``) run: the folder, no leftover checkpoint or metrics, this run's settings."""
+    run.mkdir(parents=True, exist_ok=True)
+    for folder in _checkpoint_folders(run):  # --overwrite of an interrupted run
+        shutil.rmtree(folder, ignore_errors=True)
+    (run / "metrics.jsonl").unlink(missing_ok=True)
+    write_json(run / "settings.json", settings.model_dump(mode="json"))
+
+
 def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainResult:
     """Train one model as ``settings`` says and write the run folder; returns a summary."""
+    wall_started = time.perf_counter()  # the summary's time counts reading, decoding and embedding too
     reporter = reporter or Reporter()
     settings = apply_recipe(settings)
+    check_built_dataset(settings.data)
     run = settings.out or Path("runs") / f"{settings.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
     accelerator = Accelerator(
         cpu=launched_on_cpu(),
@@ -307,8 +418,9 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
     text = (settings.text_encoder, dict(settings.text_options)) if settings.text else None
     from instacli.splits import load_split_arrays
 
-    train_split = load_split_arrays(settings.data, "train", settings, text=text)
-    val_split = load_split_arrays(settings.data, "validation", settings, scaler=train_split.scaler, task=train_split.task, text=text)
+    with reporter.stage(f"reading {settings.data}"):
+        train_split = load_split_arrays(settings.data, "train", settings, text=text)
+        val_split = load_split_arrays(settings.data, "validation", settings, scaler=train_split.scaler, task=train_split.task, text=text)
     config = _model_config(settings, train_split, text)
     model = build_model(config)
     if getattr(model.regressor, "fits_after_training", False) and config.task == "likes" and not settings.freeze_encoder:
@@ -317,21 +429,18 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
             "with --task likes add --freeze-encoder or pick a neural regressor (conv1d, mlp, linear)"
         )
     preprocess = model.encoder.preprocess
-    with accelerator.main_process_first():  # the main process decodes; the others read its cache
-        train_images = train_split.images(preprocess.resize_size, settings.workers)
-        val_images = val_split.images(preprocess.resize_size, settings.workers)
-
     if settings.freeze_encoder:  # embeddings never change: compute them once, train the heads only
         model.encoder.requires_grad_(False)
         model.to(accelerator.device)
-        train_inputs = embed_images(model, train_images, accelerator)
-        val_inputs = embed_images(model, val_images, accelerator)
-        if model.classifier is not None and not model.text_to_classifier:
-            from instacli.probe import fit_category_probe
+    with accelerator.main_process_first():  # the main process decodes (and embeds); the others read its caches
+        train_inputs = split_inputs(train_split, model, config, settings, accelerator, reporter)
+        val_inputs = split_inputs(val_split, model, config, settings, accelerator, reporter)
+    if settings.freeze_encoder and model.classifier is not None and not model.text_to_classifier:
+        from instacli.probe import fit_category_probe
 
-            fit_category_probe(model, train_inputs, train_split.labels)
-    else:
-        train_inputs, val_inputs = train_images, val_images
+        fit_category_probe(model, train_inputs, train_split.labels)
+    if not any(p.requires_grad for p in model.parameters()):  # frozen: probe fitted, regressor absent or fitted below
+        return fit_directly(run, model, config, settings, (train_split, val_split), (train_inputs, val_inputs), accelerator, reporter, wall_started)
     train_loader = _loader(train_split, train_inputs, settings.batch_size, shuffle=True, seed=settings.seed)
     val_loader = _loader(val_split, val_inputs, settings.batch_size * 2, shuffle=False, seed=settings.seed)
 
@@ -357,15 +466,11 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
             with atomic_file(run / "metrics.jsonl") as handle:
                 handle.writelines(json.dumps(r) + "\n" for r in state["history"])
     elif accelerator.is_main_process:
-        run.mkdir(parents=True, exist_ok=True)
-        for folder in _checkpoint_folders(run):  # --overwrite of an interrupted run
-            shutil.rmtree(folder, ignore_errors=True)
-        (run / "metrics.jsonl").unlink(missing_ok=True)
-        write_json(run / "settings.json", settings.model_dump(mode="json"))
+        _start_run_folder(run, settings)
 
-    reporter.start(settings.epochs, len(train_loader), {"run": str(run), "mixed_precision": accelerator.mixed_precision,
-                                                        "processes": accelerator.num_processes, "device": str(accelerator.device)})
-    started = time.perf_counter() - state["seconds"]  # the time budget counts the time before an interruption
+    reporter.start(settings.epochs, len(train_loader), _run_info(run, accelerator))
+    resumed_seconds = state["seconds"]
+    started = time.perf_counter() - resumed_seconds  # the time budget counts the time before an interruption
     net = accelerator.unwrap_model(model)
     accum, n_batches = settings.grad_accum, len(train_loader)
     for epoch in range(state["epoch"] + 1, settings.epochs + 1):
@@ -441,9 +546,10 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
         if state["bad_epochs"] >= settings.patience or out_of_time:
             break
 
+    train_seconds = time.perf_counter() - started
     if getattr(net.regressor, "fits_after_training", False) and accelerator.is_main_process:
-        fit_classical_regressor(run, net, config, train_split, train_inputs, settings.freeze_encoder, accelerator)
-    seconds = time.perf_counter() - started
+        with reporter.stage(f"fitting {settings.regressor} on {len(train_split)} training embeddings"):
+            fit_classical_regressor(run, net, config, train_split, train_inputs, settings.freeze_encoder, accelerator)
     history = state["history"]
     best = next(r for r in history if r["epoch"] == state["best_epoch"])
     if accelerator.is_main_process:
@@ -456,7 +562,8 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
             shutil.rmtree(folder, ignore_errors=True)
     result = TrainResult(
         run=run, best_epoch=state["best_epoch"], epochs_run=state["epoch"], best=best,
-        seconds=seconds, images_per_second=state["images_seen"] / max(seconds, 1e-9), optimizer_steps=state["optimizer_steps"],
+        seconds=resumed_seconds + time.perf_counter() - wall_started,  # wall time, before an interruption too
+        images_per_second=state["images_seen"] / max(train_seconds, 1e-9), optimizer_steps=state["optimizer_steps"],
     )
     reporter.finish(result.__dict__)
     return result

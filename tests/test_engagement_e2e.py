@@ -176,14 +176,14 @@ def test_features_choice_is_stored_enforced_and_missing_values_imputed(sparse_co
     meta = tmp_path / "meta.csv"
     meta.write_text("file_name,comments\nempty.jpg,\nmedian.jpg,7\nmany.jpg,900\n")
     summary = predict_folder(run, folder, tmp_path / "p.jsonl", metadata=meta, workers=0)
-    assert (summary.from_defaults, summary.imputed) == (1, 2)
+    assert (summary.from_defaults, summary.imputed) == (1, 1)  # absent.jpg's fallback is counted once, as a row
     likes = {r["file"]: r["likes"] for r in map(json.loads, (tmp_path / "p.jsonl").read_text().splitlines())}
     assert likes["empty.jpg"] == pytest.approx(likes["median.jpg"]) == pytest.approx(likes["absent.jpg"])
     assert likes["many.jpg"] != pytest.approx(likes["median.jpg"]), "comments do reach the likes head"
 
     # shares is in the data but not a model input, so a table without shares is fine; one without comments is not
     result = run_cli("predict", run, folder, "--metadata", meta, "--out", tmp_path / "ok.csv", "--workers", "0")
-    assert result.code == 0 and "2 missing value(s)" in result.stdout, result.stdout
+    assert result.code == 0 and "1 missing value(s) in the engagement rows" in result.stdout, result.stdout
     no_comments = tmp_path / "no_comments.csv"
     no_comments.write_text("file_name,shares\nmedian.jpg,4\n")
     result = run_cli("predict", run, folder, "--metadata", no_comments, "--out", tmp_path / "bad.csv", "--workers", "0")

@@ -85,7 +85,7 @@ def test_evaluate_reports_every_metric_and_learns(trained: Path, dataset: Path) 
     assert result["n"] == 12
     assert result["accuracy"] >= 0.9
     assert np.sum(result["confusion_matrix"]) == 12
-    assert (trained / "eval" / "confusion_matrix.png").is_file()
+    assert (trained / "eval" / f"{dataset.name}-test" / "confusion_matrix.png").is_file()
     # likes predictions are on the scale of real likes (thousands to a million), not a constant
     assert 1e3 < result["likes_mae"] < 1e6
 
@@ -93,6 +93,48 @@ def test_evaluate_reports_every_metric_and_learns(trained: Path, dataset: Path) 
 def test_evaluate_accepts_a_plain_class_folder(trained: Path, learnable_tree: Path) -> None:
     result = evaluate(trained, learnable_tree)
     assert result["n"] == 60 and result["likes_mae"] is None and result["accuracy"] >= 0.9
+
+
+def test_each_evaluation_writes_its_own_complete_folder(
+    trained: Path, dataset: Path, learnable_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli
+) -> None:
+    """RUN/eval/ used to mix evaluations (a new metrics.json beside the previous split's likes.png),
+    with no title naming the data, and a plain folder labelled 'test'."""
+    import shutil
+
+    from instacli import evaluation
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("eval"))
+    titles: list[str] = []
+    for name in ("plot_confusion", "plot_likes"):
+        draw = getattr(evaluation, name)
+        monkeypatch.setattr(evaluation, name, lambda *a, draw=draw: (titles.append(a[-1]), draw(*a))[1])
+    evaluate(run, dataset, split="test")
+    evaluate(run, dataset, split="validation")
+    evaluate(run, learnable_tree)
+    folders = {p.name: p for p in (run / "eval").iterdir()}
+    assert set(folders) == {f"{dataset.name}-test", f"{dataset.name}-validation", f"{learnable_tree.name}-folder"}
+    for split, n in (("test", 12), ("validation", 12)):
+        folder = folders[f"{dataset.name}-{split}"]
+        assert {p.name for p in folder.iterdir()} == {"metrics.json", "confusion_matrix.png", "likes.png"}
+        assert json.loads((folder / "metrics.json").read_text())["split"] == split
+        assert f"Predicted vs actual likes\n{dataset.name} ({split} split, n={n})" in titles
+    plain = folders[f"{learnable_tree.name}-folder"]
+    assert {p.name for p in plain.iterdir()} == {"metrics.json", "confusion_matrix.png"}  # no likes in a plain folder
+    assert json.loads((plain / "metrics.json").read_text())["split"] is None
+    assert titles[-1] == f"Confusion matrix\n{learnable_tree.name} (plain folder, every photo, n=60)"
+
+    # an evaluation that fails half-way leaves the previous one of that data and split whole
+    before = {p.name: p.read_bytes() for p in folders[f"{dataset.name}-test"].iterdir()}
+    monkeypatch.setattr(evaluation, "plot_likes", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        evaluate(run, dataset, split="test")
+    assert {p.name: p.read_bytes() for p in folders[f"{dataset.name}-test"].iterdir()} == before
+    assert {p.name for p in (run / "eval").iterdir()} == set(folders)  # no temporary folder left behind
+
+    result = run_cli("evaluate", run, "--data", learnable_tree)
+    assert result.code == 0 and "plain folder" in result.stdout and "(test" not in result.stdout
 
 
 def test_loaded_run_reproduces_training_predictions(trained: Path) -> None:
@@ -130,6 +172,10 @@ def test_predict_scores_folder_and_reports_bad_files(trained: Path, learnable_tr
     assert sum(r["label"] == r["file"].split("/")[-1].split("_")[0] for r in good) >= 5
     assert all(abs(float(r["prob_animal"]) + float(r["prob_landscape"]) - 1) < 1e-4 for r in good)
     assert all(float(r["likes"]) > 0 for r in good)
+    # likes are whole counts (were 77852.6953125), probabilities have 6 decimals (were 16)
+    assert all(str(r["likes"]).isdigit() for r in good), [r["likes"] for r in good]
+    assert all(suffix == ".csv" or isinstance(r["likes"], int) for r in good)
+    assert all(float(r[f"prob_{c}"]) == round(float(r[f"prob_{c}"]), 6) for r in good for c in ("animal", "landscape"))
     with pytest.raises(InstacliError, match="already exists"):
         predict_folder(trained, folder, out, workers=0)
 
@@ -167,6 +213,7 @@ def test_cli_train_evaluate_predict(dataset: Path, learnable_tree: Path, tmp_pat
     result = run_cli("predict", str(run), str(learnable_tree), "--out", str(out), "--workers", "0")
     assert result.code == 0, result.stderr
     assert len(out.read_text().splitlines()) == 61
+    assert result.stdout.count("training medians") == 1, result.stdout  # one fallback, said once
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, dataset: Path, run_cli) -> None:
@@ -186,3 +233,12 @@ def test_frozen_encoder_is_left_untouched(dataset: Path, tmp_path: Path) -> None
     assert isinstance(stem_norm, torch.nn.BatchNorm2d)
     assert torch.equal(stem_norm.running_mean, torch.zeros_like(stem_norm.running_mean))
     assert torch.equal(stem_norm.running_var, torch.ones_like(stem_norm.running_var))
+
+
+def test_training_on_a_plain_photo_folder_is_refused(learnable_tree: Path, tmp_path: Path, run_cli) -> None:
+    """A plain folder has no validation split: training used to validate (and pick its best epoch)
+    on its own training photos, silently. Now a one-line error says how to build a dataset."""
+    result = run_cli("train", "--data", learnable_tree, "--out", tmp_path / "r", "--epochs", "1", "--quiet")
+    assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert f"instacli data build {learnable_tree} --out DATA" in result.stderr and "validation split" in result.stderr
+    assert not (tmp_path / "r").exists()

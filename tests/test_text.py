@@ -47,7 +47,7 @@ def _train(data: Path, out: Path, text: bool) -> dict:
     return evaluate(out, data)
 
 
-def test_captions_improve_likes_error(caption_data: tuple[Path, Path], tmp_path: Path) -> None:
+def test_captions_improve_likes_error(caption_data: tuple[Path, Path], tmp_path: Path, run_cli) -> None:
     data, table = caption_data
     without = _train(data, tmp_path / "no-text", text=False)
     with_text = _train(data, tmp_path / "text", text=True)
@@ -59,11 +59,15 @@ def test_captions_improve_likes_error(caption_data: tuple[Path, Path], tmp_path:
     # predict reads captions from --metadata: viral captions get far more likes
     folder = data.parent / "src"
     summary = predict_folder(tmp_path / "text", folder, tmp_path / "p.jsonl", metadata=table, workers=0)
-    assert summary.scored == 80
+    assert summary.scored == 80 and summary.without_caption == 0
     rows = {r["file"]: r for r in map(json.loads, (tmp_path / "p.jsonl").read_text().splitlines())}
     viral = [line.split(",")[0] for line in table.read_text().splitlines()[1:] if "viral" in line]
     quiet = [f for f in rows if f not in viral]
     assert np.median([rows[f]["likes"] for f in viral]) > 10 * np.median([rows[f]["likes"] for f in quiet])
+
+    # a caption model given no captions says so, once
+    result = run_cli("predict", tmp_path / "text", folder, "--out", tmp_path / "q.csv", "--workers", "0")
+    assert result.code == 0 and result.stdout.count("80 photo(s) had no caption") == 1, result.stdout
 
 
 def test_text_needs_captions(tmp_path: Path) -> None:

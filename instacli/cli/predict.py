@@ -43,7 +43,10 @@ def predict_command(
     if summary.from_defaults:
         console.print(f"{summary.from_defaults} rows had no engagement numbers: likes use the training medians (likes_from_defaults = true)")
     if summary.imputed:
-        console.print(f"{summary.imputed} missing value(s) of the numeric inputs were filled with the training medians")
+        console.print(f"{summary.imputed} missing value(s) in the engagement rows were filled with the training medians")
+    if summary.without_caption:
+        console.print(f"[yellow]warning: {summary.without_caption} photo(s) had no caption, but this run reads captions: "
+                      "they were scored with empty text; pass --metadata with a caption column[/]")
     if summary.failed:
         console.print(f"[yellow]{summary.failed} file{'' if summary.failed == 1 else 's'} could not be read; see the error column[/]")
     if summary.scored == 0:

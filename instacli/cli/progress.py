@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from instacli.reporting import Reporter
@@ -21,9 +22,34 @@ class RunBar(Reporter):
     def __init__(self, console: Console, enabled: bool = True, transient: bool = False, indent: str = "") -> None:
         self.console, self.enabled, self.transient, self.indent = console, enabled, transient, indent
         self.progress: Progress | None = None
+        self.stage_started = 0.0
+
+    @property
+    def drawn(self) -> bool:
+        return self.enabled and (self.console.is_terminal or not self.transient)
+
+    def stage_start(self, description: str, total: int | None) -> None:
+        """A transient spinner (and bar when counted) while a step before or after the epochs runs."""
+        self.stop()  # rich draws one live display at a time: the epochs' bar is done when a stage follows it
+        self.stage_started = time.perf_counter()
+        if not (self.enabled and self.console.is_terminal):  # a log gets the line RichReporter prints at the end
+            return
+        columns = [SpinnerColumn(), TextColumn(self.indent + "{task.description}")]
+        if total is not None:
+            columns += [BarColumn(), MofNCompleteColumn()]
+        self.progress = Progress(*columns, TimeElapsedColumn(), console=self.console, transient=True)
+        self.progress.start()
+        self.task = self.progress.add_task(description, total=total)
+
+    def stage_advance(self, n: int) -> None:
+        if self.progress:
+            self.progress.advance(self.task, n)
+
+    def stage_end(self) -> None:
+        self.stop()
 
     def start(self, epochs: int, steps_per_epoch: int, info: dict[str, Any]) -> None:
-        if not self.enabled or (self.transient and not self.console.is_terminal):
+        if not self.drawn or epochs == 0:  # no epochs: the run was fitted directly
             return
         self.progress = Progress(
             TextColumn(self.indent + "epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(), MofNCompleteColumn(),
@@ -57,6 +83,18 @@ class RichReporter(RunBar):
     def __init__(self, console: Console, enabled: bool = True) -> None:
         super().__init__(console, enabled)
         self.records: list[dict[str, Any]] = []
+        self.stage_description = ""
+
+    def stage_start(self, description: str, total: int | None) -> None:
+        self.stage_description = description
+        super().stage_start(description, total)
+
+    def stage_end(self) -> None:
+        """Leave a line for every step that took a second or more, so the summary's time adds up."""
+        super().stage_end()
+        seconds = time.perf_counter() - self.stage_started
+        if self.enabled and seconds >= 1:
+            self.console.print(f"[dim]{self.stage_description}: {seconds:.1f} s[/]", highlight=False)
 
     def start(self, epochs: int, steps_per_epoch: int, info: dict[str, Any]) -> None:
         if self.enabled:
@@ -81,7 +119,9 @@ class RichReporter(RunBar):
         self.stop()
         if not self.enabled:
             return
-        table = Table(title=f"Training summary — best epoch {summary['best_epoch']} of {summary['epochs_run']}")
+        title = (f"Training summary — best epoch {summary['best_epoch']} of {summary['epochs_run']}" if summary["epochs_run"]
+                 else "Fitted directly on the frozen embeddings — no epochs")
+        table = Table(title=title)
         for col in ("epoch", "train loss", "val loss", "val acc", "val likes loss", "img/s", ""):
             table.add_column(col, justify="right")
         for r in self._rows_to_show():
