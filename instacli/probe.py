@@ -47,4 +47,4 @@ def fit_category_probe(net: MultiTaskModel, embeddings: torch.Tensor, labels: to
         loss = optimizer.step(closure)
     for p in params:
         p.requires_grad_(False)
-    return float(loss)
+    return float(loss.detach())
