@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from instacli.errors import InstacliError
-from instacli.photo_files import NOT_UTF8, printable_name
+from instacli.photo_files import NOT_UTF8, printable_name, relative_name
 from instacli_datasets.engagement import Table, read_table
 
 #: Suffixes listed as photos. HEIC/HEIF/AVIF are listed even where no plugin decodes them, so that
@@ -62,12 +62,6 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def key(root: Path, path: Path) -> str:
-    """``path`` relative to ``root`` in posix form, printable: a name that is not UTF-8 shows as ``\\xNN``
-    (:func:`~instacli.photo_files.printable_name`), so every table, report and terminal can hold it."""
-    return printable_name(path.relative_to(root).as_posix())
-
-
 def _not_entered(folder: str, chain: frozenset[str], real_root: str) -> str | None:
     """Why the sub-folder ``folder`` is not walked, or None. ``chain`` holds the real paths of the
     folders above it: reaching one of them again is a symlink loop (``ln -s . self`` would list every
@@ -91,7 +85,7 @@ def scan(folder: Path, root: Path | None = None) -> tuple[list[Path], list[Skipp
     skipped: list[Skipped] = []
 
     def unreadable(error: OSError) -> None:
-        skipped.append(Skipped(key(root, Path(error.filename)), f"unreadable folder ({error.strerror}); its files were not read"))
+        skipped.append(Skipped(relative_name(root, Path(error.filename)), f"unreadable folder ({error.strerror}); its files were not read"))
 
     for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=True):
         entered = []
@@ -101,7 +95,7 @@ def scan(folder: Path, root: Path | None = None) -> tuple[list[Path], list[Skipp
                 continue
             why = _not_entered(path, chains[dirpath], real_root)
             if why is not None:
-                skipped.append(Skipped(key(root, Path(path)), why))
+                skipped.append(Skipped(relative_name(root, Path(path)), why))
                 continue
             entered.append(name)
             chains[path] = chains[dirpath] | {os.path.realpath(path)}
@@ -142,9 +136,9 @@ def _from_category_folders(src: Path) -> Source:
     for folder in sorted(d for d in src.iterdir() if d.is_dir() and not d.name.startswith(".")):
         why = _not_entered(str(folder), chain, os.path.realpath(src))
         if why is not None:
-            skipped.append(Skipped(key(src, folder), why))
+            skipped.append(Skipped(relative_name(src, folder), why))
         elif printable_name(folder.name) != folder.name:
-            raise InstacliError(f"{key(src.parent, folder)}: category folder name is not valid UTF-8; rename the folder")
+            raise InstacliError(f"{printable_name(str(folder))}: category folder name is not valid UTF-8; rename the folder")
         else:
             categories.append(folder.name)
     for category in categories:
@@ -152,10 +146,10 @@ def _from_category_folders(src: Path) -> Source:
         images = [f for f in files if is_image_file(f)]
         if not images:
             raise InstacliError(f"{src / category}: category folder has no photos ({', '.join(sorted(IMAGE_SUFFIXES))}); add photos or remove the folder")
-        photos.extend(Photo(f, key(src, f), category) for f in images)
+        photos.extend(Photo(f, relative_name(src, f), category) for f in images)
         skipped.extend(unwalked)
-        skipped.extend(Skipped(key(src, f), "not an image file (by its suffix)") for f in files if not is_image_file(f))
-    skipped.extend(Skipped(key(src, f), "not inside a category folder") for f in src.iterdir() if f.is_file() and is_image_file(f))
+        skipped.extend(Skipped(relative_name(src, f), "not an image file (by its suffix)") for f in files if not is_image_file(f))
+    skipped.extend(Skipped(relative_name(src, f), "not inside a category folder") for f in src.iterdir() if f.is_file() and is_image_file(f))
     photos.sort(key=lambda p: p.file_name)
     return Source(root=src, kind="folders", photos=photos, class_names=categories, skipped=skipped)
 
@@ -181,7 +175,7 @@ def _from_metadata(src: Path, metadata: Path, column_map: dict[str, str] | None)
     skipped.extend(unwalked)
     unlisted = []
     for path in filter(is_image_file, files):
-        name = key(src, path)
+        name = relative_name(src, path)
         if name in listed:
             continue
         if name != path.relative_to(src).as_posix():  # escaped: not UTF-8, so no table row can name it

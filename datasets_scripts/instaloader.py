@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from instacli.errors import InstacliError
-from instacli.photo_files import read_text_limited, reason
+from instacli.photo_files import read_text_limited, reason, relative_name
 from instacli_datasets.engagement import Table, parse_count, parse_timestamp, read_table
-from instacli_datasets.folder import Photo, Skipped, Source, is_image_file, key, scan
+from instacli_datasets.folder import Photo, Skipped, Source, is_image_file, scan
 
 VIDEO_REASON = "video post (videos are not used)"
 CAROUSEL_MODES = ("first", "all")
@@ -124,7 +124,7 @@ class _Download:
                 self._add_metadata(path, stem)
 
     def key(self, path: Path) -> str:
-        return key(self.src, path)
+        return relative_name(self.src, path)
 
     def _add_metadata(self, path: Path, stem: str) -> None:
         try:

@@ -95,6 +95,8 @@ def evaluate(run_path: Path, data: Path, split: str = "test", batch_size: int = 
     result["likes_mae_class_median"] = class_median_baseline(labels, arrays.likes)
     result.update(oracle_metrics(arrays))
     result["imputed_values"] = arrays.imputed  # cells of the run's numeric inputs filled with the training median
+    skipped = arrays.info.skipped if arrays.info is not None else []  # files of a plain folder that could not be used
+    result["skipped"] = [{"file": s.file, "reason": s.reason} for s in skipped]
     out_dir = Path(run_path) / "eval"
     out_dir.mkdir(exist_ok=True)
     if result["confusion_matrix"] is not None:

@@ -63,6 +63,12 @@ def printable_name(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def relative_name(root: Path, path: Path) -> str:
+    """``path`` relative to ``root`` in posix form, printable (:func:`printable_name`): how a photo
+    is named in tables, dataset rows, reports and prediction files."""
+    return printable_name(path.relative_to(root).as_posix())
+
+
 def reason(exc: Exception) -> str:
     """One line saying why a file could not be used."""
     text = str(exc) if isinstance(exc, UnusableFile) else f"{type(exc).__name__}: {exc}"
