@@ -76,7 +76,7 @@ def reason(exc: Exception) -> str:
 
 
 def _too_big(size: int, limit: int) -> UnusableFile:
-    return UnusableFile(f"larger than {limit / 2**20:g} MB ({size / 2**20:,.0f} MB or more); shrink it or raise {MAX_FILE_MB_ENV}")
+    return UnusableFile(f"larger than {limit / 2**20:.3g} MB ({size / 2**20:,.1f} MB); shrink it or raise {MAX_FILE_MB_ENV}")
 
 
 def read_limited(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
@@ -119,12 +119,16 @@ def read_text_limited(path: Path) -> str:
     limit = max_file_bytes()
     data = read_limited(path, limit)
     if path.name.endswith(".xz"):
-        unpacker = lzma.LZMADecompressor()
-        data = unpacker.decompress(data, max_length=limit + 1)
-        if len(data) > limit:
-            raise UnusableFile(f"unpacks to more than {limit / 2**20:g} MB; not metadata (raise {MAX_FILE_MB_ENV} if it is)")
-        if not unpacker.eof:
-            raise UnusableFile("truncated .xz file")
+        unpacked = bytearray()
+        while data:  # an .xz file may be several streams in a row
+            unpacker = lzma.LZMADecompressor()
+            unpacked += unpacker.decompress(data, max_length=limit + 1 - len(unpacked))
+            if len(unpacked) > limit:
+                raise UnusableFile(f"unpacks to more than {limit / 2**20:.3g} MB; not metadata (raise {MAX_FILE_MB_ENV} if it is)")
+            if not unpacker.eof:
+                raise UnusableFile("truncated .xz file")
+            data = unpacker.unused_data
+        data = bytes(unpacked)
     return data.decode("utf-8")
 
 
