@@ -123,6 +123,11 @@ class Outcome:
     good: int  # good photos processed
 
 
+def listed(reason: str) -> bool:
+    """A reason that counts as handling: there is one, and it is not running out of memory (which the cap caught)."""
+    return bool(reason) and "MemoryError" not in reason
+
+
 def run_cli(*args: object) -> tuple[int | None, str, str]:
     try:
         done = subprocess.run([sys.executable, "-c", CAPPED_CLI, *map(str, args)], capture_output=True, text=True,
@@ -137,7 +142,7 @@ def attack_build(src: Path, out: Path, item: str, *extra: object) -> Outcome:
     if code != 0:
         return Outcome(code, stderr, False, 0)
     report = json.loads((out / "build_report.json").read_text())
-    return Outcome(code, stderr, any(s["file"].endswith(item) for s in report["skipped"]), report["images"])
+    return Outcome(code, stderr, any(s["file"].endswith(item) and listed(s["reason"]) for s in report["skipped"]), report["images"])
 
 
 def attack_evaluate(run: Path, src: Path, item: str) -> Outcome:
@@ -145,7 +150,7 @@ def attack_evaluate(run: Path, src: Path, item: str) -> Outcome:
     if code != 0:
         return Outcome(code, stderr, False, 0)
     result = json.loads(stdout)
-    return Outcome(code, stderr, any(s["file"].endswith(item) for s in result["skipped"]), result["n"])
+    return Outcome(code, stderr, any(s["file"].endswith(item) and listed(s["reason"]) for s in result.get("skipped", [])), result["n"])
 
 
 def attack_predict(run: Path, src: Path, out: Path, item: str, *extra: object) -> Outcome:
@@ -153,7 +158,7 @@ def attack_predict(run: Path, src: Path, out: Path, item: str, *extra: object) -
     if code != 0:
         return Outcome(code, stderr, False, 0)
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
-    reported = any(r["file"].endswith(item) and r["error"] for r in rows)
+    reported = any(r["file"].endswith(item) and listed(r["error"]) for r in rows)
     return Outcome(code, stderr, reported, sum(not r["error"] for r in rows))
 
 
@@ -215,9 +220,10 @@ def main() -> None:
     run = common.trained_run(work, data, "tiny", *common.TINY)
     attacks: list[tuple[str, Callable[[], Outcome], str, int]] = []
     good = 2 * GOOD_PER_CLASS
+    fresh = Path(tempfile.mkdtemp(prefix="attacks-", dir=work))  # the hostile files of this invocation
     for name, make in HOSTILE_FILES.items():
         for command in ("build", "evaluate", "predict"):
-            src = good_tree(work / command / name)
+            src = good_tree(fresh / command / name)
             item = f"animal/{make(src / 'animal')}"
             if command == "build":
                 attacks.append((f"build ({name})", lambda s=src, i=item: attack_build(s, s.with_name(s.name + "-out"), i), "reported", good))
@@ -225,13 +231,13 @@ def main() -> None:
                 attacks.append((f"evaluate --data ({name})", lambda s=src, i=item: attack_evaluate(run, s, i), "reported", good))
             else:
                 attacks.append((f"predict ({name})", lambda s=src, i=item: attack_predict(run, s, s.with_name(s.name + ".csv"), i), "reported", good))
-    attacks += table_attacks(work, run)
+    attacks += table_attacks(fresh, run)
     attacks = [a for a in attacks if args.only in a[0]]
     passed = 0
     for label, attack, expect, n_good in attacks:
         outcome = attack()
         if expect == "formula":
-            rows = list(csv.DictReader((work / "tables" / "formula.csv").open(encoding="utf-8"))) if outcome.code == 0 else []
+            rows = list(csv.DictReader((fresh / "tables" / "formula.csv").open(encoding="utf-8"))) if outcome.code == 0 else []
             ok = outcome.code == 0 and [r["file"] for r in rows] == ["'=HYPERLINK(1).png"]
         else:
             ok = handled(outcome, expect, n_good)
@@ -239,8 +245,7 @@ def main() -> None:
         detail = "timed out" if outcome.code is None else f"exit {outcome.code}" + (f": {outcome.stderr.strip().splitlines()[-1]}" if outcome.code else "")
         common.log(f"{'handled' if ok else 'FAILED '}  {label}  ({detail})")
     common.log(f"{len(attacks)} attacks, {passed} handled")
-    if args.work is None:
-        shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work if args.work is None else fresh, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -166,7 +166,10 @@ def _from_metadata(src: Path, metadata: Path, column_map: dict[str, str] | None)
             raise InstacliError(f"{table.locate(file_name)}: photo '{file_name}' not found under {src}; fix file_name or remove the row")
         if not values.get("label"):
             raise InstacliError(f"{table.locate(file_name)}: photo '{file_name}' has no label; fill it in or remove the row")
-        if is_image_file(path):
+        real_src = os.path.realpath(src)
+        if os.path.commonpath([os.path.realpath(path.parent), real_src]) != real_src:
+            skipped.append(Skipped(file_name, "in a symlinked folder outside the source folder; not read"))
+        elif is_image_file(path):
             photos.append(Photo(path, file_name, values["label"]))
         else:
             skipped.append(Skipped(file_name, "not an image file (by its suffix)"))

@@ -34,8 +34,7 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 MAX_ASPECT = 50
 #: Formats of photos; anything else (EPS, PSD, ICO, …) is refused unopened. AVIF/HEIF join when a plugin provides them.
 BASE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-
-
+#: Why a file whose name is not UTF-8 is skipped (no table row, CSV or Arrow column can name it).
 NOT_UTF8 = "file name is not valid UTF-8; rename the file"
 
 

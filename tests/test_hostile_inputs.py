@@ -271,6 +271,19 @@ def test_symlinked_folders_that_loop_or_leave_src_are_not_followed(tmp_path: Pat
     assert report.n_images == 7 and len(reasons) == 4
 
 
+def test_metadata_row_through_a_folder_symlink_out_of_src_is_not_read(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i, label in enumerate("aabb"):
+        make_photo(src / f"p{i}.jpg", color=(i * 60, 10, 10))
+    make_photo(tmp_path / "private" / "secret.jpg")
+    (src / "link").symlink_to(tmp_path / "private")
+    (src / "metadata.csv").write_text("file_name,label\n" + "".join(f"p{i}.jpg,{l}\n" for i, l in enumerate("aabb")) + "link/secret.jpg,a\n")
+    report = build_dataset(src, tmp_path / "data", workers=1)
+    assert report.n_images == 4
+    assert {(s.file, s.reason) for s in report.skipped} == {("link", "symlink to a folder outside the source folder; not followed"),
+                                                             ("link/secret.jpg", "in a symlinked folder outside the source folder; not read")}
+
+
 def test_duplicate_pictures_share_a_split_or_are_skipped_across_categories(tmp_path: Path) -> None:
     from tests.conftest import built_rows
 
