@@ -13,6 +13,7 @@ and predict all read through this module, so one rule holds everywhere.
 
 from __future__ import annotations
 
+import functools
 import io
 import lzma
 import math
@@ -131,6 +132,7 @@ def read_text_limited(path: Path) -> str:
     return data.decode("utf-8")
 
 
+@functools.cache  # a failed plugin import searches the whole path again each time
 def photo_formats() -> tuple[str, ...]:
     """PIL format names a photo may have here: :data:`BASE_FORMATS` plus AVIF/HEIF where a plugin reads them."""
     try:
