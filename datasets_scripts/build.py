@@ -21,7 +21,7 @@ from typing import Any
 from instacli.errors import InstacliError
 from instacli.io import atomic_dir, check_writable_target, write_json
 from instacli_datasets.engagement import COUNT_COLUMNS, OPTIONAL_COLUMNS, Table, read_table
-from instacli_datasets.folder import Skipped, Source, discover
+from instacli_datasets.folder import Photo, Skipped, Source, discover
 from instacli_datasets.images import encode_photos
 from instacli_datasets.instaloader import discover_instaloader, is_instaloader_folder
 from instacli_datasets.splits import SPLITS, stratified_split
@@ -144,9 +144,16 @@ def collect(
     columns = [*COUNT_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in provided)]
     index = {name: i for i, name in enumerate(source.class_names)}
     rows, hashes, groups, skipped, kept = [], [], [], list(source.skipped), 0
+    first_copy: dict[str, tuple[Photo, str]] = {}  # image hash → (first photo with it, its group)
     for photo, result in zip(source.photos, results):
         if isinstance(result, str):
             skipped.append(Skipped(photo.file_name, result))
+            continue
+        # the same picture twice: in two categories it contradicts itself (skip the later copy), in
+        # one it shares its first copy's group, so that train and test never hold the same photo
+        original, group = first_copy.setdefault(result.sha256, (photo, photo.group or photo.file_name))
+        if original.label != photo.label:
+            skipped.append(Skipped(photo.file_name, f"same picture as {original.file_name} (category {original.label}); keep one copy"))
             continue
         values = table.rows[photo.file_name] if table is not None else {}
         rows.append({
@@ -156,7 +163,7 @@ def collect(
             **{c: values.get(c) for c in columns},
         })
         hashes.append(result.sha256)
-        groups.append(photo.group or photo.file_name)
+        groups.append(group)
         kept += result.kept_original
     _check_every_class_readable(source, rows, skipped)
     params: dict[str, Any] = {}

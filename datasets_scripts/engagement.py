@@ -12,7 +12,7 @@ import csv
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +27,10 @@ OPTIONAL_COLUMNS = ("followers", "caption", "timestamp")
 #: Other names accepted for a canonical column (the original design called shares "distribution").
 ALIASES = {"distribution": "shares", "distributions": "shares"}
 KNOWN_COLUMNS = ("file_name", "label", *COUNT_COLUMNS, *OPTIONAL_COLUMNS)
+#: Largest count: counts and timestamps are stored as int64, so a larger value would crash the build later.
+MAX_COUNT = 2**63 - 1
+#: Unix seconds of 9999-12-31 23:59:59 UTC, the last moment a date can name.
+MAX_TIMESTAMP = 253402300799
 
 
 @dataclass
@@ -88,21 +92,24 @@ def parse_count(value: Any) -> int | None:
             number = int(number)
     if number < 0:
         raise ValueError(f"is negative ({number}); counts must be ≥ 0")
+    if number > MAX_COUNT:
+        raise ValueError(f"is '{value}', larger than any count (at most {MAX_COUNT})")
     return int(number)
 
 
 def parse_timestamp(value: Any) -> int | None:
-    """Unix seconds (UTC) from epoch numbers, ISO-8601 strings (naive means UTC) or datetimes."""
+    """Unix seconds (UTC) from epoch numbers, ISO-8601 strings (naive means UTC) or datetimes,
+    within years 1-9999 (beyond that, no date exists and int64 storage would overflow)."""
     if _is_missing(value):
         return None
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
+        return _seconds(value, value)
     else:
         text = str(value).strip()
         if re.fullmatch(r"-?\d+(\.\d+)?", text):
-            return int(float(text))
+            return _seconds(float(text), value)
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
@@ -110,6 +117,12 @@ def parse_timestamp(value: Any) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp())
+
+
+def _seconds(number: int | float, value: Any) -> int:
+    if not math.isfinite(number) or abs(number) > MAX_TIMESTAMP:
+        raise ValueError(f"is '{value}', not a time between the years 1 and 9999 (Unix seconds)")
+    return int(number)
 
 
 def parse_text(value: Any) -> str | None:
@@ -146,55 +159,83 @@ def parse_mapping(specs: list[str] | None) -> dict[str, str]:
     return mapping
 
 
-def _raw_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(``"line N"`` or ``"row N"``, raw record) for each record of a CSV, JSONL or Parquet file."""
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refused when a key repeats (``json`` would silently keep the last)."""
+    record = dict(pairs)
+    if len(record) < len(pairs):
+        repeated = next(k for k, _ in pairs if sum(k == other for other, _ in pairs) > 1)
+        raise ValueError(f"key '{repeated}' repeats in one object")
+    return record
+
+
+def _read_records(path: Path) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
+    """The column names as the file lists them (repeats kept, to refuse them) and, per record,
+    (``"line N"`` or ``"row N"``, raw record) of a CSV, JSONL or Parquet file."""
     suffix = path.suffix.lower()
+    records: list[tuple[str, dict[str, Any]]] = []
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
+            header = list(reader.fieldnames or [])
             for record in reader:
-                yield f"line {reader.line_num}", {k: v for k, v in record.items() if k is not None}
+                records.append((f"line {reader.line_num}", {k: v for k, v in record.items() if k is not None}))
     elif suffix in (".jsonl", ".ndjson"):
         with path.open(encoding="utf-8-sig") as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = json.loads(line, object_pairs_hook=_no_repeated_keys)
                 except json.JSONDecodeError as exc:
                     raise InstacliError(f"{path} line {number}: not valid JSON ({exc.msg}); fix that line") from None
+                except ValueError as exc:
+                    raise InstacliError(f"{path} line {number}: {exc}; keep one") from None
                 if not isinstance(record, dict):
                     raise InstacliError(f"{path} line {number}: expected a JSON object per line; fix that line")
-                yield f"line {number}", record
+                records.append((f"line {number}", record))
+        header = list(dict.fromkeys(k for _, record in records for k in record))
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
         try:
-            records = pq.read_table(path).to_pylist()
+            table = pq.read_table(path)
+            header, rows = table.column_names, table.to_pylist()
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise InstacliError(f"{path}: not a readable Parquet file ({exc}); re-export it") from None
-        for number, record in enumerate(records, 1):
-            yield f"row {number}", record
+        records = [(f"row {number}", record) for number, record in enumerate(rows, 1)]
     else:
         raise InstacliError(f"{path}: unsupported table format '{path.suffix}'; use .csv, .jsonl or .parquet")
+    return header, records
 
 
 def _resolve_columns(keys: list[str], mapping: dict[str, str], path: Path) -> dict[str, str]:
-    """Canonical column → column name in the file: --map first, then exact names (any case), then aliases."""
-    by_lower = {k.strip().lower(): k for k in keys}
+    """Canonical column → column name in the file: --map first (exact name, else any case), then
+    exact names (any case), then aliases. Columns that repeat or differ only in case (``likes``,
+    ``Likes``) are refused when used: silently taking the last would read the wrong numbers."""
+    by_lower: dict[str, list[str]] = {}
+    for k in keys:
+        by_lower.setdefault(k.strip().lower(), []).append(k)
+
+    def only(candidates: list[str], what: str) -> str:
+        if len(candidates) > 1:
+            raise InstacliError(f"{path}: columns {', '.join(repr(c) for c in candidates)} repeat or differ only in case, so {what} "
+                                f"is ambiguous; rename or drop all but one")
+        return candidates[0]
+
     resolved: dict[str, str] = {}
     for canon, column in mapping.items():
         if column.lower() not in by_lower:
             raise InstacliError(f"--map {canon}={column}: {path.name} has no column '{column}'; its columns: {', '.join(keys)}")
-        resolved[canon] = by_lower[column.lower()]
+        exact = [k for k in keys if k == column]
+        resolved[canon] = only(exact or by_lower[column.lower()], f"--map {canon}={column}")
     for canon in KNOWN_COLUMNS:
         if canon not in resolved and canon in by_lower:
-            resolved[canon] = by_lower[canon]
+            resolved[canon] = only(by_lower[canon], canon)
     aliases = [a for a in ALIASES if a in by_lower and ALIASES[a] not in resolved]
     if len(aliases) > 1:
         raise InstacliError(f"{path}: columns {' and '.join(aliases)} both mean shares; keep one or pick with --map shares=<column>")
     for alias in aliases:
-        resolved[ALIASES[alias]] = by_lower[alias]
+        resolved[ALIASES[alias]] = only(by_lower[alias], ALIASES[alias])
     if "file_name" not in resolved:
         raise InstacliError(f"{path}: no 'file_name' column; add one (photo path relative to SRC) or pick one with --map file_name=<column>")
     return resolved
@@ -206,10 +247,9 @@ def read_table(path: Path, mapping: dict[str, str] | None = None) -> Table:
     if not path.is_file():
         raise InstacliError(f"{path}: no such file; check the path")
     try:
-        records = list(_raw_rows(path))
+        keys, records = _read_records(path)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InstacliError(f"{path}: cannot be read as UTF-8 {path.suffix.lstrip('.').upper()} ({exc}); re-export it") from None
-    keys = list(dict.fromkeys(k for _, record in records for k in record))
     columns = _resolve_columns(keys, mapping or {}, path)
     rows: dict[str, dict[str, Any]] = {}
     where: dict[str, str] = {}

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from instacli.errors import InstacliError
+from instacli.photo_files import UnusableFile, open_photo, read_limited, reason, to_rgb
+
 JPEG_QUALITY = 95
 _ORIENTATION = 0x0112
 _KEEPABLE_FORMATS = ("JPEG", "PNG")
@@ -38,25 +41,17 @@ def _target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB; transparent pixels become white rather than whatever colour hides under the alpha."""
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
 def encode_photo(path: str, max_side: int) -> Encoded | str:
-    """The stored form of one photo, or the reason it cannot be used (a string)."""
+    """The stored form of one photo, or the reason it cannot be used (a string).
+
+    The file is read and opened through :mod:`instacli.photo_files`, as predict does: hostile files
+    (FIFO, device, oversized, not a photo format, absurd size) come back as their reason.
+    """
     try:
-        with open(path, "rb") as handle:
-            original = handle.read()
+        original = read_limited(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(original))
+            image = open_photo(original)
             orientation = image.getexif().get(_ORIENTATION, 1)
             if (image.format in _KEEPABLE_FORMATS and image.mode == "RGB" and orientation == 1
                     and max(image.size) <= max_side):
@@ -69,14 +64,18 @@ def encode_photo(path: str, max_side: int) -> Encoded | str:
                 image.draft(None, target)
             if orientation != 1:  # exif_transpose copies the whole image even when there is nothing to do
                 image = ImageOps.exif_transpose(image)
-            image = _to_rgb(image)
+            image = to_rgb(image)
             target = _target_size(*image.size, max_side)
             if image.size != target:
                 image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
             out = io.BytesIO()
             image.save(out, format="JPEG", quality=JPEG_QUALITY)
+    except InstacliError:  # a bad setting (INSTACLI_MAX_FILE_MB), not a bad photo: stop the build
+        raise
+    except UnusableFile as exc:
+        return str(exc)
     except Exception as exc:  # any decoder failure means "unreadable photo": report it, never crash the build
-        return f"unreadable image ({type(exc).__name__}: {exc})"
+        return f"unreadable image ({reason(exc)})"
     data = out.getvalue()
     return Encoded(data, hashlib.sha256(data).hexdigest(), kept_original=False)
 
@@ -93,8 +92,7 @@ def _encode_task(task: tuple[str, int]) -> Encoded | str:
 
 def _with_original_bytes(path: str, result: Encoded | str) -> Encoded | str:
     if isinstance(result, Encoded) and result.kept_original and not result.data:
-        with open(path, "rb") as handle:
-            return Encoded(handle.read(), result.sha256, True)
+        return Encoded(read_limited(path), result.sha256, True)
     return result
 
 

@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from instacli.errors import InstacliError
+from instacli.photo_files import read_text_limited, reason, relative_name
 from instacli_datasets.engagement import Table, parse_count, parse_timestamp, read_table
-from instacli_datasets.folder import Photo, Skipped, Source, is_image_file, visible_files
+from instacli_datasets.folder import Photo, Skipped, Source, is_image_file, scan
 
 VIDEO_REASON = "video post (videos are not used)"
 CAROUSEL_MODES = ("first", "all")
@@ -52,9 +53,7 @@ def _metadata_stem(name: str) -> str | None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    opener = lzma.open if path.name.endswith(".xz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        data = json.load(handle)
+    data = json.loads(read_text_limited(path))
     if not isinstance(data, dict) or not isinstance(data.get("node"), dict):
         raise ValueError("no 'node' object")
     return data
@@ -110,8 +109,8 @@ class _Download:
         #: (folder, post stem) → (carousel index, path): a file ``S.jpg`` is image 0 of post S, ``S_2.jpg`` image 2
         self.post_images: dict[tuple[Path, str], list[tuple[int, Path]]] = defaultdict(list)
         self.names: dict[Path, set[str]] = defaultdict(set)
-        self.skipped: list[Skipped] = []
-        for path in visible_files(src):
+        files, self.skipped = scan(src)
+        for path in files:
             self.names[path.parent].add(path.name)
             stem = _metadata_stem(path.name)
             if is_image_file(path):
@@ -125,13 +124,13 @@ class _Download:
                 self._add_metadata(path, stem)
 
     def key(self, path: Path) -> str:
-        return path.relative_to(self.src).as_posix()
+        return relative_name(self.src, path)
 
     def _add_metadata(self, path: Path, stem: str) -> None:
         try:
             data = _read_json(path)
-        except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError, ValueError) as exc:
-            self.skipped.append(Skipped(self.key(path), f"unreadable instaloader metadata ({type(exc).__name__}: {exc})"))
+        except (OSError, EOFError, lzma.LZMAError, ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+            self.skipped.append(Skipped(self.key(path), f"unreadable instaloader metadata ({reason(exc)})"))
             return
         kind, node = _node_type(data), data["node"]
         if kind == "Post":
@@ -159,7 +158,7 @@ def _caption(node: dict[str, Any], txt: Path) -> str | None:
     if text is None and isinstance(node.get("caption"), str):
         text = node["caption"]
     if text is None and txt.is_file():
-        text = txt.read_text(encoding="utf-8").rstrip("\n")
+        text = read_text_limited(txt).rstrip("\n")
     return text
 
 

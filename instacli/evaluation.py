@@ -102,6 +102,8 @@ def evaluate(run_path: Path | str, data: Path | str, split: str = "test", batch_
     result["likes_mae_class_median"] = class_median_baseline(labels, arrays.likes)
     result.update(oracle_metrics(arrays))
     result["imputed_values"] = arrays.imputed  # cells of the run's numeric inputs filled with the training median
+    skipped = arrays.info.skipped if arrays.info is not None else []  # files of a plain folder that could not be used
+    result["skipped"] = [{"file": s.file, "reason": s.reason} for s in skipped]
     out_dir = eval_folder(run_path, data, split_name)
     title = evaluation_title(data, split_name, len(arrays))
     with atomic_dir(out_dir, overwrite=True) as tmp:  # all files of this evaluation replace the last one's at once

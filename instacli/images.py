@@ -9,7 +9,6 @@ streams files through DataLoader workers and never holds a folder in memory.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from PIL import Image, ImageOps
 
 from instacli.errors import InstacliError
 from instacli.io import save_npy
+from instacli.photo_files import open_photo, read_limited, reason, to_rgb
 
 
 def cache_dir() -> Path:
@@ -27,30 +27,25 @@ def cache_dir() -> Path:
 
 
 def decode_square(source: bytes | str | Path, size: int) -> np.ndarray:
-    """Photo → ``(3, size, size)`` uint8: EXIF-rotated, RGB, shorter side resized to ``size``, center-cropped.
+    """Photo → ``(3, size, size)`` uint8: EXIF-rotated, RGB, its center square resized to ``size``.
 
+    Files are read and opened through :mod:`instacli.photo_files` (size, type and format checks).
     ``Image.draft`` lets libjpeg decode a big JPEG directly at a reduced scale (2-8× less work).
-    Raises the PIL/OS error for unreadable files; callers decide whether to skip them.
+    Cropping *before* resizing (``box=``) keeps memory at ``size²`` whatever the aspect ratio
+    (upscaling the whole short side of a 1×200,000 image took gigabytes). Raises
+    :class:`~instacli.photo_files.UnusableFile` or the PIL error; callers decide whether to skip.
     """
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+    with open_photo(source if isinstance(source, bytes) else read_limited(source)) as img:
         if img.format == "JPEG":
             w, h = img.size
             ratio = min(w, h) / size
             if ratio >= 2:
                 img.draft("RGB", (int(w / ratio * 1.0) + 1, int(h / ratio) + 1))
-        img = ImageOps.exif_transpose(img)
-        if img.mode != "RGB":
-            if img.mode in ("RGBA", "LA", "P"):
-                img = img.convert("RGBA")
-                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, img)
-            img = img.convert("RGB")
+        img = to_rgb(ImageOps.exif_transpose(img))
         w, h = img.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((nw, nh), Image.BILINEAR, reducing_gap=2.0)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        img = img.crop((left, top, left + size, top + size))
+        side = min(w, h)
+        left, top = (w - side) / 2, (h - side) / 2
+        img = img.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=2.0)
         return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
 
 
@@ -69,7 +64,7 @@ class _BytesDataset(torch.utils.data.Dataset):
         try:
             return torch.from_numpy(decode_square(item["bytes"] or item["path"], self.size))
         except Exception as exc:
-            raise InstacliError(f"{item.get('path') or f'image #{i}'}: cannot decode ({exc}); rebuild the dataset with `instacli data build`") from None
+            raise InstacliError(f"{item.get('path') or f'image #{i}'}: cannot decode ({reason(exc)}); rebuild the dataset with `instacli data build`") from None
 
 
 def decode_split(
@@ -114,5 +109,5 @@ class FileDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
         try:
             return torch.from_numpy(decode_square(self.files[i], self.size)), i, ""
-        except Exception as exc:  # corrupt, truncated or not an image: report and keep going
-            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), i, f"{type(exc).__name__}: {exc}".splitlines()[0]
+        except Exception as exc:  # corrupt, truncated, hostile or not an image: report and keep going
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), i, reason(exc)

@@ -24,11 +24,15 @@ from instacli.features import as_float
 from instacli.images import FileDataset
 from instacli.io import atomic_file, check_writable_target
 from instacli.model import LoadedRun, load_run
+from instacli.photo_files import relative_name
 from instacli.training import resolve_mixed_precision
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 #: Decimals of the class probabilities written (more is noise to a reader, and bloats a CSV).
 PROB_DIGITS = 6
+
+#: First characters that make a spreadsheet read a CSV cell as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass
@@ -43,6 +47,19 @@ class PredictSummary:
     imputed: int = 0
     #: Scored photos without a caption although the run reads captions (they get empty text).
     without_caption: int = 0
+
+
+def _check_bare_names(names: Sequence[str], table: dict[str, dict[str, Any]], path: Path) -> None:
+    """Refuse a row that would apply to two photos: a row keyed by a bare file name serves a photo
+    in any sub-folder, so ``p.jpg`` would give its numbers to both ``d1/p.jpg`` and ``d2/p.jpg``."""
+    users: dict[str, list[str]] = {}
+    for name in names:
+        row = name if name in table else Path(name).name if Path(name).name in table else None
+        if row is not None:
+            users.setdefault(row, []).append(name)
+    for row, files in users.items():
+        if len(files) > 1:
+            raise InstacliError(f"{path}: row '{row}' would apply to both {files[0]} and {files[1]}; key the rows by the path relative to the folder")
 
 
 def _metadata_rows(names: Sequence[str], table: dict[str, dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -81,13 +98,18 @@ def _read_metadata(path: Path, features: Sequence[str], column_map: dict[str, st
     return table.rows
 
 
+def _inert(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a file named ``=HYPERLINK(…).jpg`` would otherwise run as a formula."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def _writer(out: Path, handle: Any, class_names: Sequence[str]) -> Callable[[list[dict[str, Any]]], None]:
     """A function that appends rows to the open temp file in the format of ``out``'s suffix."""
     columns = ["file", "label", *[f"prob_{c}" for c in class_names], "likes", "likes_from_defaults", "error"]
     if out.suffix == ".csv":
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        return writer.writerows
+        return lambda rows: writer.writerows({k: _inert(v) for k, v in row.items()} for row in rows)
     if out.suffix == ".jsonl":
         return lambda rows: handle.writelines(json.dumps(r) + "\n" for r in rows)
     import pyarrow as pa
@@ -134,7 +156,7 @@ def iter_predictions(
     batches: Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield one list of output rows per batch (``batches``: already started :func:`decoded_batches` of ``files``)."""
-    names = [f.relative_to(folder).as_posix() for f in files]
+    names = [relative_name(folder, f) for f in files]
     meta = _metadata_rows(names, table)
     features, from_defaults = _feature_matrix(run, meta)
     features_t = torch.from_numpy(features)
@@ -185,7 +207,7 @@ def predict_folder(
     ``metadata`` gives the numeric inputs (and captions), its columns renamed by ``column_map``."""
     import time
 
-    from instacli_datasets import iter_image_files
+    from instacli_datasets.folder import is_image_file, scan
 
     started = time.perf_counter()
     folder, out = Path(folder), Path(out)
@@ -194,7 +216,8 @@ def predict_folder(
     if not folder.is_dir():
         raise InstacliError(f"{folder}: not a folder; pass the folder of photos to score")
     check_writable_target(out, overwrite, "prediction file")
-    files = list(iter_image_files(folder))
+    found, unwalked = scan(folder)  # unwalked: sub-folders not read (unreadable, symlink loop), each gets an error row
+    files = [f for f in found if is_image_file(f)]
     if not files:
         raise InstacliError(f"{folder}: no image files found (jpg, png, webp, …); check the path")
     size = _resize_size(run_path)  # decoding starts while the model loads
@@ -203,7 +226,9 @@ def predict_folder(
     if run.preprocess.resize_size != size:
         batches = None
     table = _read_metadata(metadata, run.scaler.features, column_map) if metadata else None
-    names = [f.relative_to(folder).as_posix() for f in files]
+    names = [relative_name(folder, f) for f in files]
+    if table is not None:
+        _check_bare_names(names, table, metadata)
     meta = _metadata_rows(names, table)
     missing = dict(zip(names, _missing_cells(run.scaler.features, meta).tolist()))
     uncaptioned = {name for name, row in zip(names, meta) if run.config.text_encoder and not row.get("caption")}
@@ -220,6 +245,10 @@ def predict_folder(
             without_caption += sum(r["file"] in uncaptioned for r in rows if not r["error"])
             if on_batch:
                 on_batch(len(rows))
+        if unwalked:  # (an empty list would close the Parquet file)
+            write([{"file": s.file, "label": None, **{f"prob_{c}": None for c in run.config.class_names}, "likes": None,
+                    "likes_from_defaults": None, "error": s.reason} for s in unwalked])
+            failed += len(unwalked)
         if out.suffix == ".parquet":
             write([])  # closes the Parquet footer
         if scored == 0:

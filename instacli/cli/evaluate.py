@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from instacli.cli.main import app, console
@@ -46,6 +47,10 @@ def print_evaluation(result: dict[str, Any]) -> None:
         for name, row in zip(names, result["confusion_matrix"]):
             cm.add_row(name, *map(str, row))
         console.print(cm)
+    if result["skipped"]:
+        first = result["skipped"][0]
+        example = escape(f"{first['file']}: {first['reason']}")  # a file name is not rich markup
+        console.print(f"[yellow]skipped {len(result['skipped'])} file(s)[/] (e.g. {example}); all listed in metrics.json")
     console.print(f"plots and metrics.json in {result['outputs']}")
 
 

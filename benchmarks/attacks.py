@@ -1,0 +1,252 @@
+"""Hostile inputs through the CLI: every attack must end handled, never hung, exhausted or a traceback.
+
+    python benchmarks/attacks.py [--work DIR] [--only TEXT]
+
+Each attack is one hostile file (or folder, or table) beside a few good photos, given to
+``data build``, ``evaluate --data FOLDER`` or ``predict`` in a child process whose address space
+may grow by only 1 GB after its imports and that is killed after 120 s. *Handled* means: the
+command exits 0 and reports the hostile file (``build_report.json`` skipped list, the ``skipped``
+of ``evaluate --json``, an error row of ``predict``) while still processing every good photo, or it
+exits 2 with a single ``error:`` line (for what must stop the command: an ambiguous table, a count
+beyond int64). Prints one line per attack, then ``N attacks, N handled`` (about 4 minutes on 2
+cores, mostly interpreter start-up). Needs no photo data: everything is generated in ``--work``
+(default: a temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+GOOD_PER_CLASS = 3
+CAP_BYTES = 2**30
+TIMEOUT_S = 120
+#: Runs the CLI after its heavy imports, with the address space capped at that size + CAP_BYTES.
+CAPPED_CLI = f"""
+import re, resource, sys
+import datasets, pyarrow.parquet, timm, torch, instacli_plugins
+from instacli.cli.main import main
+vm = int(re.search(r"VmSize:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + {CAP_BYTES}, vm + {CAP_BYTES}))
+sys.argv = ["instacli", *sys.argv[1:]]
+main()
+"""
+
+
+def photo(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
+
+
+def good_tree(root: Path) -> Path:
+    for c, category in enumerate(("animal", "landscape")):
+        for i in range(GOOD_PER_CLASS):
+            photo(root / category / f"{category}_{i}.png", c * 100 + i)
+    return root
+
+
+# Hostile files: each makes its attack in ``folder`` (a category folder) and returns the name it is reported under.
+def fifo(folder: Path) -> str:
+    os.mkfifo(folder / "fifo.jpg")
+    return "fifo.jpg"
+
+
+def dev_zero(folder: Path) -> str:
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    return "zero.jpg"
+
+
+def sparse(folder: Path) -> str:
+    with open(folder / "big.jpg", "wb") as handle:
+        handle.truncate(3 * 2**30)
+    return "big.jpg"
+
+
+def wide_png(folder: Path) -> str:
+    Image.new("L", (1, 1_000_000)).save(folder / "wide.png")
+    return "wide.png"
+
+
+def postscript(folder: Path) -> str:
+    (folder / "script.jpg").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    return "script.jpg"
+
+
+def heic(folder: Path) -> str:
+    (folder / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    return "phone.heic"
+
+
+def non_utf8(folder: Path) -> str:
+    photo(folder / "tmp.png", 999)
+    os.rename(folder / "tmp.png", os.fsencode(folder) + b"/caf\xe9.png")
+    return "caf\\xe9.png"
+
+
+def symlink_loop(folder: Path) -> str:
+    (folder / "self").symlink_to("..")
+    return "self"
+
+
+def symlink_outside(folder: Path) -> str:
+    (folder / "etc").symlink_to("/etc")
+    return "etc"
+
+
+HOSTILE_FILES: dict[str, Callable[[Path], str]] = {
+    f.__name__: f for f in (fifo, dev_zero, sparse, wide_png, postscript, heic, non_utf8, symlink_loop, symlink_outside)
+}
+
+
+@dataclass
+class Outcome:
+    code: int | None  # None: killed at the timeout
+    stderr: str
+    reported: bool  # the hostile item is listed (skipped / error row)
+    good: int  # good photos processed
+
+
+def listed(reason: str) -> bool:
+    """A reason that counts as handling: there is one, and it is not running out of memory (which the cap caught)."""
+    return bool(reason) and "MemoryError" not in reason
+
+
+def run_cli(*args: object) -> tuple[int | None, str, str]:
+    try:
+        done = subprocess.run([sys.executable, "-c", CAPPED_CLI, *map(str, args)], capture_output=True, text=True,
+                              timeout=TIMEOUT_S, env={**os.environ, "MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"})
+    except subprocess.TimeoutExpired:
+        return None, "timed out", ""
+    return done.returncode, done.stderr, done.stdout
+
+
+def attack_build(src: Path, out: Path, item: str, *extra: object) -> Outcome:
+    code, stderr, _ = run_cli("data", "build", src, "--out", out, "--workers", "1", *extra)
+    if code != 0:
+        return Outcome(code, stderr, False, 0)
+    report = json.loads((out / "build_report.json").read_text())
+    return Outcome(code, stderr, any(s["file"].endswith(item) and listed(s["reason"]) for s in report["skipped"]), report["images"])
+
+
+def attack_evaluate(run: Path, src: Path, item: str) -> Outcome:
+    code, stderr, stdout = run_cli("evaluate", run, "--data", src, "--json", "--workers", "1")
+    if code != 0:
+        return Outcome(code, stderr, False, 0)
+    result = json.loads(stdout)
+    return Outcome(code, stderr, any(s["file"].endswith(item) and listed(s["reason"]) for s in result.get("skipped", [])), result["n"])
+
+
+def attack_predict(run: Path, src: Path, out: Path, item: str, *extra: object) -> Outcome:
+    code, stderr, _ = run_cli("predict", run, src, "--out", out, "--workers", "0", *extra)
+    if code != 0:
+        return Outcome(code, stderr, False, 0)
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    reported = any(r["file"].endswith(item) and listed(r["error"]) for r in rows)
+    return Outcome(code, stderr, reported, sum(not r["error"] for r in rows))
+
+
+def handled(outcome: Outcome, expect: str, good: int) -> bool:
+    """``expect``: "reported" (exit 0, listed, every good photo processed) or "refused" (exit 2, one line)."""
+    if outcome.code is None or "Traceback" in outcome.stderr:
+        return False
+    if expect == "refused":
+        lines = outcome.stderr.strip().splitlines()
+        return outcome.code == 2 and len(lines) == 1 and lines[0].startswith("error:")
+    return outcome.code == 0 and outcome.reported and outcome.good >= good
+
+
+def table_attacks(work: Path, run: Path) -> list[tuple[str, Callable[[], Outcome], str, int]]:
+    """Attacks by tables and metadata: counts beyond int64, ambiguous columns, xz bomb, bare-name rows, formulas."""
+    src = good_tree(work / "tables" / "src")
+    names = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.png"))
+    attacks = []
+    for label, header, value in (("likes 1e308", "likes", "1e308"), ("likes 10**20", "likes", "99999999999999999999"),
+                                 ("likes and Likes", "likes,Likes", "1,2")):
+        table = work / "tables" / f"{label.replace(' ', '_')}.csv"
+        table.write_text(f"file_name,{header}\n" + "".join(f"{n},{value if i == 1 else '5' + ',5' * header.count(',')}\n" for i, n in enumerate(names)))
+        attacks.append((f"build --engagement ({label})", lambda t=table, l=label: attack_build(
+            src, work / "tables" / f"out-{l}", "", "--engagement", t), "refused", 0))
+    download = work / "tables" / "download" / "someone"
+    for day in (1, 2):
+        stem = f"2024-01-0{day}_10-00-00_UTC"
+        photo(download / f"{stem}.png", day)
+        node = {"node": {"shortcode": stem, "edge_media_preview_like": {"count": 5}}, "instaloader": {"node_type": "Post"}}
+        (download / f"{stem}.json.xz").write_bytes(lzma.compress(json.dumps(node).encode()))
+    photo(download / "2024-01-03_10-00-00_UTC.png", 3)
+    (download / "2024-01-03_10-00-00_UTC.json.xz").write_bytes(lzma.compress(bytes(16 * 2**20), preset=0) * 250)  # 4 GB
+    attacks.append(("build instaloader (.json.xz unpacking to 4 GB)", lambda: attack_build(
+        download.parent, work / "tables" / "out-xz", "2024-01-03_10-00-00_UTC.json.xz"), "reported", 2))
+    bare = work / "tables" / "bare"
+    photo(bare / "d1" / "p.png", 1)
+    photo(bare / "d2" / "p.png", 2)
+    (work / "tables" / "bare.csv").write_text("file_name,comments,shares\np.png,1,2\n")
+    attacks.append(("predict --metadata (bare name for d1/p.png and d2/p.png)", lambda: attack_predict(
+        run, bare, work / "tables" / "bare.csv.out.csv", "", "--metadata", work / "tables" / "bare.csv"), "refused", 0))
+    formula = work / "tables" / "formula"
+    photo(formula / "=HYPERLINK(1).png", 5)
+    attacks.append(("predict (file named =HYPERLINK(1).png)", lambda: attack_predict(run, formula, work / "tables" / "formula.csv", ""),
+                    "formula", 0))
+    return attacks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=None, help="folder for the generated files (default: a temporary one)")
+    parser.add_argument("--only", default="", help="run only the attacks whose label contains this text")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="instacli-attacks-"))
+    os.environ["INSTACLI_CACHE"] = str(work / "cache")
+    train_src = good_tree(work / "train-src")
+    data = work / "train-data"
+    if not data.is_dir():
+        common.cli("data", "build", train_src, "--out", data, "--synthetic-engagement", "seed")
+    run = common.trained_run(work, data, "tiny", *common.TINY)
+    attacks: list[tuple[str, Callable[[], Outcome], str, int]] = []
+    good = 2 * GOOD_PER_CLASS
+    fresh = Path(tempfile.mkdtemp(prefix="attacks-", dir=work))  # the hostile files of this invocation
+    for name, make in HOSTILE_FILES.items():
+        for command in ("build", "evaluate", "predict"):
+            src = good_tree(fresh / command / name)
+            item = f"animal/{make(src / 'animal')}"
+            if command == "build":
+                attacks.append((f"build ({name})", lambda s=src, i=item: attack_build(s, s.with_name(s.name + "-out"), i), "reported", good))
+            elif command == "evaluate":
+                attacks.append((f"evaluate --data ({name})", lambda s=src, i=item: attack_evaluate(run, s, i), "reported", good))
+            else:
+                attacks.append((f"predict ({name})", lambda s=src, i=item: attack_predict(run, s, s.with_name(s.name + ".csv"), i), "reported", good))
+    attacks += table_attacks(fresh, run)
+    attacks = [a for a in attacks if args.only in a[0]]
+    passed = 0
+    for label, attack, expect, n_good in attacks:
+        outcome = attack()
+        if expect == "formula":
+            rows = list(csv.DictReader((fresh / "tables" / "formula.csv").open(encoding="utf-8"))) if outcome.code == 0 else []
+            ok = outcome.code == 0 and [r["file"] for r in rows] == ["'=HYPERLINK(1).png"]
+        else:
+            ok = handled(outcome, expect, n_good)
+        passed += ok
+        detail = "timed out" if outcome.code is None else f"exit {outcome.code}" + (f": {outcome.stderr.strip().splitlines()[-1]}" if outcome.code else "")
+        common.log(f"{'handled' if ok else 'FAILED '}  {label}  ({detail})")
+    common.log(f"{len(attacks)} attacks, {passed} handled")
+    shutil.rmtree(work if args.work is None else fresh, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
