@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from instacli.errors import InstacliError
 
@@ -40,7 +41,8 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except InstacliError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escaped: a message quoting a regex or a path with [brackets] must print verbatim, not as markup
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]; nothing half-written was kept")
