@@ -181,7 +181,11 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help=f"{QUICK_PER_SOURCE} photos per source and, unless --extra, '{QUICK_EXTRA}'")
     p.add_argument("--src", type=Path, default=common.POSTS_DEV, help="posts-dev (category folders of <source>_<n>.jpg)")
     p.add_argument("--out", type=Path, default=Path("shift-results.json"), help="results JSON")
-    args = p.parse_args()
+    argv = sys.argv[1:]
+    if "--extra" in argv[:-1]:  # argparse takes a value that starts with "--" for an option: join it (--extra=VALUE)
+        i = argv.index("--extra")
+        argv[i:i + 2] = [f"--extra={argv[i + 1]}"]
+    args = p.parse_args(argv)
 
     if not args.src.is_dir():
         sys.exit(f"{args.src}: photo folder not found; pass --src or set INSTACLI_POSTS_DEV")

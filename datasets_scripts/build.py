@@ -276,9 +276,11 @@ def derive_sources(source: Source, pattern: str) -> dict[str, str]:
     return sources
 
 
-def column_values(collected: Collected, column: str, sources: dict[str, str] | None) -> list[Any]:
+def column_values(collected: Collected, column: str, sources: dict[str, str] | None, option: str | None = None) -> list[Any]:
     """The value of ``column`` for each row: the derived ``source``, a dataset column, or another
-    column of the table (instaloader's ``owner``, any extra column of an engagement table)."""
+    column of the table (instaloader's ``owner``, any extra column of an engagement table);
+    ``option`` names the option in errors (default ``--split-by COLUMN``)."""
+    option = option or f"--split-by {column}"
     rows, table = collected.rows, collected.table
     extras = table.extra_columns if table is not None else ()
     if column == SOURCE_COLUMN and sources is not None:
@@ -289,10 +291,10 @@ def column_values(collected: Collected, column: str, sources: dict[str, str] | N
         values = [table.rows[r["file_name"]].get(column) for r in rows]  # type: ignore[union-attr]
     else:
         known = ", ".join([*collected.columns, *extras]) or "none"
-        raise InstacliError(f"--split-by {column}: no such column (this data has: {known}); name one of them, or derive '{SOURCE_COLUMN}' with --group-pattern")
+        raise InstacliError(f"{option}: no such column (this data has: {known}); name one of them, or derive '{SOURCE_COLUMN}' with --group-pattern")
     missing = next((r["file_name"] for r, v in zip(rows, values) if v is None or v == ""), None)
     if missing is not None:
-        raise InstacliError(f"--split-by {column}: photo '{missing}' has no {column}; fill it in or split by another column")
+        raise InstacliError(f"{option}: photo '{missing}' has no {column}; fill it in or split by another column")
     return values
 
 
@@ -324,7 +326,7 @@ def assign_splits(
     elif split_by == "time":
         if "timestamp" not in collected.columns:
             raise InstacliError("--split-by time: the data has no timestamp column; add one to the engagement table (Unix seconds or ISO-8601)")
-        times = column_values(collected, "timestamp", None)
+        times = column_values(collected, "timestamp", None, "--split-by time")
         picked = time_split([times[i] for i in rest], [collected.groups[i] for i in rest], **fractions)
     else:
         picked = group_split([values[i] for i in rest], seed=seed, **fractions)  # type: ignore[index]

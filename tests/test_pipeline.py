@@ -95,6 +95,17 @@ def test_evaluate_accepts_a_plain_class_folder(trained: Path, learnable_tree: Pa
     assert result["n"] == 60 and result["likes_mae"] is None and result["accuracy"] >= 0.9
 
 
+def test_evaluate_the_holdout_split_of_a_leave_groups_out_dataset(trained: Path, learnable_tree: Path, tmp_path: Path, run_cli) -> None:
+    from instacli_datasets import build_dataset
+
+    data = tmp_path / "shift"  # the tens digit of animal_23.png is its "source"; source 2 is held out
+    build_dataset(learnable_tree, data, synthetic="seed", group_pattern=r"_(\d)\d\.png$", holdout=["2"], workers=1)
+    result = run_cli("evaluate", trained, "--data", data, "--split", "holdout", "--json")
+    assert result.code == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["split"] == "holdout" and metrics["n"] == 20 and np.sum(metrics["confusion_matrix"]) == 20
+
+
 def test_loaded_run_reproduces_training_predictions(trained: Path) -> None:
     import torch
 
