@@ -10,8 +10,7 @@ with its defaults::
     instacli data build SRC --out D --synthetic-engagement seed --group-pattern PATTERN --holdout S1,S2,…
     instacli train --data D --encoder E --out R [EXTRA]
     instacli evaluate R --data D --split test --json      # in-distribution test
-    instacli evaluate R --data D --split holdout --json   # shift test
-    instacli predict R HELD_OUT_PHOTOS --out P.csv        # accuracy per held-out source
+    instacli evaluate R --data D --split holdout --json   # shift test, with the accuracy per held-out source
 
 and prints, per encoder and recipe, the in-distribution test accuracy, the shift (holdout) accuracy
 and macro F1, the drop between them, the accuracy on each held-out source and the training wall time
@@ -26,7 +25,6 @@ shared by the encoders; ``--cache`` keeps them, and the finished runs, for the n
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -35,7 +33,6 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,28 +74,19 @@ def make_folds(by_category: dict[str, list[str]], n_folds: int) -> list[list[str
     return folds
 
 
-def linked(src: Path, dest: Path, keep: Callable[[Path], bool]) -> Path:
-    """``dest/<category>/`` with symlinks to the photos of ``src`` that ``keep`` accepts (made once, then reused)."""
+def quick_subset(src: Path, dest: Path, per_source: int) -> Path:
+    """``dest/<category>/`` with symlinks to the first ``per_source`` photos of every source of ``src`` (made once)."""
     if dest.is_dir():
         return dest
     tmp = dest.with_name(dest.name + ".tmp")
+    taken: dict[str | None, int] = defaultdict(int)
     for photo in common.photos(src):
-        if keep(photo):
+        taken[source_of(photo.name)] += 1
+        if taken[source_of(photo.name)] <= per_source:
             (tmp / photo.parent.name).mkdir(parents=True, exist_ok=True)
             (tmp / photo.parent.name / photo.name).symlink_to(photo.resolve())
     tmp.rename(dest)
     return dest
-
-
-def first_of_each_source(per_source: int) -> Callable[[Path], bool]:
-    """A ``keep`` for :func:`linked` that takes the first ``per_source`` photos of every source."""
-    taken: dict[str | None, int] = defaultdict(int)
-
-    def keep(photo: Path) -> bool:
-        taken[source_of(photo.name)] += 1
-        return taken[source_of(photo.name)] <= per_source
-
-    return keep
 
 
 def fold_dataset(src: Path, out: Path, holdout: list[str]) -> tuple[Path, float | None]:
@@ -126,17 +114,6 @@ def trained(data: Path, run: Path, encoder: str, extra: list[str]) -> float:
 
 def evaluated(run: Path, data: Path, split: str) -> dict[str, Any]:
     return json.loads(common.cli("evaluate", run, "--data", data, "--split", split, "--json").stdout)
-
-
-def per_source_accuracy(run: Path, photos: Path, out: Path) -> dict[str, dict[str, float]]:
-    """Source → ``{"n", "accuracy"}`` from ``instacli predict`` on the held-out photos (true label = their folder)."""
-    common.cli("predict", run, photos, "--out", out, "--overwrite")
-    hits: dict[str, list[bool]] = defaultdict(list)
-    with out.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            category, name = row["file"].split("/")[0], row["file"].split("/")[-1]
-            hits[source_of(name)].append(row["label"] == category)
-    return {str(source): {"n": len(h), "accuracy": sum(h) / len(h)} for source, h in sorted(hits.items(), key=str)}
 
 
 def recipe_name(encoder: str, extra: list[str]) -> str:
@@ -194,7 +171,7 @@ def main() -> None:
     extra = shlex.split(args.extra if args.extra is not None else QUICK_EXTRA if args.quick else "")
     os.environ["INSTACLI_CACHE"] = str(work / "decode-cache")  # decoded splits of every fold stay with the work folder
     common.log(f"work folder: {work}")
-    src = linked(args.src, work / f"src-{QUICK_PER_SOURCE}", first_of_each_source(QUICK_PER_SOURCE)) if args.quick else args.src
+    src = quick_subset(args.src, work / f"src-{QUICK_PER_SOURCE}", QUICK_PER_SOURCE) if args.quick else args.src
     by_category = sources_by_category(src)
     category_of = {s: c for c, sources in by_category.items() for s in sources}
     folds = make_folds(by_category, args.folds)
@@ -203,7 +180,6 @@ def main() -> None:
     for k, holdout in enumerate(folds, 1):
         data, build_seconds = fold_dataset(src, work / f"data-{size}-fold{k}of{len(folds)}", holdout)
         common.log(f"fold {k}: held out {', '.join(holdout)}" + (f" (built in {build_seconds:.0f} s)" if build_seconds else " (cached)"))
-        photos = linked(src, work / f"holdout-{size}-fold{k}of{len(folds)}", lambda photo: source_of(photo.name) in holdout)
         for encoder in filter(None, (e.strip() for e in args.encoders.split(","))):
             slug = re.sub(r"[^A-Za-z0-9=.]+", "-", " ".join(extra)).strip("-")
             run = work / "runs" / f"{encoder}{'-' + slug if slug else ''}-{size}-fold{k}of{len(folds)}"
@@ -214,7 +190,7 @@ def main() -> None:
                 "holdout": holdout, "test_n": test["n"], "test_accuracy": test["accuracy"], "shift_n": shift["n"],
                 "shift_accuracy": shift["accuracy"], "shift_f1_macro": shift["f1_macro"],
                 "drop": test["accuracy"] - shift["accuracy"], "train_seconds": seconds,
-                "per_source": per_source_accuracy(run, photos, run.with_name(run.name + ".holdout-predictions.csv")),
+                "per_source": shift["accuracy_by_group"],
                 "run": str(run), "data": str(data),
             }
             results.append(row)

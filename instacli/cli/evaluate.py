@@ -44,6 +44,13 @@ def print_evaluation(result: dict[str, Any]) -> None:
         for name, row in zip(names, result["confusion_matrix"]):
             cm.add_row(name, *map(str, row))
         console.print(cm)
+    if result.get("accuracy_by_group"):
+        groups = Table(title=f"Accuracy per {result['group_column']}")
+        for col in (result["group_column"], "n", "accuracy"):
+            groups.add_column(col, justify="right")
+        for name, m in result["accuracy_by_group"].items():
+            groups.add_row(name, str(m["n"]), _fmt(m["accuracy"]))
+        console.print(groups)
     console.print(f"plots and metrics.json in {result['outputs']}")
 
 
