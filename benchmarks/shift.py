@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -79,6 +80,7 @@ def quick_subset(src: Path, dest: Path, per_source: int) -> Path:
     if dest.is_dir():
         return dest
     tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted invocation
     taken: dict[str | None, int] = defaultdict(int)
     for photo in common.photos(src):
         taken[source_of(photo.name)] += 1
