@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from instacli.errors import InstacliError
@@ -24,7 +25,7 @@ from instacli_datasets.engagement import COUNT_COLUMNS, OPTIONAL_COLUMNS, Table,
 from instacli_datasets.folder import Photo, Skipped, Source, discover
 from instacli_datasets.images import encode_photos
 from instacli_datasets.instaloader import discover_instaloader, is_instaloader_folder
-from instacli_datasets.splits import SPLITS, stratified_split
+from instacli_datasets.splits import HOLDOUT, SPLITS, group_split, needed_splits, stratified_split, time_split
 from instacli_datasets.synthetic import SYNTHETIC_COLUMNS, SYNTHETIC_KINDS, synthesize
 
 INFO_FILE = "instacli_dataset.json"
@@ -33,6 +34,10 @@ LAYOUTS = ("auto", "folder", "instaloader")
 UNLABELED = "(unlabeled)"
 #: Engagement columns a likes model may use as inputs (likes itself is the target).
 NUMERIC_INPUTS = ("comments", "shares", "followers")
+#: ``--split-by`` values that are not a column; anything else names the column to split by.
+SPLIT_MODES = ("random", "time")
+#: The column ``--group-pattern`` derives from each photo's file name.
+SOURCE_COLUMN = "source"
 Progress = Callable[[int, int], None]
 
 
@@ -50,6 +55,8 @@ class Collected:
     skipped: list[Skipped]
     unused_rows: list[str]
     kept_original: int
+    #: The per-photo table the rows came from (engagement table, else the source's own), for ``--split-by``.
+    table: Table | None = None
 
     @property
     def numeric_columns(self) -> list[str]:
@@ -173,7 +180,7 @@ def collect(
             for row, value in zip(rows, values):
                 row[column] = value
     unused = sorted(set(table.rows) - {p.file_name for p in source.photos}) if table is not None and table is not source.table else []
-    return Collected(source, rows, hashes, groups, columns, kind, params, skipped, unused, kept)
+    return Collected(source, rows, hashes, groups, columns, kind, params, skipped, unused, kept, table or source.table)
 
 
 def _check_every_class_readable(source: Source, rows: list[dict[str, Any]], skipped: list[Skipped]) -> None:
@@ -205,12 +212,12 @@ def features_for(class_names: Sequence[str], columns: Sequence[str]):
     """The dataset schema: image bytes, class label, key, engagement columns (int64/str, None allowed)."""
     from datasets import ClassLabel, Features, Image, Value
 
-    types = {"likes": "int64", "comments": "int64", "shares": "int64", "followers": "int64", "timestamp": "int64", "caption": "string"}
+    types = {"likes": "int64", "comments": "int64", "shares": "int64", "followers": "int64", "timestamp": "int64"}
     return Features({
         "image": Image(),
         "label": ClassLabel(names=list(class_names)),
         "file_name": Value("string"),
-        **{c: Value(types[c]) for c in columns},
+        **{c: Value(types.get(c, "string")) for c in columns},  # caption, and a --split-by column such as source
     })
 
 
@@ -257,6 +264,93 @@ def _check_options(out: Path, src: Path, overwrite: bool, seed: int, val_fractio
         raise InstacliError(f"--out {out}: exists and is not an instacli dataset (no {INFO_FILE}); refusing to replace it, choose another folder")
 
 
+def derive_sources(source: Source, pattern: str) -> dict[str, str]:
+    """``--group-pattern``: file_name → the first capture group of ``pattern`` searched in the photo's
+    file name (not its folders). A photo that does not match is an error: a silently dropped or
+    lumped-together photo would change what the held-out split measures."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise InstacliError(f"--group-pattern {pattern!r}: not a regular expression ({exc}); fix it, e.g. '^([a-z]+-[a-z]+)_'") from None
+    if regex.groups < 1:
+        raise InstacliError(f"--group-pattern {pattern!r}: has no capture group; put the part that names the source in parentheses, e.g. '^([a-z]+-[a-z]+)_'")
+    sources = {}
+    for photo in source.photos:
+        match = regex.search(PurePosixPath(photo.file_name).name)
+        if match is None or not match.group(1):
+            raise InstacliError(f"--group-pattern {pattern!r}: photo '{photo.file_name}' does not match it (or its first group is empty); fix the pattern or move the photo out of SRC")
+        sources[photo.file_name] = match.group(1)
+    return sources
+
+
+def column_values(collected: Collected, column: str, sources: dict[str, str] | None, option: str | None = None) -> list[Any]:
+    """The value of ``column`` for each row: the derived ``source``, a dataset column, or another
+    column of the table (instaloader's ``owner``, any extra column of an engagement table);
+    ``option`` names the option in errors (default ``--split-by COLUMN``)."""
+    option = option or f"--split-by {column}"
+    rows, table = collected.rows, collected.table
+    extras = table.extra_columns if table is not None else ()
+    if column == SOURCE_COLUMN and sources is not None:
+        values = [sources[r["file_name"]] for r in rows]
+    elif column in collected.columns:
+        values = [r[column] for r in rows]
+    elif column in extras:
+        values = [table.rows[r["file_name"]].get(column) for r in rows]  # type: ignore[union-attr]
+    else:
+        known = ", ".join([*collected.columns, *extras]) or "none"
+        raise InstacliError(f"{option}: no such column (this data has: {known}); name one of them, or derive '{SOURCE_COLUMN}' with --group-pattern")
+    missing = next((r["file_name"] for r, v in zip(rows, values) if v is None or v == ""), None)
+    if missing is not None:
+        raise InstacliError(f"{option}: photo '{missing}' has no {column}; fill it in or split by another column")
+    return values
+
+
+def assign_splits(
+    collected: Collected, *, split_by: str, sources: dict[str, str] | None, holdout: Sequence[str],
+    val_fraction: float, test_fraction: float, seed: int,
+) -> tuple[list[str], str | None]:
+    """The split of each row and the group column (``--split-by`` COLUMN, else the derived ``source``).
+
+    Rows whose group value is in ``holdout`` go to the ``holdout`` split; the others are split by
+    ``split_by``: ``random`` (stratified), ``time`` (newest in test) or whole values of a column.
+    """
+    column = split_by if split_by not in SPLIT_MODES else (SOURCE_COLUMN if sources is not None else None)
+    values = [str(v) for v in column_values(collected, column, sources)] if column else None
+    held = set(holdout)
+    if held and values is None:
+        raise InstacliError(f"--holdout: needs a group column to pick rows by; derive '{SOURCE_COLUMN}' with --group-pattern or give --split-by COLUMN")
+    if values is not None and held - set(values):
+        present = sorted(set(values))
+        listed = ", ".join(present[:20]) + (f" (and {len(present) - 20} more)" if len(present) > 20 else "")
+        raise InstacliError(f"--holdout {sorted(held - set(values))[0]}: no photo has that {column}; its values: {listed}")
+    rest = [i for i in range(len(collected.rows)) if values is None or values[i] not in held]
+    if not rest:
+        raise InstacliError(f"--holdout: holds out every photo; leave some {column} values for training")
+    fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction}
+    if split_by == "random":
+        labels = [collected.rows[i]["label"] for i in rest]
+        picked = stratified_split(labels, [collected.groups[i] for i in rest], seed=seed, **fractions)
+    elif split_by == "time":
+        if "timestamp" not in collected.columns:
+            raise InstacliError("--split-by time: the data has no timestamp column; add one to the engagement table (Unix seconds or ISO-8601)")
+        times = column_values(collected, "timestamp", None, "--split-by time")
+        picked = time_split([times[i] for i in rest], [collected.groups[i] for i in rest], **fractions)
+    else:
+        picked = group_split([values[i] for i in rest], seed=seed, **fractions)  # type: ignore[index]
+    empty = [s for s in needed_splits(val_fraction, test_fraction) if s not in picked]
+    if empty and split_by != "random":  # the stratified split never empties train, and keeps its old behaviour otherwise
+        units = "" if split_by == "time" else f" with {len({values[i] for i in rest})} values of {column}"  # type: ignore[index]
+        raise InstacliError(f"--split-by {split_by}: split '{empty[0]}' would be empty ({len(rest)} photos{units}); add photos or values, or set its fraction to 0")
+    assignment = [HOLDOUT] * len(collected.rows)
+    for i, split in zip(rest, picked):
+        assignment[i] = split
+    if column and column not in collected.columns:  # store it, so the groups of each split can be checked and analysed
+        collected.columns.append(column)
+        for row, value in zip(collected.rows, values):  # type: ignore[arg-type]
+            row[column] = value
+    return assignment, column
+
+
 def build_dataset(
     src: Path,
     out: Path,
@@ -275,12 +369,16 @@ def build_dataset(
     labels: Path | None = None,
     label_from: str | None = None,
     carousel: str = "first",
+    split_by: str = "random",
+    group_pattern: str | None = None,
+    holdout: Sequence[str] = (),
 ) -> BuildReport:
     """Build the dataset of ``src`` into ``out`` (see the module docstring); returns what was done.
 
     ``column_map`` renames columns of the engagement table (else of the metadata file); ``layout``,
     ``labels``, ``label_from`` and ``carousel`` are described at :func:`open_source` and
-    :func:`instacli_datasets.instaloader.discover_instaloader`.
+    :func:`instacli_datasets.instaloader.discover_instaloader`; ``split_by``, ``group_pattern`` and
+    ``holdout`` at :func:`assign_splits` and :func:`derive_sources`.
     """
     from datasets import DatasetDict
 
@@ -291,12 +389,14 @@ def build_dataset(
     _check_options(out, src, overwrite, seed, val_fraction, test_fraction, max_side, workers)
     source = open_source(src, layout=layout, labels=labels, label_from=label_from, carousel=carousel,
                          column_map=None if engagement else column_map)
+    sources = derive_sources(source, group_pattern) if group_pattern is not None else None
     collected = collect(source, engagement=engagement, synthetic=synthetic, seed=seed, max_side=max_side,
                         workers=workers, progress=progress, column_map=column_map)
     rows, names = collected.rows, source.class_names
-    assignment = stratified_split([r["label"] for r in rows], collected.groups,
-                                  val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    counts = {s: {n: 0 for n in names or [UNLABELED]} for s in SPLITS}
+    assignment, group_column = assign_splits(collected, split_by=split_by, sources=sources, holdout=holdout,
+                                             val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    split_names = [*SPLITS, HOLDOUT] if holdout else list(SPLITS)
+    counts = {s: {n: 0 for n in names or [UNLABELED]} for s in split_names}
     for row, split in zip(rows, assignment):
         counts[split][label_name(row["label"], names)] += 1
     report = BuildReport(
@@ -313,18 +413,19 @@ def build_dataset(
         "seed": seed,
         "val_fraction": val_fraction,
         "test_fraction": test_fraction,
+        "split": {"by": split_by, "group_column": group_column, "group_pattern": group_pattern, "holdout": list(holdout)},
         "max_side": max_side,
         "class_names": names,
         "columns": ["image", "label", "file_name", *collected.columns],
         "numeric_columns": collected.numeric_columns,
-        "splits": {s: sum(counts[s].values()) for s in SPLITS},
+        "splits": {s: sum(counts[s].values()) for s in split_names},
         "class_counts": counts,
         "skipped": len(collected.skipped),
         "fingerprint": report.fingerprint,
     }
     with atomic_dir(out, overwrite=overwrite, what="dataset folder") as tmp, quiet_datasets():
         splits = DatasetDict({
-            s: to_dataset([r for r, a in zip(rows, assignment) if a == s], names, collected.columns) for s in SPLITS
+            s: to_dataset([r for r, a in zip(rows, assignment) if a == s], names, collected.columns) for s in split_names
         })
         # an empty split needs an explicit single shard, or datasets writes none and cannot load it back
         splits.save_to_disk(str(tmp), num_shards={s: 1 for s, ds in splits.items() if len(ds) == 0})

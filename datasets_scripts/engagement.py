@@ -35,12 +35,14 @@ MAX_TIMESTAMP = 253402300799
 
 @dataclass
 class Table:
-    """A validated table: canonical column names → parsed values, per photo."""
+    """A validated table: canonical column names → parsed values, per photo; its other columns
+    (``extra_columns``, e.g. an account name to split by) are kept as text under their own names."""
 
     path: Path
     columns: tuple[str, ...]
     rows: dict[str, dict[str, Any]]
     where: dict[str, str]
+    extra_columns: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -251,6 +253,8 @@ def read_table(path: Path, mapping: dict[str, str] | None = None) -> Table:
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InstacliError(f"{path}: cannot be read as UTF-8 {path.suffix.lstrip('.').upper()} ({exc}); re-export it") from None
     columns = _resolve_columns(keys, mapping or {}, path)
+    # unused columns under a canonical name (e.g. 'likes' beside --map likes=like_count) are dropped, not extras
+    extras = tuple(k for k in keys if k.strip() and k not in columns.values() and k.strip().lower() not in (*KNOWN_COLUMNS, *ALIASES))
     rows: dict[str, dict[str, Any]] = {}
     where: dict[str, str] = {}
     for location, record in records:
@@ -268,6 +272,8 @@ def read_table(path: Path, mapping: dict[str, str] | None = None) -> Table:
                 values[canon] = PARSERS[canon](record.get(column))
             except ValueError as exc:
                 raise InstacliError(f"{path} {location}: {column} {exc}; fix the value or leave it empty") from None
+        values.update((column, parse_label(record.get(column))) for column in extras)
         rows[file_name] = values
         where[file_name] = location
-    return Table(path=path, columns=tuple(c for c in KNOWN_COLUMNS if c in columns and c != "file_name"), rows=rows, where=where)
+    return Table(path=path, columns=tuple(c for c in KNOWN_COLUMNS if c in columns and c != "file_name"), rows=rows, where=where,
+                 extra_columns=extras)

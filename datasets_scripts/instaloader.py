@@ -12,7 +12,8 @@ Instaloader (4.x) writes, per account folder, ``<date>_UTC.jpg`` (carousels ``<d
 * comments ``edge_media_to_comment.count`` (else ``edge_media_to_parent_comment.count``, else
   ``comments``), negative likewise missing;
 * caption ``edge_media_to_caption.edges[0].node.text`` (else ``caption``, else the ``.txt`` file);
-* timestamp ``taken_at_timestamp``; owner ``owner.username`` (else the folder name); followers
+* timestamp ``taken_at_timestamp``; owner ``owner.username`` (else the folder name; a column to
+  split by, not stored unless split by); followers
   ``owner.edge_followed_by.count``, else the owner's profile file in the download.
 
 Video posts are skipped (and listed); a carousel contributes its first photo, or all of them with
@@ -211,6 +212,7 @@ def discover_instaloader(
             download.skipped.append(Skipped(post_key, f"unusable engagement value ({exc})"))
             continue
         owner = str(_get(node, "owner", "username") or meta.parent.name)
+        values["owner"] = owner  # not a dataset column; there to split by (--split-by owner)
         for path in pictures[: None if carousel == "all" else 1]:
             file_name = download.key(path)
             photos.append(Photo(path, file_name, _label(file_name, owner, label_table, label_from), group=post_key))
@@ -223,7 +225,7 @@ def discover_instaloader(
         raise InstacliError(f"{src}: the labels give {len(class_names)} categor{'y' if len(class_names) == 1 else 'ies'} ({', '.join(class_names) or 'none'}); need at least {min_classes}, or drop the labels for likes-only data")
     if not photos:
         raise InstacliError(f"{src}: no usable instaloader post photos (see the skipped list: {len(download.skipped)} files); check the folder")
-    table = Table(path=Path(src), columns=COLUMNS, rows=rows, where=where)
+    table = Table(path=Path(src), columns=COLUMNS, rows=rows, where=where, extra_columns=("owner",))
     return Source(root=Path(src), kind="instaloader", photos=photos, class_names=class_names,
                   skipped=sorted(download.skipped, key=lambda s: s.file), table=table, engagement="instaloader")
 

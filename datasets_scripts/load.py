@@ -33,6 +33,8 @@ class DataInfo:
     skipped: list[Skipped] = field(default_factory=list)
     #: Parameters of the engagement generator (``synthetic:realistic``), e.g. for ``oracle_log_likes``.
     params: dict[str, Any] = field(default_factory=dict)
+    #: How ``data build`` split the rows: ``by``, ``group_column``, ``group_pattern``, ``holdout`` (empty for a plain folder).
+    split: dict[str, Any] = field(default_factory=dict)
 
 
 def is_built_dataset(path: Path) -> bool:
@@ -48,6 +50,7 @@ def read_info(path: Path) -> DataInfo:
     return DataInfo(
         class_names=info["class_names"], engagement=info["engagement"], fingerprint=info["fingerprint"],
         source=info["source"], numeric_columns=info["numeric_columns"], params=info.get("engagement_params", {}),
+        split=info.get("split", {}),
     )
 
 

@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from instacli.errors import InstacliError
 from instacli.eval_folders import FIGURES, METRICS, eval_folder, evaluation_title
 from instacli.io import atomic_dir, write_json
-from instacli.metrics import classification_metrics, likes_metrics
+from instacli.metrics import accuracy_by_group, classification_metrics, likes_metrics
 from instacli.model import LoadedRun, load_run
 from instacli.plots import plot_confusion, plot_likes
 from instacli.splits import SplitArrays, load_split_arrays
@@ -98,6 +98,11 @@ def evaluate(run_path: Path | str, data: Path | str, split: str = "test", batch_
         result.update(classification_metrics(labels[labelled], predicted["probs"][labelled].argmax(1), run.config.class_names))
     else:
         result.update(accuracy=None, f1_macro=None, per_class=None, confusion_matrix=None)
+    group = arrays.info.split.get("group_column") if arrays.info is not None else None
+    if group and group in arrays.dataset.column_names and labelled.any():  # a dataset built with --split-by/--group-pattern
+        result["group_column"] = group
+        result["accuracy_by_group"] = accuracy_by_group(
+            np.asarray(arrays.dataset[group], dtype=object)[labelled], labels[labelled], predicted["probs"][labelled].argmax(1))
     result.update(likes_metrics(arrays.likes, predicted["likes"]))
     result["likes_mae_class_median"] = class_median_baseline(labels, arrays.likes)
     result.update(oracle_metrics(arrays))

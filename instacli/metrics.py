@@ -25,6 +25,13 @@ def classification_metrics(labels: np.ndarray, predicted: np.ndarray, class_name
     }
 
 
+def accuracy_by_group(groups: Sequence[str], labels: np.ndarray, predicted: np.ndarray) -> dict[str, dict[str, float]]:
+    """``{group: {"n", "accuracy"}}``: on a held-out split, how each unseen source (account…) fares."""
+    keys = np.asarray(groups, dtype=object)
+    return {str(g): {"n": int((keys == g).sum()), "accuracy": float(np.mean(labels[keys == g] == predicted[keys == g]))}
+            for g in sorted(set(groups))}
+
+
 def likes_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
     """MAE, RMSE, R² and Spearman on raw likes, and MAE on log1p(likes); rows without actual likes ignored."""
     keep = ~np.isnan(actual)

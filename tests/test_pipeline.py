@@ -137,6 +137,23 @@ def test_each_evaluation_writes_its_own_complete_folder(
     assert result.code == 0 and "plain folder" in result.stdout and "(test" not in result.stdout
 
 
+def test_evaluate_the_holdout_split_of_a_leave_groups_out_dataset(trained: Path, learnable_tree: Path, tmp_path: Path, run_cli) -> None:
+    from instacli_datasets import build_dataset
+
+    data = tmp_path / "shift"  # the tens digit of animal_23.png is its "source"; sources 0 and 2 are held out
+    build_dataset(learnable_tree, data, synthetic="seed", group_pattern=r"_(\d)\d\.png$", holdout=["0", "2"], workers=1)
+    result = run_cli("evaluate", trained, "--data", data, "--split", "holdout", "--json")
+    assert result.code == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["split"] == "holdout" and metrics["n"] == 40 and np.sum(metrics["confusion_matrix"]) == 40
+    by_source = metrics["accuracy_by_group"]
+    assert metrics["group_column"] == "source" and list(by_source) == ["0", "2"] and [g["n"] for g in by_source.values()] == [20, 20]
+    assert np.mean([g["accuracy"] for g in by_source.values()]) == pytest.approx(metrics["accuracy"])
+    shown = run_cli("evaluate", trained, "--data", data, "--split", "holdout")
+    assert shown.code == 0 and "Accuracy per source" in shown.stdout
+    assert "accuracy_by_group" not in evaluate(trained, learnable_tree), "a plain folder has no groups"
+
+
 def test_loaded_run_reproduces_training_predictions(trained: Path) -> None:
     import torch
 

@@ -30,6 +30,9 @@ def build(
     carousel: Annotated[str, typer.Option(help="Instaloader: use the 'first' photo of a carousel or 'all'.")] = "first",
     val_fraction: Annotated[float, typer.Option(help="Share of each category for validation.")] = 0.15,
     test_fraction: Annotated[float, typer.Option(help="Share of each category for test.")] = 0.15,
+    split_by: Annotated[str, typer.Option(help="How rows are split: 'random' (stratified by category), 'time' (newest posts in test, next newest in validation) or a COLUMN (e.g. source, owner, any engagement-table column): all rows with one value land in one split.")] = "random",
+    group_pattern: Annotated[str | None, typer.Option(help="Regex whose first capture group, searched in each file name, gives a 'source' column, e.g. '^([a-z]+-[a-z]+)_'; a photo that does not match is an error.")] = None,
+    holdout: Annotated[str | None, typer.Option(help="Comma-separated values of the group column (--split-by COLUMN, else the --group-pattern source) whose rows form an extra split 'holdout'.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and of synthetic engagement.")] = 42,
     max_side: Annotated[int, typer.Option(help="Longer image side after resizing, in pixels.")] = 256,
     workers: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
@@ -48,6 +51,7 @@ def build(
             val_fraction=val_fraction, test_fraction=test_fraction, max_side=max_side,
             overwrite=overwrite, workers=workers, column_map=mapping,
             layout=source, labels=labels, label_from=label_from, carousel=carousel,
+            split_by=split_by, group_pattern=group_pattern, holdout=[v.strip() for v in (holdout or "").split(",") if v.strip()],
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     table = Table(title=f"{report.out}  ({report.n_images} photos, {report.seconds:.1f} s)")
@@ -57,6 +61,9 @@ def build(
     for name in report.counts["train"]:
         table.add_row(name, *(str(report.counts[s][name]) for s in report.counts))
     console.print(table)
+    untrained = [name for name, n in report.counts["train"].items() if n == 0]
+    if untrained:
+        console.print(f"[yellow]no training photos for {', '.join(untrained)}[/]: the model cannot learn them; choose other --holdout values or another --split-by/--seed")
     console.print(f"engagement: {report.engagement or 'none'}   kept original bytes: {report.kept_original}   re-encoded: {report.reencoded}")
     if report.skipped:
         videos = sum(s.reason == VIDEO_REASON for s in report.skipped)
@@ -79,6 +86,10 @@ def info(data: Annotated[Path, typer.Argument(help="Dataset folder made by 'inst
     meta = summary.info
     console.print(f"[bold]{data}[/]", highlight=False)
     console.print(f"source: {meta.source}\nengagement: {meta.engagement or 'none'}\nfingerprint: {meta.fingerprint}", highlight=False, soft_wrap=True)
+    split = meta.split
+    if split.get("by", "random") != "random" or split.get("holdout"):
+        held = f"; holdout ({split['group_column']}): {', '.join(split['holdout'])}" if split.get("holdout") else ""
+        console.print(f"split by: {split['by']}{held}", highlight=False, soft_wrap=True)
 
     splits = Table(title="photos per split and category")
     splits.add_column("category")

@@ -51,6 +51,13 @@ def print_evaluation(result: dict[str, Any]) -> None:
         first = result["skipped"][0]
         example = escape(f"{first['file']}: {first['reason']}")  # a file name is not rich markup
         console.print(f"[yellow]skipped {len(result['skipped'])} file(s)[/] (e.g. {example}); all listed in metrics.json")
+    if result.get("accuracy_by_group"):
+        groups = Table(title=f"Accuracy per {result['group_column']}")
+        for col in (result["group_column"], "n", "accuracy"):
+            groups.add_column(col, justify="right")
+        for name, m in result["accuracy_by_group"].items():
+            groups.add_row(name, str(m["n"]), _fmt(m["accuracy"]))
+        console.print(groups)
     console.print(f"plots and metrics.json in {result['outputs']}")
 
 

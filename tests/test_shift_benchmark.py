@@ -1,0 +1,40 @@
+"""The shift benchmark's quick version, end to end on posts-dev (slow: about 2 minutes on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTS_DEV = Path(os.environ.get("INSTACLI_POSTS_DEV", ROOT.parent / "shared" / "data" / "posts-dev"))
+TINY = "--epochs 1 -E image_size=32 -E patch_size=8 -E width=32 -E heads=2"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not POSTS_DEV.is_dir(), reason=f"needs posts-dev at {POSTS_DEV} (or INSTACLI_POSTS_DEV)")
+def test_quick_shift_benchmark_holds_out_every_source_once(tmp_path: Path) -> None:
+    out = tmp_path / "shift.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "shift.py"), "--quick", "--encoders", "vit-scratch", "--extra", TINY,
+         "--src", str(POSTS_DEV), "--cache", str(tmp_path / "work"), "--out", str(out)],
+        capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    folds = result["folds"]
+    assert len(folds) == 2 and len({s for f in folds for s in f}) == 12 and sorted(s for f in folds for s in f) == sorted(set(s for f in folds for s in f)), "each source once"
+    assert all(sum(s.startswith("intel-") for s in f) == 2 and sum(not s.startswith("intel-") for s in f) == 4 for f in folds)
+    rows = result["results"]
+    assert [r["fold"] for r in rows] == [1, 2] and all(r["extra_train_flags"] == TINY.split() for r in rows)
+    for row, held in zip(rows, folds):
+        assert set(row["per_source"]) == set(held) and all(v["n"] == 40 for v in row["per_source"].values())
+        assert row["shift_n"] == 40 * len(held)
+        pooled = sum(v["accuracy"] * v["n"] for v in row["per_source"].values()) / row["shift_n"]
+        assert pooled == pytest.approx(row["shift_accuracy"])
+        assert row["drop"] == pytest.approx(row["test_accuracy"] - row["shift_accuracy"]) and row["train_seconds"] > 0
+    assert "| shift acc |" in done.stdout and "extra train flags `--epochs 1" in done.stdout
