@@ -154,6 +154,7 @@ def _model_config(settings: TrainSettings, split: SplitArrays, text: tuple[str, 
         text_to_classifier=settings.text_to_classifier,
         class_to_regressor=split.task == "both",
         semantic_prior=settings.semantic_prior,
+        probe_head=bool(settings.freeze_encoder) and split.task != "likes" and not settings.text_to_classifier,
     )
 
 
@@ -435,7 +436,7 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
     with accelerator.main_process_first():  # the main process decodes (and embeds); the others read its caches
         train_inputs = split_inputs(train_split, model, config, settings, accelerator, reporter)
         val_inputs = split_inputs(val_split, model, config, settings, accelerator, reporter)
-    if settings.freeze_encoder and model.classifier is not None and not model.text_to_classifier:
+    if config.probe_head:
         from instacli.probe import fit_category_probe
 
         fit_category_probe(model, train_inputs, train_split.labels)
