@@ -61,7 +61,7 @@ DEFAULT_REGRESSORS = ("conv1d",)
 ENCODER_DEFAULTS: dict[str, dict[str, Any]] = {
     "vit-scratch": {},
     "hf-vit": {},
-    "efficientnet-lite0": {"pretrained": "imagenet", "freeze_encoder": True},
+    "efficientnet-lite0": {},  # its registry recipe: frozen, linear probe, semantic prior
     "inception-v3": {"pretrained": "imagenet", "freeze_encoder": True},
 }
 

@@ -34,7 +34,7 @@ def _flat(text: str) -> str:
     [
         ([], "[OPTIONS] COMMAND [ARGS]"),
         (["data", "build", "photos"], "Missing option '--out'"),
-        (["data", "build", "photos", "--out", "d", "--split-by", "3"], "No such option"),
+        (["data", "build", "photos", "--out", "d", "--split-into", "3"], "No such option"),
         (["trian"], "No such command 'trian'. Did you mean 'train'?"),
         (["train", "--epochs", "two"], "Invalid value for '--epochs'"),
     ],
