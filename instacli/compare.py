@@ -38,7 +38,7 @@ from instacli import __version__, registry
 from instacli.errors import InstacliError
 from instacli.eval_folders import METRICS, eval_folder, figures
 from instacli.io import write_json
-from instacli.settings import TrainSettings, parse_duration
+from instacli.settings import TrainSettings, apply_recipe, parse_duration
 from instacli.reporting import Reporter
 
 #: The encoders compared when none are named.
@@ -627,7 +627,7 @@ def compare(
             where = ".".join(str(p) for p in first["loc"])
             raise InstacliError(f"settings of {plan.label}: {where}: {first['msg']}; fix the --set value") from None
         check_components(settings)
-        wanted[plan.name] = settings.model_dump(mode="json")
+        wanted[plan.name] = apply_recipe(settings).model_dump(mode="json")  # as train records them
         run = out / "runs" / plan.name
         if run_state(run) in ("finished", "resumable") and not overwrite:
             saved = _read_json(run / "settings.json") or {}

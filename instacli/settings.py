@@ -89,6 +89,17 @@ def shown_default(name: str) -> str:
     return str(TrainSettings.model_fields[name].default)
 
 
+def apply_recipe(settings: TrainSettings) -> TrainSettings:
+    """Fill the settings the user left unset (``None``) from the encoder's registered recipe."""
+    from instacli import registry  # plugins load on the first lookup, not when settings are read
+
+    recipe = registry.encoders.get(settings.encoder).recipe
+    unset = {key: value for key, value in recipe.items() if key in TrainSettings.model_fields and getattr(settings, key) is None}
+    if settings.freeze_encoder is None and "freeze_encoder" not in unset:
+        unset["freeze_encoder"] = False
+    return settings.model_copy(update=unset)
+
+
 def load_settings(config: Path | None = None, **flags: Any) -> TrainSettings:
     """Resolve settings from flags given on the command line (``None`` = not given), env and a TOML file."""
     given = {k: v for k, v in flags.items() if v is not None}

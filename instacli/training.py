@@ -33,7 +33,7 @@ from instacli.io import atomic_file, check_writable_target, write_json
 from instacli.launch import launched_on_cpu, process_state
 from instacli.reporting import Reporter
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
-from instacli.settings import TrainSettings
+from instacli.settings import TrainSettings, apply_recipe
 
 if TYPE_CHECKING:  # the splits module brings in `datasets` (≈ 100 MB): predict imports this module without it
     from instacli.splits import SplitArrays
@@ -156,15 +156,6 @@ def _model_config(settings: TrainSettings, split: SplitArrays, text: tuple[str, 
         semantic_prior=settings.semantic_prior,
         probe_head=bool(settings.freeze_encoder) and split.task != "likes" and not settings.text_to_classifier,
     )
-
-
-def apply_recipe(settings: TrainSettings) -> TrainSettings:
-    """Fill the settings the user left unset (``None``) from the encoder's registered recipe."""
-    recipe = registry.encoders.get(settings.encoder).recipe
-    unset = {key: value for key, value in recipe.items() if key in TrainSettings.model_fields and getattr(settings, key) is None}
-    if settings.freeze_encoder is None and "freeze_encoder" not in unset:
-        unset["freeze_encoder"] = False
-    return settings.model_copy(update=unset)
 
 
 @torch.inference_mode()
