@@ -556,10 +556,11 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
         with reporter.stage(f"fitting {settings.regressor} on {len(train_split)} training embeddings"):
             fit_classical_regressor(run, net, config, train_split, train_inputs, settings.freeze_encoder, accelerator)
     if net.classifier is not None:  # temperature and unfamiliarity threshold of the best epoch's weights
-        with reporter.stage("calibrating on the validation split"):
+        with reporter.stage(f"calibrating on {len(val_split)} validation images", len(val_split)) as advance:
             accelerator.wait_for_everyone()
             net.load_state_dict(load_file(str(run / "model.safetensors")))
             out = run_inference(model, val_loader, accelerator, settings.freeze_encoder)
+            advance(len(val_split))
             if accelerator.is_main_process:
                 config.temperature, config.unfamiliar_threshold = calibrate(out["logits"], out["labels"])
                 save_model(run, net, config)
