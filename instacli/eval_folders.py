@@ -2,7 +2,7 @@
 
 ::
 
-    RUN/eval/<data name>-<split>/    metrics.json, confusion_matrix.png, likes.png (those that apply)
+    RUN/eval/<data name>-<split>/    metrics.json, confusion_matrix.png, reliability.png, likes.png (those that apply)
     RUN/eval/<folder name>-folder/   the same for a plain photo folder (every photo in it; no split)
 
 An evaluation replaces its own folder as a whole (written beside it, then renamed into place), so
@@ -18,7 +18,7 @@ from pathlib import Path
 EVAL_DIR = "eval"
 METRICS = "metrics.json"
 #: Figure files of an evaluation, by the name the report gives them.
-FIGURES = {"confusion": "confusion_matrix.png", "likes": "likes.png"}
+FIGURES = {"confusion": "confusion_matrix.png", "reliability": "reliability.png", "likes": "likes.png"}
 #: Stands for the split of a plain photo folder, which is evaluated whole.
 PLAIN_FOLDER = "folder"
 

@@ -9,12 +9,13 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
+from instacli.calibration import expected_calibration_error, probabilities, unfamiliarity
 from instacli.errors import InstacliError
 from instacli.eval_folders import FIGURES, METRICS, eval_folder, evaluation_title
 from instacli.io import atomic_dir, write_json
 from instacli.metrics import accuracy_by_group, classification_metrics, likes_metrics
 from instacli.model import LoadedRun, load_run
-from instacli.plots import plot_confusion, plot_likes
+from instacli.plots import plot_confusion, plot_likes, plot_reliability
 from instacli.splits import SplitArrays, load_split_arrays
 from instacli.training import resolve_mixed_precision, run_inference
 
@@ -67,16 +68,18 @@ def oracle_metrics(split: SplitArrays) -> dict[str, float | None]:
 
 
 def predict_split(run: LoadedRun, split: SplitArrays, batch_size: int = 128, workers: int = 2) -> dict[str, np.ndarray]:
-    """Probabilities and likes for every row of ``split``."""
+    """Calibrated probabilities, raw category logits, unfamiliarity scores and likes for every row of ``split``."""
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision("auto", run.config.encoder))
     images = split.images(run.preprocess.resize_size, workers)
     dataset = torch.utils.data.TensorDataset(images, split.features, split.targets, split.labels, split.text)
     loader = accelerator.prepare(torch.utils.data.DataLoader(dataset, batch_size=batch_size))
     model = accelerator.prepare(run.model)
     out = run_inference(model, loader, accelerator, frozen=False)
-    probs = torch.softmax(torch.from_numpy(out["logits"]), dim=1).numpy() if out["logits"].shape[1] else out["logits"]
+    logits, temperature = out["logits"], run.config.temperature
+    probs = probabilities(logits, temperature) if logits.shape[1] else logits
+    scores = unfamiliarity(logits, temperature) if logits.shape[1] else np.full(len(split), np.nan)
     likes = run.scaler.decode_target(out["likes"]) if run.config.task != "category" else np.full(len(split), np.nan)
-    return {"probs": probs, "likes": likes}
+    return {"probs": probs, "logits": logits, "unfamiliarity": scores, "likes": likes}
 
 
 def evaluate(run_path: Path | str, data: Path | str, split: str = "test", batch_size: int = 128, workers: int = 2) -> dict[str, Any]:
@@ -96,13 +99,19 @@ def evaluate(run_path: Path | str, data: Path | str, split: str = "test", batch_
     labelled = labels >= 0
     if labelled.any():
         result.update(classification_metrics(labels[labelled], predicted["probs"][labelled].argmax(1), run.config.class_names))
+        uncalibrated = probabilities(predicted["logits"][labelled])
+        result.update(ece_uncalibrated=expected_calibration_error(uncalibrated, labels[labelled]),
+                      ece=expected_calibration_error(predicted["probs"][labelled], labels[labelled]))
     else:
-        result.update(accuracy=None, f1_macro=None, per_class=None, confusion_matrix=None)
+        result.update(accuracy=None, f1_macro=None, per_class=None, confusion_matrix=None, ece_uncalibrated=None, ece=None)
     group = arrays.info.split.get("group_column") if arrays.info is not None else None
     if group and group in arrays.dataset.column_names and labelled.any():  # a dataset built with --split-by/--group-pattern
         result["group_column"] = group
         result["accuracy_by_group"] = accuracy_by_group(
             np.asarray(arrays.dataset[group], dtype=object)[labelled], labels[labelled], predicted["probs"][labelled].argmax(1))
+    threshold = run.config.unfamiliar_threshold
+    result["temperature"] = run.config.temperature
+    result["unfamiliar_share"] = float(np.mean(predicted["unfamiliarity"] > threshold)) if threshold is not None else None
     result.update(likes_metrics(arrays.likes, predicted["likes"]))
     result["likes_mae_class_median"] = class_median_baseline(labels, arrays.likes)
     result.update(oracle_metrics(arrays))
@@ -114,6 +123,8 @@ def evaluate(run_path: Path | str, data: Path | str, split: str = "test", batch_
     with atomic_dir(out_dir, overwrite=True) as tmp:  # all files of this evaluation replace the last one's at once
         if result["confusion_matrix"] is not None:
             plot_confusion(result["confusion_matrix"], run.config.class_names, tmp / FIGURES["confusion"], f"Confusion matrix\n{title}")
+            plot_reliability(uncalibrated, predicted["probs"][labelled], labels[labelled], tmp / FIGURES["reliability"],
+                             f"Reliability (T = {run.config.temperature:.2f})\n{title}")
         if result["likes_mae"] is not None:
             keep = ~np.isnan(arrays.likes)
             plot_likes(arrays.likes[keep], predicted["likes"][keep], tmp / FIGURES["likes"], f"Predicted vs actual likes\n{title}")

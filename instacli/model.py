@@ -47,6 +47,10 @@ class ModelConfig:
     #: rather than LayerNorm → dropout → linear trained by the epoch loop.
     probe_head: bool = False
     preprocess: dict[str, Any] = field(default_factory=dict)
+    #: Divides the category logits before the softmax; fitted on validation (:mod:`instacli.calibration`).
+    temperature: float = 1.0
+    #: Unfamiliarity score above which a photo is flagged; None for runs from before it was fitted.
+    unfamiliar_threshold: float | None = None
     instacli_version: str = __version__
 
     def to_json(self) -> dict[str, Any]:

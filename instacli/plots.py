@@ -65,3 +65,20 @@ def plot_likes(actual: np.ndarray, predicted: np.ndarray, path: Path, title: str
     ax.set(xscale="log", yscale="log", xlabel="actual likes + 1", ylabel="predicted likes + 1", title=title)
     ax.grid(alpha=0.3)
     save_figure(fig, path)
+
+
+def plot_reliability(uncalibrated: np.ndarray, calibrated: np.ndarray, labels: np.ndarray, path: Path, title: str = "Reliability") -> None:
+    """Reliability diagram: accuracy against top-label confidence per bin, before and after temperature
+    scaling; a calibrated model lies on the diagonal."""
+    from instacli.calibration import expected_calibration_error, reliability_bins
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="gray", lw=1)
+    for probs, name, marker in ((uncalibrated, "uncalibrated", "s"), (calibrated, "calibrated", "o")):
+        confidence, accuracy, count = reliability_bins(probs, labels)
+        ece = expected_calibration_error(probs, labels)
+        ax.plot(confidence[count > 0], accuracy[count > 0], marker=marker, label=f"{name} (ECE {ece:.3f})")
+    ax.set(xlabel="confidence (top probability)", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from instacli.augment import eval_view
+from instacli.calibration import is_unfamiliar, probabilities, unfamiliarity
 from instacli.errors import InstacliError
 from instacli.features import as_float
 from instacli.images import FileDataset
@@ -103,9 +104,15 @@ def _inert(value: Any) -> Any:
     return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
+def output_columns(class_names: Sequence[str]) -> list[str]:
+    """The columns of a prediction file; a likes-only run (no classes) has no category columns."""
+    category = [*[f"prob_{c}" for c in class_names], "confidence", "unfamiliar"] if class_names else []
+    return ["file", "label", *category, "likes", "likes_from_defaults", "error"]
+
+
 def _writer(out: Path, handle: Any, class_names: Sequence[str]) -> Callable[[list[dict[str, Any]]], None]:
     """A function that appends rows to the open temp file in the format of ``out``'s suffix."""
-    columns = ["file", "label", *[f"prob_{c}" for c in class_names], "likes", "likes_from_defaults", "error"]
+    columns = output_columns(class_names)
     if out.suffix == ".csv":
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -115,7 +122,8 @@ def _writer(out: Path, handle: Any, class_names: Sequence[str]) -> Callable[[lis
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    types = {"file": pa.string(), "label": pa.string(), "error": pa.string(), "likes": pa.int64(), "likes_from_defaults": pa.bool_()}
+    types = {"file": pa.string(), "label": pa.string(), "error": pa.string(), "likes": pa.int64(), "likes_from_defaults": pa.bool_(),
+             "unfamiliar": pa.bool_()}
     schema = pa.schema([(c, types.get(c, pa.float64())) for c in columns])
     parquet = pq.ParquetWriter(handle, schema)
     return lambda rows: parquet.write_table(pa.Table.from_pylist(rows, schema=schema)) if rows else parquet.close()
@@ -177,7 +185,9 @@ def iter_predictions(
                 captions = [meta[i].get("caption") or "" for i in index.tolist()]
                 text = torch.from_numpy(text_encoder.encode(captions)).to(device)
             logits, likes_z = model(pixels, features_t[index].to(device), text)
-        probs = torch.softmax(logits.float(), 1).cpu().numpy() if logits is not None else None
+        temperature = run.config.temperature
+        probs = probabilities(logits, temperature) if logits is not None else None
+        flags = is_unfamiliar(unfamiliarity(logits, temperature), run.config.unfamiliar_threshold) if logits is not None else None
         likes = run.scaler.decode_target(likes_z.float().cpu().numpy()) if likes_z is not None else None
         rows = []
         for k, i in enumerate(index.tolist()):
@@ -185,6 +195,9 @@ def iter_predictions(
             row: dict[str, Any] = {"file": names[i], "label": classes[int(probs[k].argmax())] if ok and probs is not None else None}
             for c, name in enumerate(classes):
                 row[f"prob_{name}"] = round(float(probs[k, c]), PROB_DIGITS) if ok and probs is not None else None
+            if classes:
+                row["confidence"] = round(float(probs[k].max()), PROB_DIGITS) if ok and probs is not None else None  # calibrated
+                row["unfamiliar"] = flags[k] if ok and flags is not None else None
             row["likes"] = round(float(likes[k])) if ok and likes is not None else None  # a count
             row["likes_from_defaults"] = bool(from_defaults[i]) if ok and likes is not None else None
             row["error"] = errors[k]
@@ -246,8 +259,7 @@ def predict_folder(
             if on_batch:
                 on_batch(len(rows))
         if unwalked:  # (an empty list would close the Parquet file)
-            write([{"file": s.file, "label": None, **{f"prob_{c}": None for c in run.config.class_names}, "likes": None,
-                    "likes_from_defaults": None, "error": s.reason} for s in unwalked])
+            write([{**dict.fromkeys(output_columns(run.config.class_names)), "file": s.file, "error": s.reason} for s in unwalked])
             failed += len(unwalked)
         if out.suffix == ".parquet":
             write([])  # closes the Parquet footer

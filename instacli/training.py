@@ -27,6 +27,7 @@ from accelerate.utils import set_seed
 
 from instacli import registry
 from instacli.augment import eval_view, train_view
+from instacli.calibration import calibrate
 from instacli.embedding_cache import embeddings_path, load_embeddings, save_embeddings
 from instacli.errors import InstacliError
 from instacli.io import atomic_file, check_writable_target, write_json
@@ -286,6 +287,10 @@ def fit_directly(
         if net.regressor is not None:
             fit_regressor(net, train_split, train_inputs, accelerator)
         trained = heads_metrics(net, train_split, train_inputs, settings, accelerator.device)
+    with torch.inference_mode():
+        val_logits, _ = net.eval().heads(*(t.to(accelerator.device) for t in (val_inputs, val_split.features, val_split.text)))
+    if val_logits is not None:
+        config.temperature, config.unfamiliar_threshold = calibrate(val_logits.float().cpu().numpy(), val_split.labels.numpy())
     seconds = time.perf_counter() - wall_started  # the one "epoch" is the whole run: reading, embedding, fitting
     record: dict[str, Any] = {
         "epoch": 0,  # no epochs: fitted directly
@@ -542,6 +547,15 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
     if getattr(net.regressor, "fits_after_training", False) and accelerator.is_main_process:
         with reporter.stage(f"fitting {settings.regressor} on {len(train_split)} training embeddings"):
             fit_classical_regressor(run, net, config, train_split, train_inputs, settings.freeze_encoder, accelerator)
+    if net.classifier is not None:  # temperature and unfamiliarity threshold of the best epoch's weights
+        with reporter.stage(f"calibrating on {len(val_split)} validation images", len(val_split)) as advance:
+            accelerator.wait_for_everyone()
+            net.load_state_dict(load_file(str(run / "model.safetensors")))
+            out = run_inference(model, val_loader, accelerator, settings.freeze_encoder)
+            advance(len(val_split))
+            if accelerator.is_main_process:
+                config.temperature, config.unfamiliar_threshold = calibrate(out["logits"], out["labels"])
+                save_model(run, net, config)
     history = state["history"]
     best = next(r for r in history if r["epoch"] == state["best_epoch"])
     if accelerator.is_main_process:

@@ -73,7 +73,8 @@ def test_every_step_is_reported_and_the_summary_counts_it(data: Path, tmp_path: 
     names = [s["description"] for s in recorder.stages]
     assert names[0].startswith("reading ")
     assert names[1:] == ["decoding 14 train images", "embedding 14 train images (vit-scratch, frozen)",
-                         "decoding 3 validation images", "embedding 3 validation images (vit-scratch, frozen)"]
+                         "decoding 3 validation images", "embedding 3 validation images (vit-scratch, frozen)",
+                         "calibrating on 3 validation images"]
     assert all(s["done"] == s["total"] and "end" in s for s in recorder.stages[1:])  # every counted step counted to its end
     # the summary's time is the run's wall time: reading, decoding and embedding included
     assert result.seconds >= recorder.finished - recorder.stages[0]["start"]

@@ -117,11 +117,11 @@ def test_each_evaluation_writes_its_own_complete_folder(
     assert set(folders) == {f"{dataset.name}-test", f"{dataset.name}-validation", f"{learnable_tree.name}-folder"}
     for split, n in (("test", 12), ("validation", 12)):
         folder = folders[f"{dataset.name}-{split}"]
-        assert {p.name for p in folder.iterdir()} == {"metrics.json", "confusion_matrix.png", "likes.png"}
+        assert {p.name for p in folder.iterdir()} == {"metrics.json", "confusion_matrix.png", "reliability.png", "likes.png"}
         assert json.loads((folder / "metrics.json").read_text())["split"] == split
         assert f"Predicted vs actual likes\n{dataset.name} ({split} split, n={n})" in titles
     plain = folders[f"{learnable_tree.name}-folder"]
-    assert {p.name for p in plain.iterdir()} == {"metrics.json", "confusion_matrix.png"}  # no likes in a plain folder
+    assert {p.name for p in plain.iterdir()} == {"metrics.json", "confusion_matrix.png", "reliability.png"}  # no likes in a plain folder
     assert json.loads((plain / "metrics.json").read_text())["split"] is None
     assert titles[-1] == f"Confusion matrix\n{learnable_tree.name} (plain folder, every photo, n=60)"
 

@@ -26,7 +26,7 @@ def print_evaluation(result: dict[str, Any]) -> None:
     from instacli.eval_folders import subset
 
     summary = Table(title=f"Evaluation on {result['data']} ({subset(result['split'])}, n={result['n']})", show_header=False)
-    for key in ("accuracy", "f1_macro", "likes_mae", "oracle_likes_mae", "likes_mae_class_median", "likes_rmse", "likes_r2",
+    for key in ("accuracy", "f1_macro", "ece_uncalibrated", "ece", "temperature", "unfamiliar_share", "likes_mae", "oracle_likes_mae", "likes_mae_class_median", "likes_rmse", "likes_r2",
                 "likes_spearman", "log_likes_mae", "oracle_log_likes_mae", "imputed_values"):
         if key.startswith("oracle_") and result.get(key) is None:
             continue  # only data from --synthetic-engagement realistic has an oracle
