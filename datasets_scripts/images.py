@@ -101,6 +101,13 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+#: Workers start from a clean single-threaded server, not by forking the caller: a process that
+#: already runs torch or other threads can fork a child that waits forever on a lock some thread
+#: held at that moment (a `data build` inside the test process hung so: a pool worker blocked in
+#: its task queue's lock, the parent in join). Python 3.14 makes this the default on Linux.
+POOL_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 def encode_photos(
     paths: Sequence[str],
     max_side: int,
@@ -122,5 +129,5 @@ def encode_photos(
     if workers <= 1 or total <= 1:  # in this process: the bytes are already here, nothing to strip or re-read
         return collect(encode_photo(*task) for task in tasks)
     chunksize = max(1, min(32, total // (workers * 8)))
-    with multiprocessing.get_context().Pool(workers, initializer=_ignore_sigint) as pool:
+    with multiprocessing.get_context(POOL_START_METHOD).Pool(workers, initializer=_ignore_sigint) as pool:
         return collect(pool.imap(_encode_task, tasks, chunksize=chunksize))

@@ -157,3 +157,23 @@ def test_option_checks(photo_tree: Path, tmp_path: Path) -> None:
     with pytest.raises(InstacliError, match="at least 2"):
         _build(make_photo_tree(tmp_path / "one", {"solo": 3}), tmp_path / "data")
     assert not (tmp_path / "data").exists()
+
+
+def test_decode_pool_does_not_fork_the_calling_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked pool worker of a multi-threaded caller (the test process runs torch) hung forever on
+    its queue lock; workers now start from a fork server (or spawn), and still encode every photo."""
+    import multiprocessing
+
+    from instacli_datasets import images
+
+    methods: list[str | None] = []
+    real = multiprocessing.get_context
+    monkeypatch.setattr(images.multiprocessing, "get_context", lambda method=None: (methods.append(method), real(method))[1])
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"p{i}.png"
+        Image.new("RGB", (40 + i, 30), (i * 40, 0, 0)).save(path)
+        paths.append(str(path))
+    results = images.encode_photos(paths, max_side=32, workers=2)
+    assert methods == [images.POOL_START_METHOD] and images.POOL_START_METHOD in ("forkserver", "spawn")
+    assert len(results) == 6 and all(not isinstance(r, str) for r in results)
