@@ -80,7 +80,7 @@ def child_bare(run: Path, folder: Path) -> dict:
     load_seconds = time.perf_counter() - started
     pixels = eval_view(decoded, loaded.preprocess).contiguous()  # part of the pre-decoding: not timed
     features = torch.zeros(len(files), len(loaded.scaler.features))
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_mixed_precision("auto"))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_mixed_precision("auto", loaded.config.encoder))  # as instacli
     forward_started = time.perf_counter()
     outputs = []
     with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):

@@ -28,7 +28,7 @@ TARGET = 0.85
 #: per encoder: photos per category (None = all 1,600), epochs, batch size, extra flags (full, quick)
 PLANS = {
     "vit-scratch": {"full": (800, 3, 64), "quick": (400, 2, 64), "flags": []},
-    "efficientnet-lite0": {"full": (200, 2, 32), "quick": (100, 2, 32), "flags": ["--pretrained", "none"]},
+    "efficientnet-lite0": {"full": (200, 2, 32), "quick": (100, 2, 32), "flags": ["--pretrained", "none", "--no-freeze-encoder"]},  # its recipe freezes it
 }
 WARMUP_STEPS = 3
 
@@ -68,7 +68,7 @@ def bare_rate(run: Path, data: Path, images: int, batch: int) -> float:
     pixels = eval_view(split.images(loaded.preprocess.resize_size), loaded.preprocess)  # (N, 3, S, S) float, channels_last as instacli feeds it
     features, labels, targets = split.features, split.labels, split.targets
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_mixed_precision("auto"))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_mixed_precision("auto", loaded.config.encoder))  # as instacli
     steps = math.ceil(images / batch)
     per_epoch = len(pixels) // batch
     started = 0.0
