@@ -82,3 +82,16 @@ def test_mismatched_state_dict_fails_loudly(tmp_path: Path) -> None:
         eff.efficientnet_lite0(pretrained=str(bad))
     with pytest.raises(InstacliError, match="does not exist"):
         eff.efficientnet_lite0(pretrained=str(tmp_path / "missing.pth"))
+
+
+def test_random_weights_get_no_semantic_prior() -> None:
+    """The prior reads what ImageNet training taught the head; random weights (`--pretrained none`)
+    taught it nothing, so `auto` must not feed a random 1000-class head to the category head."""
+    from instacli.model import ModelConfig, build_model
+
+    assert eff.efficientnet_lite0(pretrained="none").imagenet_head is None
+    assert eff.efficientnet_lite0().imagenet_head is not None  # the bundled ImageNet classifier
+    config = ModelConfig(encoder="efficientnet-lite0", encoder_options={"pretrained": "none"}, regressor="conv1d", regressor_options={},
+                         class_names=["animal", "landscape"], scaler={"features": []}, task="category", semantic_prior="auto")
+    model = build_model(config)
+    assert config.semantic_prior == "none" and model.prior is None

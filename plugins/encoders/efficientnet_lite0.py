@@ -94,12 +94,13 @@ class EfficientNetLite0(ImageEncoder):
 
     With the bundled ImageNet weights (and when rebuilt from a run, whose weights fill it) the
     network's own 1000-class classifier is kept, frozen, as ``imagenet_head``: the semantic prior
-    (:mod:`instacli.semantic`) reads it. A state dict given by path may lack it.
+    (:mod:`instacli.semantic`) reads it. Random weights (``"none"``) have no knowledge to read,
+    and a state dict given by path may lack the classifier: neither gets one.
     """
 
     def __init__(self, pretrained: str | None, image_size: int, drop_path: float) -> None:
         super().__init__()
-        with_head = pretrained is None or pretrained.lower() in ("imagenet", "none")
+        with_head = pretrained is None or pretrained.lower() == "imagenet"
         self.net = build_network(pretrained, num_classes=1000 if with_head else 0, drop_path=drop_path)
         if with_head:
             self.imagenet_head = self.net.classifier.requires_grad_(False)
