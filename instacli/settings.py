@@ -93,10 +93,8 @@ def apply_recipe(settings: TrainSettings) -> TrainSettings:
     """Fill the settings the user left unset (``None``) from the encoder's registered recipe."""
     from instacli import registry  # plugins load on the first lookup, not when settings are read
 
-    recipe = registry.encoders.get(settings.encoder).recipe
+    recipe = {"freeze_encoder": False, **registry.encoders.get(settings.encoder).recipe}  # without one: fine-tune
     unset = {key: value for key, value in recipe.items() if key in TrainSettings.model_fields and getattr(settings, key) is None}
-    if settings.freeze_encoder is None and "freeze_encoder" not in unset:
-        unset["freeze_encoder"] = False
     return settings.model_copy(update=unset)
 
 
