@@ -262,15 +262,15 @@ def fit_classical_regressor(
 
 
 @torch.inference_mode()
-def heads_metrics(net: MultiTaskModel, split: SplitArrays, embeddings: torch.Tensor, settings: TrainSettings, device: torch.device) -> dict[str, float]:
-    """:func:`validation_metrics` of the heads on a split's precomputed embeddings, all rows at once."""
+def heads_outputs(net: MultiTaskModel, split: SplitArrays, embeddings: torch.Tensor, device: torch.device) -> dict[str, np.ndarray]:
+    """What :func:`run_inference` returns, from the heads on a split's precomputed embeddings, all rows at once."""
     logits, likes = net.eval().heads(embeddings.to(device), split.features.to(device), split.text.to(device))
     n = len(split)
-    return validation_metrics({
+    return {
         "logits": logits.float().cpu().numpy() if logits is not None else np.zeros((n, 0), np.float32),
         "likes": likes.float().cpu().numpy() if likes is not None else np.full(n, np.nan, np.float32),
         "labels": split.labels.numpy(), "targets": split.targets.numpy(),
-    }, settings)
+    }
 
 
 def fit_directly(
@@ -286,16 +286,15 @@ def fit_directly(
     with reporter.stage(f"fitting {settings.regressor if net.regressor is not None else 'the category head'} on {len(train_split)} training embeddings"):
         if net.regressor is not None:
             fit_regressor(net, train_split, train_inputs, accelerator)
-        trained = heads_metrics(net, train_split, train_inputs, settings, accelerator.device)
-    with torch.inference_mode():
-        val_logits, _ = net.eval().heads(*(t.to(accelerator.device) for t in (val_inputs, val_split.features, val_split.text)))
-    if val_logits is not None:
-        config.temperature, config.unfamiliar_threshold = calibrate(val_logits.float().cpu().numpy(), val_split.labels.numpy())
+        trained = validation_metrics(heads_outputs(net, train_split, train_inputs, accelerator.device), settings)
+    validation = heads_outputs(net, val_split, val_inputs, accelerator.device)
+    if validation["logits"].shape[1]:
+        config.temperature, config.unfamiliar_threshold = calibrate(validation["logits"], validation["labels"])
     seconds = time.perf_counter() - wall_started  # the one "epoch" is the whole run: reading, embedding, fitting
     record: dict[str, Any] = {
         "epoch": 0,  # no epochs: fitted directly
         **{key.replace("val_", "train_"): value for key, value in trained.items()},
-        **heads_metrics(net, val_split, val_inputs, settings, accelerator.device),
+        **validation_metrics(validation, settings),
         "optimizer_steps": 0, "seconds": seconds, "images_per_second": len(train_split) / seconds,
         "images_seen": len(train_split), "elapsed": seconds,
     }
