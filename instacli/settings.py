@@ -54,6 +54,9 @@ class TrainSettings(BaseSettings):
     #: None: the encoder's recommended recipe (its registry entry), else fine-tune end to end.
     freeze_encoder: bool | None = None
     semantic_prior: Literal["auto", "none", "grouped", "raw", "both"] = "auto"
+    #: A pretrained encoder or a trained run whose embeddings the encoder learns to reproduce (``instacli.distill``).
+    distill_from: str | None = None
+    distill_weight: float = 1.0
     text: bool = False
     text_encoder: str = "minilm"
     text_options: dict[str, Any] = {}

@@ -28,10 +28,12 @@ from accelerate.utils import set_seed
 from instacli import registry
 from instacli.augment import eval_view, train_view
 from instacli.calibration import calibrate
+from instacli.distill import distill_loss
 from instacli.embedding_cache import embeddings_path, load_embeddings, save_embeddings
 from instacli.errors import InstacliError
 from instacli.io import atomic_file, check_writable_target, write_json
 from instacli.launch import launched_on_cpu, process_state
+from instacli.encoders import ImageEncoder
 from instacli.reporting import Reporter
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
 from instacli.settings import TrainSettings, apply_recipe
@@ -161,47 +163,72 @@ def _model_config(settings: TrainSettings, split: SplitArrays, text: tuple[str, 
 
 @torch.inference_mode()
 def embed_images(
-    model: MultiTaskModel, images: torch.Tensor, accelerator: Accelerator, batch_size: int = 128,
+    encoder: ImageEncoder, images: torch.Tensor, device: torch.device, precision: str, batch_size: int = 128,
     on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Encoder embeddings of cached uint8 images (eval view); used to train heads on a frozen encoder."""
-    encoder = accelerator.unwrap_model(model).encoder.eval()  # batch norm must use its stored statistics
+    """Embeddings of cached uint8 images (eval view), in ``precision`` (accelerate's ``no``/``bf16``/``fp16``):
+    the inputs of heads trained on a frozen encoder, and a distillation teacher's targets."""
+    encoder = encoder.eval()  # batch norm must use its stored statistics
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     out = []
     for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(accelerator.device)
-        with accelerator.autocast():
+        batch = images[start : start + batch_size].to(device)
+        with torch.autocast(device.type, dtype=half, enabled=half is not None):
             out.append(encoder(eval_view(batch, encoder.preprocess)).float().cpu())
         if on_batch:
             on_batch(len(batch))
     return torch.cat(out)
 
 
-def split_inputs(
-    split: SplitArrays, net: MultiTaskModel, config: ModelConfig, settings: TrainSettings, accelerator: Accelerator, reporter: Reporter
+def cached_embeddings(
+    split: SplitArrays, encoder: ImageEncoder, options: dict[str, Any], precision: str, settings: TrainSettings,
+    accelerator: Accelerator, reporter: Reporter, who: str,
 ) -> torch.Tensor:
-    """What the loaders of ``split`` feed: its decoded images, or with a frozen encoder their
-    embeddings, read from the embedding cache when an earlier run computed them (then the images
-    are not even decoded)."""
-    def images() -> torch.Tensor:
-        with reporter.stage(f"decoding {len(split)} {split.name} images", len(split)) as advance:
-            return split.images(net.encoder.preprocess.resize_size, settings.workers, advance)
-
-    if not settings.freeze_encoder:
-        return images()
-    path = embeddings_path(split.cache_key, net.encoder, config.encoder_options, accelerator.mixed_precision)
+    """``encoder``'s embeddings of every photo of ``split``: from the embedding cache when an earlier
+    run computed them (then the photos are not even decoded), else decoded, embedded and cached."""
+    path = embeddings_path(split.cache_key, encoder, options, precision)
     cached = load_embeddings(path, len(split)) if path is not None else None
     if cached is not None:
         return cached
-    pixels = images()
-    with reporter.stage(f"embedding {len(split)} {split.name} images ({config.encoder}, frozen)", len(split)) as advance:
-        embeddings = embed_images(net, pixels, accelerator, on_batch=advance)
+    pixels = decoded_images(split, encoder.preprocess.resize_size, settings, reporter)
+    with reporter.stage(f"embedding {len(split)} {split.name} images ({who})", len(split)) as advance:
+        embeddings = embed_images(encoder.to(accelerator.device), pixels, accelerator.device, precision, on_batch=advance)
     if path is not None and accelerator.is_main_process:
         save_embeddings(path, embeddings)
     return embeddings
 
 
-def _loader(arrays: SplitArrays, inputs: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
-    dataset = torch.utils.data.TensorDataset(inputs, arrays.features, arrays.targets, arrays.labels, arrays.text)
+def decoded_images(split: SplitArrays, size: int, settings: TrainSettings, reporter: Reporter) -> torch.Tensor:
+    with reporter.stage(f"decoding {len(split)} {split.name} images", len(split)) as advance:
+        return split.images(size, settings.workers, advance)
+
+
+def split_inputs(
+    split: SplitArrays, net: MultiTaskModel, config: ModelConfig, settings: TrainSettings, accelerator: Accelerator, reporter: Reporter
+) -> torch.Tensor:
+    """What the loaders of ``split`` feed: its decoded images, or with a frozen encoder their (cached) embeddings."""
+    if not settings.freeze_encoder:
+        return decoded_images(split, net.encoder.preprocess.resize_size, settings, reporter)
+    return cached_embeddings(
+        split, net.encoder, config.encoder_options, accelerator.mixed_precision, settings, accelerator, reporter, f"{config.encoder}, frozen"
+    )
+
+
+def teacher_targets(split: SplitArrays, settings: TrainSettings, accelerator: Accelerator, reporter: Reporter) -> torch.Tensor:
+    """The standardized embeddings of ``--distill-from``'s teacher for every training photo (:mod:`instacli.distill`)."""
+    from instacli.distill import standardize, teacher_encoder
+
+    encoder, name, options = teacher_encoder(str(settings.distill_from))
+    precision = resolve_mixed_precision("auto", name) if accelerator.device.type == "cpu" else accelerator.mixed_precision
+    return standardize(cached_embeddings(split, encoder, options, precision, settings, accelerator, reporter, f"teacher {name}"))
+
+
+def _loader(
+    arrays: SplitArrays, inputs: torch.Tensor, batch_size: int, shuffle: bool, seed: int, teacher: torch.Tensor | None = None
+) -> torch.utils.data.DataLoader:
+    """Batches of (inputs, features, targets, labels, text), and the teacher's targets when distilling."""
+    columns = (inputs, arrays.features, arrays.targets, arrays.labels, arrays.text) + ((teacher,) if teacher is not None else ())
+    dataset = torch.utils.data.TensorDataset(*columns)
     generator = torch.Generator().manual_seed(seed)
     global_batch = batch_size * process_state().num_processes  # N processes must drop (or keep) what one process would
     return torch.utils.data.DataLoader(
@@ -217,7 +244,7 @@ def run_inference(
     model.eval()
     net = accelerator.unwrap_model(model)
     parts: dict[str, list[torch.Tensor]] = {"logits": [], "likes": [], "labels": [], "targets": []}
-    for inputs, features, targets, labels, text in loader:
+    for inputs, features, targets, labels, text, *_ in loader:
         with accelerator.autocast():
             pixels = inputs if frozen else eval_view(inputs, net.encoder.preprocess)
             logits, likes = model(pixels, features, text, embedded=frozen)
@@ -257,7 +284,8 @@ def fit_classical_regressor(
 ) -> None:
     """Fit the scikit-learn regressor on the best epoch's network (embedding the images unless frozen), then save."""
     net.load_state_dict(load_file(str(run / "model.safetensors")))
-    fit_regressor(net, split, inputs if frozen else embed_images(net, inputs, accelerator), accelerator)
+    embeddings = inputs if frozen else embed_images(net.encoder, inputs, accelerator.device, accelerator.mixed_precision)
+    fit_regressor(net, split, embeddings, accelerator)
     save_model(run, net, config)
 
 
@@ -431,13 +459,20 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
     with accelerator.main_process_first():  # the main process decodes (and embeds); the others read its caches
         train_inputs = split_inputs(train_split, model, config, settings, accelerator, reporter)
         val_inputs = split_inputs(val_split, model, config, settings, accelerator, reporter)
+    teacher = None
+    if settings.distill_from is not None:
+        if settings.freeze_encoder:
+            raise InstacliError("--distill-from trains the encoder to match its teacher; it cannot be frozen (drop --freeze-encoder)")
+        with accelerator.main_process_first():
+            teacher = teacher_targets(train_split, settings, accelerator, reporter)
+        model.distill_head = torch.nn.Linear(model.encoder.embed_dim, teacher.shape[1])
     if config.probe_head:
         from instacli.probe import fit_category_probe
 
         fit_category_probe(model, train_inputs, train_split.labels)
     if not any(p.requires_grad for p in model.parameters()):  # frozen: probe fitted, regressor absent or fitted below
         return fit_directly(run, model, config, settings, (train_split, val_split), (train_inputs, val_inputs), accelerator, reporter, wall_started)
-    train_loader = _loader(train_split, train_inputs, settings.batch_size, shuffle=True, seed=settings.seed)
+    train_loader = _loader(train_split, train_inputs, settings.batch_size, shuffle=True, seed=settings.seed, teacher=teacher)
     val_loader = _loader(val_split, val_inputs, settings.batch_size * 2, shuffle=False, seed=settings.seed)
 
     optimizer = torch.optim.AdamW(_param_groups(model, settings), betas=(0.9, 0.999))
@@ -479,15 +514,17 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
         accelerator.step = done  # accumulation groups start with the epoch (accelerate resets at its end)
         epoch_start = time.perf_counter() - state["epoch_seconds"]
         sums, steps = np.array(state["sums"], dtype=np.float64), state["steps"]
-        for index, (inputs, features, targets, labels, text) in enumerate(loader, start=done):
+        for index, (inputs, features, targets, labels, text, *teacher_batch) in enumerate(loader, start=done):
             with accelerator.accumulate(model):
                 pixels = inputs if settings.freeze_encoder else train_view(inputs, preprocess)
                 with accelerator.autocast():
-                    logits, likes = model(pixels, features, text, embedded=settings.freeze_encoder)
+                    logits, likes, *projected = model(pixels, features, text, embedded=settings.freeze_encoder, distill=teacher is not None)
                     aux = None if settings.freeze_encoder else net.encoder.auxiliary_loss()
                 total, ce, reg = multitask_loss(logits, likes, labels, targets, settings)
                 if aux is not None:
                     total = total + aux
+                if projected:
+                    total = total + settings.distill_weight * distill_loss(projected[0], teacher_batch[0])
                 # accelerate divides every loss by grad_accum; the epoch's last group may be shorter
                 group = min(accum, n_batches - index // accum * accum)
                 accelerator.backward(total if group == accum else total * (accum / group))
@@ -543,6 +580,7 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
             break
 
     train_seconds = time.perf_counter() - started
+    net.distill_head = None  # training only: the saved weights (reloaded below) have none
     if getattr(net.regressor, "fits_after_training", False) and accelerator.is_main_process:
         with reporter.stage(f"fitting {settings.regressor} on {len(train_split)} training embeddings"):
             fit_classical_regressor(run, net, config, train_split, train_inputs, settings.freeze_encoder, accelerator)
