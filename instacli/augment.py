@@ -5,16 +5,33 @@ Training crops a random box of random scale and aspect per sample (RandomResized
 them and jitters brightness/contrast/saturation, all as a handful of batched tensor ops: one
 ``grid_sample`` call for the whole batch is several times cheaper than per-image torchvision
 transforms on a 2-core CPU, and it runs on the GPU when there is one.
+
+On top, as settings, the augmentations of ``timm.data`` (:class:`Augmentation`): an auto-augment
+policy (RandAugment, TrivialAugment, AugMix, AutoAugment) on each photo before the crop, random
+erasing after normalization, and mixup/cutmix of the batch with its category targets.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from instacli.encoders import Preprocess
+from instacli.errors import InstacliError
+
+#: Short names for timm auto-augment configurations; any other timm string (``rand-m7-n3``,
+#: ``augmix-m5``, ``original``, …) is passed through. ``trivialaugment`` is timm's RandAugment with
+#: one operation at a uniformly drawn magnitude, always applied: TrivialAugment (Müller & Hutter, 2021).
+AUTO_AUGMENT = {
+    "randaugment": "rand-m9-mstd0.5-inc1",  # timm's ImageNet recipe
+    "trivialaugment": "rand-n1-m10-mstd101-inc1-p1.0",
+}
 
 
 def normalize(images: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
@@ -85,3 +102,71 @@ def train_view(images: torch.Tensor, preprocess: Preprocess, generator: torch.Ge
 def eval_view(images: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
     """Deterministic, normalized evaluation batch: the central crop of cached squares."""
     return normalize(center_crop(images, preprocess.image_size), preprocess)
+
+
+def auto_augment_policy(name: str, preprocess: Preprocess) -> Callable[[Image.Image], Image.Image]:
+    """The timm auto-augment transform (on PIL images) for ``name`` (a key of :data:`AUTO_AUGMENT` or a timm config string)."""
+    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
+
+    config = AUTO_AUGMENT.get(name, name)
+    hparams = {"translate_const": int(preprocess.resize_size * 0.45), "img_mean": tuple(round(255 * m) for m in preprocess.mean)}
+    make = rand_augment_transform if config.startswith("rand") else augment_and_mix_transform if config.startswith("augmix") else auto_augment_transform
+    try:
+        return make(config, hparams)
+    except (AssertionError, KeyError, ValueError, IndexError) as exc:
+        raise InstacliError(
+            f"--auto-augment {name}: not a timm auto-augment policy ({exc or 'bad configuration'}); "
+            f"use none, {', '.join(AUTO_AUGMENT)} or a timm string such as rand-m9-mstd0.5"
+        ) from None
+
+
+def each_photo(images: torch.Tensor, transform: Callable[[Image.Image], Image.Image]) -> torch.Tensor:
+    """Apply a PIL transform to every uint8 ``(3, H, W)`` image of a batch (the timm policies work on PIL images)."""
+    out = torch.empty_like(images)
+    for i, image in enumerate(images.cpu()):
+        pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+        out[i] = torch.from_numpy(np.asarray(transform(pil), dtype=np.uint8).copy()).permute(2, 0, 1)
+    return out.to(images.device)
+
+
+@dataclass
+class Augmentation:
+    """The training view of a batch: the crop/flip/jitter above, plus the optional timm augmentations."""
+
+    preprocess: Preprocess
+    policy: Callable[[Image.Image], Image.Image] | None = None
+    erasing: Callable[[torch.Tensor], torch.Tensor] | None = None
+    mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    @classmethod
+    def create(
+        cls, preprocess: Preprocess, auto_augment: str = "none", random_erasing: float = 0.0, mixup: float = 0.0,
+        cutmix: float = 0.0, num_classes: int = 0, label_smoothing: float = 0.0, device: torch.device | str = "cpu",
+    ) -> Augmentation:
+        from timm.data import Mixup
+        from timm.data.random_erasing import RandomErasing
+
+        return cls(
+            preprocess,
+            policy=auto_augment_policy(auto_augment, preprocess) if auto_augment != "none" else None,
+            erasing=RandomErasing(random_erasing, mode="pixel", device=str(device)) if random_erasing > 0 else None,
+            mixup=Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)
+            if mixup > 0 or cutmix > 0 else None,
+        )
+
+    def view(self, images: torch.Tensor) -> torch.Tensor:
+        """Augmented, normalized batch from cached uint8 squares."""
+        if self.policy is not None:
+            images = each_photo(images, self.policy)
+        x = train_view(images, self.preprocess)
+        return self.erasing(x) if self.erasing is not None else x
+
+    def mix(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mixup/cutmix of the batch and its soft category targets (None: not mixed, use ``labels``).
+
+        timm mixes each photo with the batch reversed, which needs an even batch; an odd last batch,
+        or one with unlabelled rows, stays unmixed.
+        """
+        if self.mixup is None or len(x) % 2 or (labels < 0).any():
+            return x, None
+        return self.mixup(x, labels)

@@ -54,6 +54,11 @@ class TrainSettings(BaseSettings):
     #: None: the encoder's recommended recipe (its registry entry), else fine-tune end to end.
     freeze_encoder: bool | None = None
     semantic_prior: Literal["auto", "none", "grouped", "raw", "both"] = "auto"
+    #: timm.data augmentations on top of crop/flip/jitter (``instacli.augment``); for encoders trained end to end.
+    auto_augment: str = "none"
+    random_erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
     #: A pretrained encoder or a trained run whose embeddings the encoder learns to reproduce (``instacli.distill``).
     distill_from: str | None = None
     distill_weight: float = 1.0

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from accelerate.utils import set_seed
 
 from instacli import registry
-from instacli.augment import eval_view, train_view
+from instacli.augment import Augmentation, eval_view
 from instacli.calibration import calibrate
 from instacli.distill import distill_loss
 from instacli.embedding_cache import embeddings_path, load_embeddings, save_embeddings
@@ -98,11 +98,15 @@ def multitask_loss(
     labels: torch.Tensor,
     targets: torch.Tensor,
     settings: TrainSettings,
+    soft_labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cross-entropy on labelled rows + ``likes_weight`` × likes loss on rows with likes; (total, ce, reg)."""
+    """Cross-entropy on labelled rows (against ``soft_labels`` for a mixup/cutmix batch, smoothed
+    already) + ``likes_weight`` × likes loss on rows with likes; (total, ce, reg)."""
     zero = labels.new_zeros((), dtype=torch.float32)
     ce = reg = zero
-    if logits is not None and (labels >= 0).any():
+    if logits is not None and soft_labels is not None:
+        ce = F.cross_entropy(logits.float(), soft_labels.float())
+    elif logits is not None and (labels >= 0).any():
         keep = labels >= 0
         ce = F.cross_entropy(logits[keep].float(), labels[keep], label_smoothing=settings.label_smoothing)
     if likes is not None and (~torch.isnan(targets)).any():
@@ -221,6 +225,21 @@ def teacher_targets(split: SplitArrays, settings: TrainSettings, accelerator: Ac
     encoder, name, options = teacher_encoder(str(settings.distill_from))
     precision = resolve_mixed_precision("auto", name) if accelerator.device.type == "cpu" else accelerator.mixed_precision
     return standardize(cached_embeddings(split, encoder, options, precision, settings, accelerator, reporter, f"teacher {name}"))
+
+
+def training_augmentation(settings: TrainSettings, config: ModelConfig, model: MultiTaskModel, accelerator: Accelerator) -> Augmentation:
+    """The training view of the settings (:class:`instacli.augment.Augmentation`), checked against what it can apply to."""
+    extras = {"auto_augment": settings.auto_augment != "none", "random_erasing": settings.random_erasing > 0,
+              "mixup": settings.mixup > 0, "cutmix": settings.cutmix > 0}
+    given = [f"--{name.replace('_', '-')}" for name, on in extras.items() if on]
+    if given and settings.freeze_encoder:
+        raise InstacliError(f"{', '.join(given)}: a frozen encoder embeds each photo once, unaugmented; add --no-freeze-encoder or drop the flag")
+    if (settings.mixup > 0 or settings.cutmix > 0) and config.task != "category":
+        raise InstacliError("--mixup/--cutmix blend two photos, and a blend has no likes count; train with --task category or drop the flag")
+    return Augmentation.create(
+        model.encoder.preprocess, settings.auto_augment, settings.random_erasing, settings.mixup, settings.cutmix,
+        len(config.class_names), settings.label_smoothing, accelerator.device,
+    )
 
 
 def _loader(
@@ -452,13 +471,13 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
             f"regressor '{settings.regressor}' is fitted after training and gives the encoder no gradient; "
             "with --task likes add --freeze-encoder or pick a neural regressor (conv1d, mlp, linear)"
         )
-    preprocess = model.encoder.preprocess
     if settings.freeze_encoder:  # embeddings never change: compute them once, train the heads only
         model.encoder.requires_grad_(False)
         model.to(accelerator.device)
     with accelerator.main_process_first():  # the main process decodes (and embeds); the others read its caches
         train_inputs = split_inputs(train_split, model, config, settings, accelerator, reporter)
         val_inputs = split_inputs(val_split, model, config, settings, accelerator, reporter)
+    augmentation = training_augmentation(settings, config, model, accelerator)
     teacher = None
     if settings.distill_from is not None:
         if settings.freeze_encoder:
@@ -516,11 +535,11 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
         sums, steps = np.array(state["sums"], dtype=np.float64), state["steps"]
         for index, (inputs, features, targets, labels, text, *teacher_batch) in enumerate(loader, start=done):
             with accelerator.accumulate(model):
-                pixels = inputs if settings.freeze_encoder else train_view(inputs, preprocess)
+                pixels, soft_labels = (inputs, None) if settings.freeze_encoder else augmentation.mix(augmentation.view(inputs), labels)
                 with accelerator.autocast():
                     logits, likes, *projected = model(pixels, features, text, embedded=settings.freeze_encoder, distill=teacher is not None)
                     aux = None if settings.freeze_encoder else net.encoder.auxiliary_loss()
-                total, ce, reg = multitask_loss(logits, likes, labels, targets, settings)
+                total, ce, reg = multitask_loss(logits, likes, labels, targets, settings, soft_labels)
                 if aux is not None:
                     total = total + aux
                 if projected:
