@@ -51,30 +51,35 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return images[..., top : top + size, left : left + size]
 
 
-def random_resized_crop(
-    images: torch.Tensor,
-    size: int,
+def random_boxes(
+    n: int,
     scale: tuple[float, float] = (0.35, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Per-sample random crop of area ``scale`` and aspect ``ratio``, resized to ``size``, randomly flipped."""
-    b = images.shape[0]
-    dev = images.device
-    area = torch.empty(b, device=dev).uniform_(*scale, generator=generator)
-    log_r = torch.empty(b, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    """``n`` random crop boxes of area ``scale`` and aspect ``ratio``, half of them mirrored, as
+    ``(n, 2, 3)`` affine matrices in normalized coordinates (independent of the image's resolution,
+    so that one box crops the same region of a photo decoded at any size)."""
+    area = torch.empty(n, device=device).uniform_(*scale, generator=generator)
+    log_r = torch.empty(n, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
     aspect = torch.exp(log_r)
     sx = torch.sqrt(area * aspect).clamp(max=1.0)  # half-width in normalized [-1, 1] coordinates
     sy = torch.sqrt(area / aspect).clamp(max=1.0)
-    tx = (torch.rand(b, device=dev, generator=generator) * 2 - 1) * (1 - sx)
-    ty = (torch.rand(b, device=dev, generator=generator) * 2 - 1) * (1 - sy)
-    flip = torch.where(torch.rand(b, device=dev, generator=generator) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(b, 2, 3, device=dev)
+    tx = (torch.rand(n, device=device, generator=generator) * 2 - 1) * (1 - sx)
+    ty = (torch.rand(n, device=device, generator=generator) * 2 - 1) * (1 - sy)
+    flip = torch.where(torch.rand(n, device=device, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3, device=device)
     theta[:, 0, 0] = sx * flip
     theta[:, 0, 2] = tx
     theta[:, 1, 1] = sy
     theta[:, 1, 2] = ty
-    grid = F.affine_grid(theta, [b, 3, size, size], align_corners=False)
+    return theta
+
+
+def crop(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """The ``boxes`` (from :func:`random_boxes`) of uint8 ``images``, resized to ``size``, as floats in [0, 1]."""
+    grid = F.affine_grid(boxes.to(images.device, torch.float32), [len(images), 3, size, size], align_corners=False)
     return F.grid_sample(images.float() / 255.0, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
@@ -93,9 +98,13 @@ def color_jitter(images: torch.Tensor, strength: float = 0.3, generator: torch.G
     return x.clamp_(0.0, 1.0)
 
 
-def train_view(images: torch.Tensor, preprocess: Preprocess, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Augmented, normalized training batch from cached uint8 squares."""
-    x = random_resized_crop(images, preprocess.image_size, generator=generator)
+def train_view(
+    images: torch.Tensor, preprocess: Preprocess, generator: torch.Generator | None = None, boxes: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Augmented, normalized training batch from cached uint8 squares (random crops, or the given ``boxes``)."""
+    if boxes is None:
+        boxes = random_boxes(len(images), generator=generator, device=images.device)
+    x = crop(images, boxes, preprocess.image_size)
     return normalize(color_jitter(x, generator=generator), preprocess)
 
 
@@ -154,11 +163,11 @@ class Augmentation:
             if mixup > 0 or cutmix > 0 else None,
         )
 
-    def view(self, images: torch.Tensor) -> torch.Tensor:
-        """Augmented, normalized batch from cached uint8 squares."""
+    def view(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """Augmented, normalized batch from cached uint8 squares (crops at ``boxes`` when given, see :func:`crop`)."""
         if self.policy is not None:
             images = each_photo(images, self.policy)
-        x = train_view(images, self.preprocess)
+        x = train_view(images, self.preprocess, boxes=boxes)
         return self.erasing(x) if self.erasing is not None else x
 
     def mix(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

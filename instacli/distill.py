@@ -1,63 +1,118 @@
-"""Knowledge distillation: a small encoder trained from scratch learns to reproduce a pretrained teacher's embeddings.
+"""Knowledge distillation: an encoder trained from scratch learns from a pretrained teacher's answers on crops of its photos.
 
-A from-scratch encoder (``vit-scratch``) only knows the few thousand photos it was trained on, so a
-photo of a species they lack looks to it like whatever it resembles most; a pretrained teacher
-(``efficientnet-lite0``) has seen ImageNet and places such a photo near other animals. With
-``--distill-from TEACHER`` the student gets a second target per training photo: a linear projection
-of its embedding must predict the teacher's standardized embedding of the same photo (feature
-distillation; mean squared error). The projection is used in training only and is not saved.
+A from-scratch encoder (``vit-scratch``) knows only its training photos. On posts-dev's
+leave-sources-out folds it called 80 % of forest photos "animal" when the training landscapes were
+glaciers and seas: the animals it saw stood in grass and foliage, so greenery meant "animal". A
+pretrained teacher knows better: shown a crop of an animal photo that misses the animal, it answers
+"landscape". With ``--distill-from TEACHER`` the student learns from those answers (DeiT-style soft
+distillation, with the teacher's calibrated probabilities as a second target beside the label).
 
-Why embeddings, not the teacher's category probabilities (DeiT's soft labels): on the training
-photos a good teacher is sure of the category, so two-class soft labels add little beyond the label
-itself; its 1280-d embedding says what the photo looks like, which is the knowledge that carries
-to unseen sources.
+The teacher answers once per training photo for :data:`VIEWS` fixed crops (the central view and
+random resized crops, mirrored at random), at its own resolution, before training; the student
+then trains on those same crops of its own low-resolution copy of the photo (one box crops the same
+region at any resolution, :func:`instacli.augment.crop`), drawn at random each step. Asking the
+teacher about every new random crop during training would cost a teacher forward pass per student
+step, many times the student's training time on a CPU.
 
-The teacher embeds each training photo once (its central view, at its own resolution), cached like a
-frozen encoder's embeddings (:mod:`instacli.embedding_cache`); the student sees augmented views
-of those photos. Running the teacher on every augmented view would multiply the training time
-several-fold on a CPU.
+The teacher is a trained run (its category head, e.g. ``efficientnet-lite0`` with its default
+recipe) or an encoder name, for which that recipe's head is fitted here first: a linear probe on the
+frozen embeddings (with the semantic prior where the encoder has an ImageNet head, :mod:`instacli.probe`).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from instacli import registry
-from instacli.encoders import ImageEncoder
+from instacli.augment import crop, normalize, random_boxes
+from instacli.encoders import Preprocess
 from instacli.errors import InstacliError
+from instacli.model import ModelConfig, MultiTaskModel, build_model, load_run
+
+#: Crops per training photo the teacher labels: the central view and 7 random resized crops.
+VIEWS = 8
 
 
-def teacher_encoder(spec: str) -> tuple[ImageEncoder, str, dict]:
-    """The teacher named by ``--distill-from``: a trained run folder (its encoder, fine-tuned or not)
-    or a registered encoder with its default options (e.g. its pretrained weights).
+def teacher_model(spec: str, class_names: list[str], scaler: dict) -> tuple[MultiTaskModel, ModelConfig, bool]:
+    """The teacher of ``--distill-from``: (network, its config, whether its category head still needs fitting).
 
-    Returns the encoder (frozen, in eval mode), its name and its resolved options.
+    A run folder brings its own trained head and must know the same categories, in the same order.
+    An encoder name gets the frozen-probe recipe: the head is fitted by the caller on the encoder's
+    embeddings of the training photos.
     """
     if Path(spec).is_dir():
-        from instacli.model import load_run
-
-        loaded = load_run(spec)
-        encoder, name, options = loaded.model.encoder, loaded.config.encoder, loaded.config.encoder_options
-    elif spec in registry.encoders.names():
-        options = registry.encoders.resolve_options(spec, None)
-        encoder, name = registry.encoders.create(spec, **options), spec
-    else:
+        run = load_run(spec)
+        if run.model.classifier is None or run.config.class_names != class_names:
+            raise InstacliError(
+                f"--distill-from {spec}: the teacher run predicts {run.config.class_names if run.model.classifier is not None else 'no category'}, "
+                f"the data has {class_names}; give a run trained on the same categories"
+            )
+        return run.model.requires_grad_(False).eval(), run.config, False
+    if spec not in registry.encoders.names():
         raise InstacliError(
             f"--distill-from {spec}: neither a run folder nor an encoder; give a trained run or one of {', '.join(registry.encoders.names())}"
         )
-    return encoder.requires_grad_(False).eval(), name, options
+    config = ModelConfig(
+        encoder=spec, encoder_options=registry.encoders.resolve_options(spec), regressor="linear", regressor_options={},
+        class_names=class_names, scaler=scaler, task="category", semantic_prior="auto", probe_head=True,
+    )
+    teacher = build_model(config).eval()
+    teacher.encoder.requires_grad_(False)  # the probe fits (then freezes) the head
+    return teacher, config, True
 
 
-def standardize(targets: torch.Tensor) -> torch.Tensor:
-    """Each embedding dimension to mean 0, std 1 over the training photos, so that every dimension
-    weighs alike in the loss (raw EfficientNet features span orders of magnitude)."""
-    targets = targets.float()
-    return (targets - targets.mean(0)) / targets.std(0).clamp_min(1e-6)
+def view_boxes(n: int, student: Preprocess, seed: int) -> torch.Tensor:
+    """``(n, VIEWS, 2, 3)`` crop boxes per photo: first the student's evaluation view (its central
+    ``image_size`` of the ``resize_size`` square), then random resized crops."""
+    boxes = random_boxes(n * VIEWS, generator=torch.Generator().manual_seed(seed)).view(n, VIEWS, 2, 3)
+    boxes[:, 0] = 0
+    boxes[:, 0, 0, 0] = boxes[:, 0, 1, 1] = student.image_size / student.resize_size
+    return boxes
 
 
-def distill_loss(projected: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between the student's projected embeddings and the standardized teacher's."""
-    return F.mse_loss(projected.float(), targets.float())
+@torch.inference_mode()
+def view_probabilities(
+    teacher: MultiTaskModel, temperature: float, images: torch.Tensor, boxes: torch.Tensor, device: torch.device,
+    precision: str, batch_size: int = 64, on_batch: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """The teacher's calibrated category probabilities ``(n, VIEWS, C)`` for each box of each photo."""
+    preprocess = teacher.encoder.preprocess
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    out = []
+    for start in range(0, len(images), batch_size):
+        photos, photo_boxes = images[start : start + batch_size].to(device), boxes[start : start + batch_size]
+        views = photos.repeat_interleave(VIEWS, dim=0)
+        pixels = normalize(crop(views, photo_boxes.reshape(-1, 2, 3), preprocess.image_size), preprocess)
+        with torch.autocast(device.type, dtype=half, enabled=half is not None):
+            embedding = teacher.encoder(pixels)
+            logits = teacher.classify(embedding, embedding)
+        out.append((logits.float() / temperature).softmax(dim=1).view(len(photos), VIEWS, -1).cpu())
+        if on_batch:
+            on_batch(len(photos))
+    return torch.cat(out)
+
+
+def head_digest(teacher: MultiTaskModel) -> str:
+    """A digest of the teacher's weights outside its encoder (which the embedding cache's key covers already)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(teacher.state_dict().items()):
+        if not name.startswith("encoder."):
+            digest.update(name.encode() + tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def pick_views(boxes: torch.Tensor, probabilities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One of the labelled crops per photo of a batch, at random: its box and the teacher's probabilities."""
+    rows = torch.arange(len(boxes), device=boxes.device)
+    pick = torch.randint(boxes.shape[1], (len(boxes),), device=boxes.device)
+    return boxes[rows, pick], probabilities[rows, pick]
+
+
+def distill_loss(logits: torch.Tensor, teacher_probabilities: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the student's category logits against the teacher's probabilities."""
+    return F.cross_entropy(logits.float(), teacher_probabilities.float())

@@ -130,8 +130,6 @@ class MultiTaskModel(nn.Module):
         self.prior_classifier = nn.Linear(self.prior.dim, num_classes, bias=False) if self.prior is not None else None
         self.regressor = regressor
         self.class_to_regressor = class_to_regressor and self.classifier is not None
-        #: Training only, with ``--distill-from``: embedding → the teacher's embedding (``instacli.distill``); never saved.
-        self.distill_head: nn.Linear | None = None
 
     def fuse(self, embedding: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
         """The regressor's view of a post: image embedding, plus the adapted caption when captions are used."""
@@ -177,17 +175,10 @@ class MultiTaskModel(nn.Module):
         return logits, likes
 
     def forward(
-        self, inputs: torch.Tensor, features: torch.Tensor, text: torch.Tensor | None = None, embedded: bool = False,
-        distill: bool = False,
-    ) -> tuple[torch.Tensor | None, ...]:
-        """``inputs`` are pixels, or precomputed embeddings when ``embedded`` (frozen, cached encoder).
-
-        Returns the category logits and the likes; with ``distill`` also the ``distill_head``'s
-        prediction of the teacher's embedding (through ``forward``, so that DDP sees every parameter).
-        """
-        embedding = inputs if embedded else self.encoder(inputs)
-        outputs = self.heads(embedding, features, text)
-        return (*outputs, self.distill_head(embedding)) if distill else outputs
+        self, inputs: torch.Tensor, features: torch.Tensor, text: torch.Tensor | None = None, embedded: bool = False
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``inputs`` are pixels, or precomputed embeddings when ``embedded`` (frozen, cached encoder)."""
+        return self.heads(inputs if embedded else self.encoder(inputs), features, text)
 
 
 def build_model(config: ModelConfig) -> MultiTaskModel:
@@ -233,7 +224,7 @@ def save_model(run: Path, model: MultiTaskModel, config: ModelConfig) -> None:
     """Write ``model.safetensors`` and ``config.json`` atomically (the config records the rebuild options)."""
     config.encoder_options = dict(model.encoder.saved_options or config.encoder_options)
     config.preprocess = model.encoder.preprocess.to_dict()
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if not k.startswith("distill_head.")}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_path(run / "model.safetensors") as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "instacli_version": __version__})
     with atomic_file(run / "config.json") as handle:

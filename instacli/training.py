@@ -28,12 +28,12 @@ from accelerate.utils import set_seed
 from instacli import registry
 from instacli.augment import Augmentation, eval_view
 from instacli.calibration import calibrate
-from instacli.distill import distill_loss
+from instacli.distill import distill_loss, pick_views
 from instacli.embedding_cache import embeddings_path, load_embeddings, save_embeddings
 from instacli.errors import InstacliError
 from instacli.io import atomic_file, check_writable_target, write_json
 from instacli.launch import launched_on_cpu, process_state
-from instacli.encoders import ImageEncoder
+from instacli.encoders import ImageEncoder, Preprocess
 from instacli.reporting import Reporter
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
 from instacli.settings import TrainSettings, apply_recipe
@@ -218,13 +218,33 @@ def split_inputs(
     )
 
 
-def teacher_targets(split: SplitArrays, settings: TrainSettings, accelerator: Accelerator, reporter: Reporter) -> torch.Tensor:
-    """The standardized embeddings of ``--distill-from``'s teacher for every training photo (:mod:`instacli.distill`)."""
-    from instacli.distill import standardize, teacher_encoder
+def teacher_targets(
+    split: SplitArrays, student: Preprocess, settings: TrainSettings, accelerator: Accelerator, reporter: Reporter
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``--distill-from``'s teacher on crops of the training photos (:mod:`instacli.distill`): the crop
+    boxes ``(N, VIEWS, 2, 3)`` and its probabilities ``(N, VIEWS, C)``, cached like embeddings."""
+    from instacli.distill import VIEWS, head_digest, teacher_model, view_boxes, view_probabilities
+    from instacli.probe import fit_category_probe
 
-    encoder, name, options = teacher_encoder(str(settings.distill_from))
-    precision = resolve_mixed_precision("auto", name) if accelerator.device.type == "cpu" else accelerator.mixed_precision
-    return standardize(cached_embeddings(split, encoder, options, precision, settings, accelerator, reporter, f"teacher {name}"))
+    teacher, config, needs_head = teacher_model(str(settings.distill_from), split.class_names, split.scaler.to_dict())
+    device = accelerator.device
+    precision = resolve_mixed_precision("auto", config.encoder) if device.type == "cpu" else accelerator.mixed_precision
+    if needs_head:
+        embeddings = cached_embeddings(split, teacher.encoder, config.encoder_options, precision, settings, accelerator, reporter, f"teacher {config.encoder}")
+        fit_category_probe(teacher, embeddings, split.labels)
+    boxes = view_boxes(len(split), student, settings.seed)
+    key = {**config.encoder_options, "views": VIEWS, "seed": settings.seed, "student": student.to_dict(), "temperature": config.temperature,
+           "head": head_digest(teacher)}
+    path = embeddings_path(split.cache_key, teacher.encoder, key, precision)
+    cached = load_embeddings(path, len(split)) if path is not None else None
+    if cached is not None:
+        return boxes, cached.view(len(split), VIEWS, -1)
+    images = decoded_images(split, teacher.encoder.preprocess.resize_size, settings, reporter)
+    with reporter.stage(f"teacher {config.encoder} labels {VIEWS} crops of {len(split)} {split.name} images", len(split)) as advance:
+        probabilities = view_probabilities(teacher.to(device), config.temperature, images, boxes, device, precision, on_batch=advance)
+    if path is not None and accelerator.is_main_process:
+        save_embeddings(path, probabilities.reshape(len(split), -1))
+    return boxes, probabilities
 
 
 def training_augmentation(settings: TrainSettings, config: ModelConfig, model: MultiTaskModel, accelerator: Accelerator) -> Augmentation:
@@ -236,6 +256,8 @@ def training_augmentation(settings: TrainSettings, config: ModelConfig, model: M
         raise InstacliError(f"{', '.join(given)}: a frozen encoder embeds each photo once, unaugmented; add --no-freeze-encoder or drop the flag")
     if (settings.mixup > 0 or settings.cutmix > 0) and config.task != "category":
         raise InstacliError("--mixup/--cutmix blend two photos, and a blend has no likes count; train with --task category or drop the flag")
+    if (settings.mixup > 0 or settings.cutmix > 0) and settings.distill_from is not None:
+        raise InstacliError("--mixup/--cutmix blend photos the --distill-from teacher has not seen; use one or the other")
     return Augmentation.create(
         model.encoder.preprocess, settings.auto_augment, settings.random_erasing, settings.mixup, settings.cutmix,
         len(config.class_names), settings.label_smoothing, accelerator.device,
@@ -243,10 +265,11 @@ def training_augmentation(settings: TrainSettings, config: ModelConfig, model: M
 
 
 def _loader(
-    arrays: SplitArrays, inputs: torch.Tensor, batch_size: int, shuffle: bool, seed: int, teacher: torch.Tensor | None = None
+    arrays: SplitArrays, inputs: torch.Tensor, batch_size: int, shuffle: bool, seed: int,
+    teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.utils.data.DataLoader:
-    """Batches of (inputs, features, targets, labels, text), and the teacher's targets when distilling."""
-    columns = (inputs, arrays.features, arrays.targets, arrays.labels, arrays.text) + ((teacher,) if teacher is not None else ())
+    """Batches of (inputs, features, targets, labels, text), and the teacher's crop boxes and answers when distilling."""
+    columns = (inputs, arrays.features, arrays.targets, arrays.labels, arrays.text) + (teacher or ())
     dataset = torch.utils.data.TensorDataset(*columns)
     generator = torch.Generator().manual_seed(seed)
     global_batch = batch_size * process_state().num_processes  # N processes must drop (or keep) what one process would
@@ -481,10 +504,11 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
     teacher = None
     if settings.distill_from is not None:
         if settings.freeze_encoder:
-            raise InstacliError("--distill-from trains the encoder to match its teacher; it cannot be frozen (drop --freeze-encoder)")
+            raise InstacliError("--distill-from teaches the encoder; it cannot be frozen (drop --freeze-encoder)")
+        if config.task == "likes":
+            raise InstacliError("--distill-from teaches the category head; this data has no categories (drop --distill-from)")
         with accelerator.main_process_first():
-            teacher = teacher_targets(train_split, settings, accelerator, reporter)
-        model.distill_head = torch.nn.Linear(model.encoder.embed_dim, teacher.shape[1])
+            teacher = teacher_targets(train_split, model.encoder.preprocess, settings, accelerator, reporter)
     if config.probe_head:
         from instacli.probe import fit_category_probe
 
@@ -533,17 +557,18 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
         accelerator.step = done  # accumulation groups start with the epoch (accelerate resets at its end)
         epoch_start = time.perf_counter() - state["epoch_seconds"]
         sums, steps = np.array(state["sums"], dtype=np.float64), state["steps"]
-        for index, (inputs, features, targets, labels, text, *teacher_batch) in enumerate(loader, start=done):
+        for index, (inputs, features, targets, labels, text, *distill) in enumerate(loader, start=done):
             with accelerator.accumulate(model):
-                pixels, soft_labels = (inputs, None) if settings.freeze_encoder else augmentation.mix(augmentation.view(inputs), labels)
+                boxes, teacher_probabilities = pick_views(*distill) if distill else (None, None)
+                pixels, soft_labels = (inputs, None) if settings.freeze_encoder else augmentation.mix(augmentation.view(inputs, boxes), labels)
                 with accelerator.autocast():
-                    logits, likes, *projected = model(pixels, features, text, embedded=settings.freeze_encoder, distill=teacher is not None)
+                    logits, likes = model(pixels, features, text, embedded=settings.freeze_encoder)
                     aux = None if settings.freeze_encoder else net.encoder.auxiliary_loss()
                 total, ce, reg = multitask_loss(logits, likes, labels, targets, settings, soft_labels)
                 if aux is not None:
                     total = total + aux
-                if projected:
-                    total = total + settings.distill_weight * distill_loss(projected[0], teacher_batch[0])
+                if teacher_probabilities is not None:
+                    total = total + settings.distill_weight * distill_loss(logits, teacher_probabilities)
                 # accelerate divides every loss by grad_accum; the epoch's last group may be shorter
                 group = min(accum, n_batches - index // accum * accum)
                 accelerator.backward(total if group == accum else total * (accum / group))
@@ -599,7 +624,6 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
             break
 
     train_seconds = time.perf_counter() - started
-    net.distill_head = None  # training only: the saved weights (reloaded below) have none
     if getattr(net.regressor, "fits_after_training", False) and accelerator.is_main_process:
         with reporter.stage(f"fitting {settings.regressor} on {len(train_split)} training embeddings"):
             fit_classical_regressor(run, net, config, train_split, train_inputs, settings.freeze_encoder, accelerator)
