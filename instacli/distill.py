@@ -34,8 +34,8 @@ from instacli.encoders import Preprocess
 from instacli.errors import InstacliError
 from instacli.model import ModelConfig, MultiTaskModel, build_model, load_run
 
-#: Crops per training photo the teacher labels: the central view and 7 random resized crops.
-VIEWS = 8
+#: Crops per training photo the teacher labels: the central view and 3 random resized crops.
+VIEWS = 4
 
 
 def teacher_model(spec: str, class_names: list[str], scaler: dict) -> tuple[MultiTaskModel, ModelConfig, bool]:
