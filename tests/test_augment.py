@@ -39,6 +39,24 @@ def test_trivialaugment_is_one_operation_at_a_uniform_magnitude_always_applied()
     assert all(op.prob == 1.0 and op.magnitude_std == float("inf") for op in policy.ops)
 
 
+def test_the_named_policies_run_at_every_magnitude_they_can_draw() -> None:
+    """At magnitude 10 timm's increasing posterize keeps 0 bits, which Pillow refuses (a crash in epoch 1 on posts-dev)."""
+    images = _batch(64)
+    for name in ("randaugment", "trivialaugment"):
+        policy = auto_augment_policy(name, PREPROCESS)
+        for op in policy.ops:
+            op.prob, op.magnitude_std = 1.0, 0.0
+            op.magnitude = op.hparams.get("magnitude_max", 10)  # the largest magnitude the policy can draw
+        Augmentation(PREPROCESS, policy=policy).view(images)
+
+
+def test_a_policy_that_fails_on_a_photo_is_a_one_line_error() -> None:
+    policy = auto_augment_policy("rand-n1-m10-mstd0-inc1-p1.0", PREPROCESS)
+    policy.ops = [op for op in policy.ops if op.name == "PosterizeIncreasing"]  # keeps 0 bits at magnitude 10
+    with pytest.raises(InstacliError, match="the policy failed on a photo"):
+        Augmentation(PREPROCESS, policy=policy).view(_batch())
+
+
 @pytest.mark.parametrize("name", ["randaugment", "trivialaugment", "augmix-m3", "original"])
 def test_a_policy_changes_the_photos_and_keeps_their_shape(name: str) -> None:
     images = _batch()
