@@ -26,11 +26,13 @@ from instacli.encoders import Preprocess
 from instacli.errors import InstacliError
 
 #: Short names for timm auto-augment configurations; any other timm string (``rand-m7-n3``,
-#: ``augmix-m5``, ``original``, …) is passed through. ``trivialaugment`` is timm's RandAugment with
-#: one operation at a uniformly drawn magnitude, always applied: TrivialAugment (Müller & Hutter, 2021).
+#: ``augmix-m5``, ``original``, …) is passed through. ``randaugment`` is timm's ImageNet recipe and
+#: ``trivialaugment`` timm's RandAugment with one operation at a uniformly drawn magnitude, always
+#: applied: TrivialAugment (Müller & Hutter, 2021). Both cap the magnitude at 9 of 10: at 10,
+#: timm 1.0's increasing posterize keeps 0 bits, which Pillow ≥ 10 refuses.
 AUTO_AUGMENT = {
-    "randaugment": "rand-m9-mstd0.5-inc1",  # timm's ImageNet recipe
-    "trivialaugment": "rand-n1-m10-mstd101-inc1-p1.0",
+    "randaugment": "rand-m9-mstd0.5-inc1-mmax9",
+    "trivialaugment": "rand-n1-m9-mstd101-inc1-mmax9-p1.0",
 }
 
 
@@ -134,7 +136,11 @@ def each_photo(images: torch.Tensor, transform: Callable[[Image.Image], Image.Im
     out = torch.empty_like(images)
     for i, image in enumerate(images.cpu()):
         pil = Image.fromarray(image.permute(1, 2, 0).numpy())
-        out[i] = torch.from_numpy(np.asarray(transform(pil), dtype=np.uint8).copy()).permute(2, 0, 1)
+        try:
+            augmented = transform(pil)
+        except (ValueError, TypeError) as exc:  # a policy string whose magnitudes Pillow refuses
+            raise InstacliError(f"--auto-augment: the policy failed on a photo ({exc}); lower its magnitude or use randaugment") from None
+        out[i] = torch.from_numpy(np.asarray(augmented, dtype=np.uint8).copy()).permute(2, 0, 1)
     return out.to(images.device)
 
 
