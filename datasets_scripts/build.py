@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from instacli.errors import InstacliError
-from instacli.io import atomic_dir, check_writable_target, write_json
+from instacli.io import atomic_dir, check_writable_target, output_lock, write_json
 from instacli_datasets.engagement import COUNT_COLUMNS, OPTIONAL_COLUMNS, Table, read_table
 from instacli_datasets.folder import Photo, Skipped, Source, discover
 from instacli_datasets.images import encode_photos
@@ -387,59 +387,61 @@ def build_dataset(
     started = time.perf_counter()
     src, out = Path(src), Path(out)
     _check_options(out, src, overwrite, seed, val_fraction, test_fraction, max_side, workers)
-    source = open_source(src, layout=layout, labels=labels, label_from=label_from, carousel=carousel,
-                         column_map=None if engagement else column_map)
-    sources = derive_sources(source, group_pattern) if group_pattern is not None else None
-    collected = collect(source, engagement=engagement, synthetic=synthetic, seed=seed, max_side=max_side,
-                        workers=workers, progress=progress, column_map=column_map)
-    rows, names = collected.rows, source.class_names
-    assignment, group_column = assign_splits(collected, split_by=split_by, sources=sources, holdout=holdout,
-                                             val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    split_names = [*SPLITS, HOLDOUT] if holdout else list(SPLITS)
-    counts = {s: {n: 0 for n in names or [UNLABELED]} for s in split_names}
-    for row, split in zip(rows, assignment):
-        counts[split][label_name(row["label"], names)] += 1
-    report = BuildReport(
-        out=out, class_names=names, counts=counts, skipped=collected.skipped, unused_rows=collected.unused_rows,
-        kept_original=collected.kept_original, reencoded=len(rows) - collected.kept_original,
-        fingerprint=fingerprint(collected, assignment), seconds=0.0, engagement=collected.engagement,
-    )
-    info = {
-        "instacli_version": __version__,
-        "source": str(src.resolve()),
-        "source_kind": source.kind,
-        "engagement": collected.engagement,
-        "engagement_params": collected.params,
-        "seed": seed,
-        "val_fraction": val_fraction,
-        "test_fraction": test_fraction,
-        "split": {"by": split_by, "group_column": group_column, "group_pattern": group_pattern, "holdout": list(holdout)},
-        "max_side": max_side,
-        "class_names": names,
-        "columns": ["image", "label", "file_name", *collected.columns],
-        "numeric_columns": collected.numeric_columns,
-        "splits": {s: sum(counts[s].values()) for s in split_names},
-        "class_counts": counts,
-        "skipped": len(collected.skipped),
-        "fingerprint": report.fingerprint,
-    }
-    with atomic_dir(out, overwrite=overwrite, what="dataset folder") as tmp, quiet_datasets():
-        splits = DatasetDict({
-            s: to_dataset([r for r, a in zip(rows, assignment) if a == s], names, collected.columns) for s in split_names
-        })
-        # an empty split needs an explicit single shard, or datasets writes none and cannot load it back
-        splits.save_to_disk(str(tmp), num_shards={s: 1 for s, ds in splits.items() if len(ds) == 0})
-        write_json(tmp / INFO_FILE, info)
-        report.seconds = time.perf_counter() - started
-        write_json(tmp / REPORT_FILE, {
+    # locked from the start: a second build to the same --out, or an --out that cannot be written, fails before any decoding
+    with output_lock(out):
+        source = open_source(src, layout=layout, labels=labels, label_from=label_from, carousel=carousel,
+                             column_map=None if engagement else column_map)
+        sources = derive_sources(source, group_pattern) if group_pattern is not None else None
+        collected = collect(source, engagement=engagement, synthetic=synthetic, seed=seed, max_side=max_side,
+                            workers=workers, progress=progress, column_map=column_map)
+        rows, names = collected.rows, source.class_names
+        assignment, group_column = assign_splits(collected, split_by=split_by, sources=sources, holdout=holdout,
+                                                 val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        split_names = [*SPLITS, HOLDOUT] if holdout else list(SPLITS)
+        counts = {s: {n: 0 for n in names or [UNLABELED]} for s in split_names}
+        for row, split in zip(rows, assignment):
+            counts[split][label_name(row["label"], names)] += 1
+        report = BuildReport(
+            out=out, class_names=names, counts=counts, skipped=collected.skipped, unused_rows=collected.unused_rows,
+            kept_original=collected.kept_original, reencoded=len(rows) - collected.kept_original,
+            fingerprint=fingerprint(collected, assignment), seconds=0.0, engagement=collected.engagement,
+        )
+        info = {
+            "instacli_version": __version__,
             "source": str(src.resolve()),
-            "out": str(out.resolve()),
-            "images": report.n_images,
-            "kept_original": report.kept_original,
-            "reencoded": report.reencoded,
-            "seconds": round(report.seconds, 3),
-            "images_per_second": round(report.n_images / max(report.seconds, 1e-9), 1),
-            "skipped": [{"file": s.file, "reason": s.reason} for s in collected.skipped],
-            "unused_table_rows": collected.unused_rows,
-        })
-    return report
+            "source_kind": source.kind,
+            "engagement": collected.engagement,
+            "engagement_params": collected.params,
+            "seed": seed,
+            "val_fraction": val_fraction,
+            "test_fraction": test_fraction,
+            "split": {"by": split_by, "group_column": group_column, "group_pattern": group_pattern, "holdout": list(holdout)},
+            "max_side": max_side,
+            "class_names": names,
+            "columns": ["image", "label", "file_name", *collected.columns],
+            "numeric_columns": collected.numeric_columns,
+            "splits": {s: sum(counts[s].values()) for s in split_names},
+            "class_counts": counts,
+            "skipped": len(collected.skipped),
+            "fingerprint": report.fingerprint,
+        }
+        with atomic_dir(out, overwrite=overwrite, what="dataset folder") as tmp, quiet_datasets():
+            splits = DatasetDict({
+                s: to_dataset([r for r, a in zip(rows, assignment) if a == s], names, collected.columns) for s in split_names
+            })
+            # an empty split needs an explicit single shard, or datasets writes none and cannot load it back
+            splits.save_to_disk(str(tmp), num_shards={s: 1 for s, ds in splits.items() if len(ds) == 0})
+            write_json(tmp / INFO_FILE, info)
+            report.seconds = time.perf_counter() - started
+            write_json(tmp / REPORT_FILE, {
+                "source": str(src.resolve()),
+                "out": str(out.resolve()),
+                "images": report.n_images,
+                "kept_original": report.kept_original,
+                "reencoded": report.reencoded,
+                "seconds": round(report.seconds, 3),
+                "images_per_second": round(report.n_images / max(report.seconds, 1e-9), 1),
+                "skipped": [{"file": s.file, "reason": s.reason} for s in collected.skipped],
+                "unused_table_rows": collected.unused_rows,
+            })
+        return report
