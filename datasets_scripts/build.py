@@ -57,6 +57,8 @@ class Collected:
     kept_original: int
     #: The per-photo table the rows came from (engagement table, else the source's own), for ``--split-by``.
     table: Table | None = None
+    #: Rows of ``--engagement`` that matched no photo; ``unused_rows`` lists the first of them.
+    n_unused: int = 0
 
     @property
     def numeric_columns(self) -> list[str]:
@@ -78,6 +80,7 @@ class BuildReport:
     fingerprint: str
     seconds: float
     engagement: str | None = None
+    n_unused: int = 0
 
     @property
     def n_images(self) -> int:
@@ -113,7 +116,7 @@ def _engagement_table(source: Source, engagement: Path | None, column_map: dict[
         return (source.table, source.engagement) if source.engagement else (None, None)
     if source.engagement == "instaloader":
         raise InstacliError("--engagement: instaloader downloads bring their own engagement; drop the option")
-    table = read_table(Path(engagement), column_map)
+    table = read_table(Path(engagement), column_map, keep={p.file_name for p in source.photos})
     if "likes" not in table.columns:
         raise InstacliError(f"{engagement}: no 'likes' column; add one or name it with --map likes=<column>")
     missing = [p.file_name for p in source.photos if p.file_name not in table.rows]
@@ -179,8 +182,9 @@ def collect(
         for column, values in generated.items():
             for row, value in zip(rows, values):
                 row[column] = value
-    unused = sorted(set(table.rows) - {p.file_name for p in source.photos}) if table is not None and table is not source.table else []
-    return Collected(source, rows, hashes, groups, columns, kind, params, skipped, unused, kept, table or source.table)
+    unused = table.unused if table is not None and table is not source.table else []
+    return Collected(source, rows, hashes, groups, columns, kind, params, skipped, unused, kept, table or source.table,
+                     n_unused=table.n_unused if unused else 0)
 
 
 def _check_every_class_readable(source: Source, rows: list[dict[str, Any]], skipped: list[Skipped]) -> None:
@@ -402,7 +406,7 @@ def build_dataset(
         for row, split in zip(rows, assignment):
             counts[split][label_name(row["label"], names)] += 1
         report = BuildReport(
-            out=out, class_names=names, counts=counts, skipped=collected.skipped, unused_rows=collected.unused_rows,
+            out=out, class_names=names, counts=counts, skipped=collected.skipped, unused_rows=collected.unused_rows, n_unused=collected.n_unused,
             kept_original=collected.kept_original, reencoded=len(rows) - collected.kept_original,
             fingerprint=fingerprint(collected, assignment), seconds=0.0, engagement=collected.engagement,
         )
@@ -442,6 +446,7 @@ def build_dataset(
                 "seconds": round(report.seconds, 3),
                 "images_per_second": round(report.n_images / max(report.seconds, 1e-9), 1),
                 "skipped": [{"file": s.file, "reason": s.reason} for s in collected.skipped],
-                "unused_table_rows": collected.unused_rows,
+                "unused_table_rows": collected.unused_rows,  # the first LISTED_UNUSED
+                "unused_table_row_count": collected.n_unused,
             })
         return report

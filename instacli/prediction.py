@@ -87,12 +87,12 @@ def _missing_cells(features: Sequence[str], rows: Sequence[dict[str, Any]]) -> n
     return missing
 
 
-def _read_metadata(path: Path, features: Sequence[str], column_map: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """Engagement rows keyed by file name (columns renamed by ``column_map``, as ``--map`` of ``data
-    build``), checked to carry every numeric feature the model uses."""
+def _read_metadata(path: Path, features: Sequence[str], names: Sequence[str], column_map: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Engagement rows of the photos ``names`` (by relative path or bare file name; columns renamed
+    by ``column_map``, as ``--map`` of ``data build``), checked to carry every numeric feature the model uses."""
     from instacli_datasets.engagement import read_table
 
-    table = read_table(path, column_map)
+    table = read_table(path, column_map, keep={*names, *(Path(name).name for name in names)})
     missing = [f for f in features if f not in table.columns]
     if missing:
         raise InstacliError(f"{path}: lacks column(s) {', '.join(missing)} that this model uses; add them or predict without --metadata")
@@ -241,8 +241,8 @@ def predict_folder(
         run = load_run(run_path)
         if run.preprocess.resize_size != size:
             batches = None
-        table = _read_metadata(metadata, run.scaler.features, column_map) if metadata else None
         names = [relative_name(folder, f) for f in files]
+        table = _read_metadata(metadata, run.scaler.features, names, column_map) if metadata else None
         if table is not None:
             _check_bare_names(names, table, metadata)
         meta = _metadata_rows(names, table)
