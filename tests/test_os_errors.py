@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import make_photo_tree
+from tests.test_cli_layer import STALLED_BUILD
 from instacli.errors import InstacliError
 from instacli.eval_folders import eval_folder
 from instacli.io import atomic_dir, atomic_file
@@ -111,18 +112,6 @@ def test_evaluate_whose_eval_folder_is_being_written_prints_its_metrics_then_fai
         result = run_cli("evaluate", made.run, "--data", made.data, "--json", "--workers", "0")
     one_line_error(result, "not saved", f"(pid {pid})")
     assert json.loads(result.stdout)["n"] > 0
-
-
-STALLED_BUILD = """
-import time
-import instacli_datasets.build as build
-def stall(*args, **kwargs):
-    print("writing", flush=True)
-    time.sleep(120)
-build.write_json = stall
-from instacli.cli.main import main
-main()
-"""
 
 
 def stalled_build(src: Path, out: Path) -> subprocess.Popen:
