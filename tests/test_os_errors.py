@@ -159,6 +159,21 @@ def test_the_lock_is_shared_by_nested_blocks_and_removed_after(tmp_path: Path) -
     assert hidden_leftovers(tmp_path) == []
 
 
+def test_taking_the_lock_removes_only_the_temp_outputs_of_that_output(tmp_path: Path) -> None:
+    """What a SIGKILLed predict or build leaves (``.p.csv.<random>.tmp``, ``.data.tmp-<random>/``,
+    ``.data.old-<random>/``) goes; the temp outputs of other names stay."""
+    from instacli.io import output_lock
+
+    (tmp_path / ".p.csv.k3j_x9az.tmp").write_text("half")
+    (tmp_path / ".data.tmp-a1b2c3d4").mkdir()
+    (tmp_path / ".data.old-a1b2c3d4").mkdir()
+    (tmp_path / ".p.csv.v2.k3j_x9az.tmp").write_text("another output's")
+    (tmp_path / ".data2.tmp-a1b2c3d4").mkdir()
+    with output_lock(tmp_path / "p.csv"), output_lock(tmp_path / "data"):
+        pass
+    assert hidden_leftovers(tmp_path) == [".data2.tmp-a1b2c3d4", ".p.csv.v2.k3j_x9az.tmp"]
+
+
 # --- 10: OS errors -------------------------------------------------------------------------------------
 
 

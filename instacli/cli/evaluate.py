@@ -83,6 +83,7 @@ def evaluate_command(
 
 
 def show(result: dict[str, Any], as_json: bool) -> None:
+    """The metrics as one JSON object (``--json``) or as tables."""
     if as_json:
         typer.echo(json.dumps(result))
     else:
