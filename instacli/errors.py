@@ -11,7 +11,7 @@ class InstacliError(Exception):
 
 def os_error_text(exc: OSError) -> str:
     """What the system said, without Python's ``[Errno N]`` prefix: ``No space left on device``."""
-    return exc.strerror or str(exc)
+    return exc.strerror or (str(exc.args[0]) if exc.args else type(exc).__name__)
 
 
 def os_error_message(exc: OSError) -> str:

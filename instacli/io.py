@@ -116,7 +116,7 @@ def _as_if_created(path: Path | int, mode: int) -> None:
 def _name_the_output(exc: BaseException, path: Path) -> None:
     """A write that failed without saying where (a full disk reports ``[Errno 28]`` alone) names the
     output being written, so that the one-line error says which."""
-    if isinstance(exc, OSError) and exc.filename is None:
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
         exc.filename = str(path)
 
 
