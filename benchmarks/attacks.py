@@ -3,7 +3,9 @@
     python benchmarks/attacks.py [--work DIR] [--only TEXT]
 
 Each attack is one hostile file (or folder, or table) beside a few good photos, given to
-``data build``, ``evaluate --data FOLDER`` or ``predict`` in a child process whose address space
+``data build``, ``evaluate --data FOLDER`` or ``predict``, or one hostile output (an ``--out``
+another process is writing, a file or folder in the way, a dataset as a run folder, a run whose
+``eval/`` cannot be written, a results.json pointing the report at a secret file) or setting, in a child process whose address space
 may grow by only 1 GB after its imports and that is killed after 120 s. *Handled* means: the
 command exits 0 and reports the hostile file (``build_report.json`` skipped list, the ``skipped``
 of ``evaluate --json``, an error row of ``predict``) while still processing every good photo, or it
@@ -16,6 +18,7 @@ cores, mostly interpreter start-up). Needs no photo data: everything is generate
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import json
 import lzma
@@ -128,10 +131,10 @@ def listed(reason: str) -> bool:
     return bool(reason) and "MemoryError" not in reason
 
 
-def run_cli(*args: object) -> tuple[int | None, str, str]:
+def run_cli(*args: object, env: dict[str, str] | None = None) -> tuple[int | None, str, str]:
     try:
-        done = subprocess.run([sys.executable, "-c", CAPPED_CLI, *map(str, args)], capture_output=True, text=True,
-                              timeout=TIMEOUT_S, env={**os.environ, "MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"})
+        done = subprocess.run([sys.executable, "-c", CAPPED_CLI, *map(str, args)], capture_output=True, text=True, timeout=TIMEOUT_S,
+                              env={**os.environ, "MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system", **(env or {})})
     except subprocess.TimeoutExpired:
         return None, "timed out", ""
     return done.returncode, done.stderr, done.stdout
@@ -162,10 +165,47 @@ def attack_predict(run: Path, src: Path, out: Path, item: str, *extra: object) -
     return Outcome(code, stderr, reported, sum(not r["error"] for r in rows))
 
 
+def attack_refused(*args: object, env: dict[str, str] | None = None) -> Outcome:
+    """Any command that must stop with one ``error:`` line."""
+    code, stderr, _ = run_cli(*args, env=env)
+    return Outcome(code, stderr, False, 0)
+
+
+LOCK_HOLDER = """
+import sys
+from pathlib import Path
+from instacli.io import output_lock
+with output_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def while_locked(out: Path, attack: Callable[[], Outcome]) -> Outcome:
+    """``attack`` while another process holds the output lock of ``out`` (as a running command does)."""
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdin is not None
+    holder.stdout.readline()
+    try:
+        return attack()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=TIMEOUT_S)
+
+
+def attack_report(results: Path, secret: Path) -> Outcome:
+    """``report`` of a results.json whose figure paths point outside its folder: exit 0, the secret not embedded."""
+    code, stderr, _ = run_cli("report", results)
+    page = (results / "report.html").read_text() if code == 0 else ""
+    return Outcome(code, stderr, secret.read_text() not in page and base64.b64encode(secret.read_bytes()).decode() not in page, 0)
+
+
 def handled(outcome: Outcome, expect: str, good: int) -> bool:
     """``expect``: "reported" (exit 0, listed, every good photo processed) or "refused" (exit 2, one line)."""
     if outcome.code is None or "Traceback" in outcome.stderr:
         return False
+    if expect == "report":
+        return outcome.code == 0 and outcome.reported
     if expect == "refused":
         lines = outcome.stderr.strip().splitlines()
         return outcome.code == 2 and len(lines) == 1 and lines[0].startswith("error:")
@@ -206,6 +246,42 @@ def table_attacks(work: Path, run: Path) -> list[tuple[str, Callable[[], Outcome
     return attacks
 
 
+def output_attacks(work: Path, run: Path, data: Path, src: Path) -> list[tuple[str, Callable[[], Outcome], str, int]]:
+    """Attacks by outputs and settings: concurrent writers, files or folders in the way, a run that is
+    not a run, an unwritable eval folder, a report pointed at a secret, bad JSON in the environment."""
+    work.mkdir(parents=True)
+    (work / "file").write_text("in the way")
+    (work / "folder.csv").mkdir()
+    data_copy = work / "data"
+    shutil.copytree(data, data_copy)
+    run_copy = work / "run"
+    shutil.copytree(run, run_copy, ignore=shutil.ignore_patterns("eval"))
+    (run_copy / "eval").write_text("a file where eval/ should be")
+    secret = work / "secret.txt"
+    secret.write_text("SECRET-TOKEN-0123")
+    report = work / "report"
+    report.mkdir()
+    (report / "results.json").write_text(json.dumps({"rows": [
+        {"key": f"m{i}", "name": f"m{i}", "kind": "model", "status": "ok", "metrics": {"accuracy": 0.5}, "figures": {"likes": path}}
+        for i, path in enumerate(["../secret.txt", str(secret)])], "runs": []}))
+    tiny = ["--epochs", "1", "--quiet", *common.TINY]
+    return [
+        ("build --out that another process is writing", lambda: while_locked(work / "locked", lambda: attack_refused(
+            "data", "build", src, "--out", work / "locked", "--workers", "1")), "refused", 0),
+        ("predict --out that another process is writing", lambda: while_locked(work / "locked.csv", lambda: attack_refused(
+            "predict", run, src, "--out", work / "locked.csv", "--workers", "0")), "refused", 0),
+        ("train --out that another process is writing", lambda: while_locked(work / "locked-run", lambda: attack_refused(
+            "train", "--data", data, "--out", work / "locked-run", *tiny)), "refused", 0),
+        ("build --out under a file", lambda: attack_refused("data", "build", src, "--out", work / "file" / "data"), "refused", 0),
+        ("predict --out FOLDER.csv --overwrite", lambda: attack_refused("predict", run, src, "--out", work / "folder.csv", "--overwrite"), "refused", 0),
+        ("train --out the dataset folder", lambda: attack_refused("train", "--data", data_copy, "--out", data_copy, *tiny), "refused", 0),
+        ("evaluate a run whose eval/ cannot be written", lambda: attack_refused("evaluate", run_copy, "--data", data, "--json"), "refused", 0),
+        ("train with bad JSON in INSTACLI_ENCODER_OPTIONS", lambda: attack_refused(
+            "train", "--data", data, "--out", work / "env-run", *tiny, env={"INSTACLI_ENCODER_OPTIONS": "{width: 8"}), "refused", 0),
+        ("report of a results.json pointing at ../secret.txt and /abs/secret.txt", lambda: attack_report(report, secret), "report", 0),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="folder for the generated files (default: a temporary one)")
@@ -232,6 +308,7 @@ def main() -> None:
             else:
                 attacks.append((f"predict ({name})", lambda s=src, i=item: attack_predict(run, s, s.with_name(s.name + ".csv"), i), "reported", good))
     attacks += table_attacks(fresh, run)
+    attacks += output_attacks(fresh / "outputs", run, data, train_src)
     attacks = [a for a in attacks if args.only in a[0]]
     passed = 0
     for label, attack, expect, n_good in attacks:

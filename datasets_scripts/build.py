@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from instacli.errors import InstacliError
-from instacli.io import atomic_dir, check_writable_target, write_json
+from instacli.io import atomic_dir, check_writable_target, output_lock, write_json
 from instacli_datasets.engagement import COUNT_COLUMNS, OPTIONAL_COLUMNS, Table, read_table
 from instacli_datasets.folder import Photo, Skipped, Source, discover
 from instacli_datasets.images import encode_photos
@@ -57,6 +57,8 @@ class Collected:
     kept_original: int
     #: The per-photo table the rows came from (engagement table, else the source's own), for ``--split-by``.
     table: Table | None = None
+    #: Rows of ``--engagement`` that matched no photo; ``unused_rows`` lists the first of them.
+    n_unused: int = 0
 
     @property
     def numeric_columns(self) -> list[str]:
@@ -78,6 +80,7 @@ class BuildReport:
     fingerprint: str
     seconds: float
     engagement: str | None = None
+    n_unused: int = 0
 
     @property
     def n_images(self) -> int:
@@ -113,7 +116,7 @@ def _engagement_table(source: Source, engagement: Path | None, column_map: dict[
         return (source.table, source.engagement) if source.engagement else (None, None)
     if source.engagement == "instaloader":
         raise InstacliError("--engagement: instaloader downloads bring their own engagement; drop the option")
-    table = read_table(Path(engagement), column_map)
+    table = read_table(Path(engagement), column_map, keep={p.file_name for p in source.photos})
     if "likes" not in table.columns:
         raise InstacliError(f"{engagement}: no 'likes' column; add one or name it with --map likes=<column>")
     missing = [p.file_name for p in source.photos if p.file_name not in table.rows]
@@ -179,8 +182,9 @@ def collect(
         for column, values in generated.items():
             for row, value in zip(rows, values):
                 row[column] = value
-    unused = sorted(set(table.rows) - {p.file_name for p in source.photos}) if table is not None and table is not source.table else []
-    return Collected(source, rows, hashes, groups, columns, kind, params, skipped, unused, kept, table or source.table)
+    unused = table.unused if table is not None and table is not source.table else []
+    return Collected(source, rows, hashes, groups, columns, kind, params, skipped, unused, kept, table or source.table,
+                     n_unused=table.n_unused if unused else 0)
 
 
 def _check_every_class_readable(source: Source, rows: list[dict[str, Any]], skipped: list[Skipped]) -> None:
@@ -387,59 +391,62 @@ def build_dataset(
     started = time.perf_counter()
     src, out = Path(src), Path(out)
     _check_options(out, src, overwrite, seed, val_fraction, test_fraction, max_side, workers)
-    source = open_source(src, layout=layout, labels=labels, label_from=label_from, carousel=carousel,
-                         column_map=None if engagement else column_map)
-    sources = derive_sources(source, group_pattern) if group_pattern is not None else None
-    collected = collect(source, engagement=engagement, synthetic=synthetic, seed=seed, max_side=max_side,
-                        workers=workers, progress=progress, column_map=column_map)
-    rows, names = collected.rows, source.class_names
-    assignment, group_column = assign_splits(collected, split_by=split_by, sources=sources, holdout=holdout,
-                                             val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    split_names = [*SPLITS, HOLDOUT] if holdout else list(SPLITS)
-    counts = {s: {n: 0 for n in names or [UNLABELED]} for s in split_names}
-    for row, split in zip(rows, assignment):
-        counts[split][label_name(row["label"], names)] += 1
-    report = BuildReport(
-        out=out, class_names=names, counts=counts, skipped=collected.skipped, unused_rows=collected.unused_rows,
-        kept_original=collected.kept_original, reencoded=len(rows) - collected.kept_original,
-        fingerprint=fingerprint(collected, assignment), seconds=0.0, engagement=collected.engagement,
-    )
-    info = {
-        "instacli_version": __version__,
-        "source": str(src.resolve()),
-        "source_kind": source.kind,
-        "engagement": collected.engagement,
-        "engagement_params": collected.params,
-        "seed": seed,
-        "val_fraction": val_fraction,
-        "test_fraction": test_fraction,
-        "split": {"by": split_by, "group_column": group_column, "group_pattern": group_pattern, "holdout": list(holdout)},
-        "max_side": max_side,
-        "class_names": names,
-        "columns": ["image", "label", "file_name", *collected.columns],
-        "numeric_columns": collected.numeric_columns,
-        "splits": {s: sum(counts[s].values()) for s in split_names},
-        "class_counts": counts,
-        "skipped": len(collected.skipped),
-        "fingerprint": report.fingerprint,
-    }
-    with atomic_dir(out, overwrite=overwrite, what="dataset folder") as tmp, quiet_datasets():
-        splits = DatasetDict({
-            s: to_dataset([r for r, a in zip(rows, assignment) if a == s], names, collected.columns) for s in split_names
-        })
-        # an empty split needs an explicit single shard, or datasets writes none and cannot load it back
-        splits.save_to_disk(str(tmp), num_shards={s: 1 for s, ds in splits.items() if len(ds) == 0})
-        write_json(tmp / INFO_FILE, info)
-        report.seconds = time.perf_counter() - started
-        write_json(tmp / REPORT_FILE, {
+    # locked from the start: a second build to the same --out, or an --out that cannot be written, fails before any decoding
+    with output_lock(out):
+        source = open_source(src, layout=layout, labels=labels, label_from=label_from, carousel=carousel,
+                             column_map=None if engagement else column_map)
+        sources = derive_sources(source, group_pattern) if group_pattern is not None else None
+        collected = collect(source, engagement=engagement, synthetic=synthetic, seed=seed, max_side=max_side,
+                            workers=workers, progress=progress, column_map=column_map)
+        rows, names = collected.rows, source.class_names
+        assignment, group_column = assign_splits(collected, split_by=split_by, sources=sources, holdout=holdout,
+                                                 val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        split_names = [*SPLITS, HOLDOUT] if holdout else list(SPLITS)
+        counts = {s: {n: 0 for n in names or [UNLABELED]} for s in split_names}
+        for row, split in zip(rows, assignment):
+            counts[split][label_name(row["label"], names)] += 1
+        report = BuildReport(
+            out=out, class_names=names, counts=counts, skipped=collected.skipped, unused_rows=collected.unused_rows, n_unused=collected.n_unused,
+            kept_original=collected.kept_original, reencoded=len(rows) - collected.kept_original,
+            fingerprint=fingerprint(collected, assignment), seconds=0.0, engagement=collected.engagement,
+        )
+        info = {
+            "instacli_version": __version__,
             "source": str(src.resolve()),
-            "out": str(out.resolve()),
-            "images": report.n_images,
-            "kept_original": report.kept_original,
-            "reencoded": report.reencoded,
-            "seconds": round(report.seconds, 3),
-            "images_per_second": round(report.n_images / max(report.seconds, 1e-9), 1),
-            "skipped": [{"file": s.file, "reason": s.reason} for s in collected.skipped],
-            "unused_table_rows": collected.unused_rows,
-        })
-    return report
+            "source_kind": source.kind,
+            "engagement": collected.engagement,
+            "engagement_params": collected.params,
+            "seed": seed,
+            "val_fraction": val_fraction,
+            "test_fraction": test_fraction,
+            "split": {"by": split_by, "group_column": group_column, "group_pattern": group_pattern, "holdout": list(holdout)},
+            "max_side": max_side,
+            "class_names": names,
+            "columns": ["image", "label", "file_name", *collected.columns],
+            "numeric_columns": collected.numeric_columns,
+            "splits": {s: sum(counts[s].values()) for s in split_names},
+            "class_counts": counts,
+            "skipped": len(collected.skipped),
+            "fingerprint": report.fingerprint,
+        }
+        with atomic_dir(out, overwrite=overwrite, what="dataset folder") as tmp, quiet_datasets():
+            splits = DatasetDict({
+                s: to_dataset([r for r, a in zip(rows, assignment) if a == s], names, collected.columns) for s in split_names
+            })
+            # an empty split needs an explicit single shard, or datasets writes none and cannot load it back
+            splits.save_to_disk(str(tmp), num_shards={s: 1 for s, ds in splits.items() if len(ds) == 0})
+            write_json(tmp / INFO_FILE, info)
+            report.seconds = time.perf_counter() - started
+            write_json(tmp / REPORT_FILE, {
+                "source": str(src.resolve()),
+                "out": str(out.resolve()),
+                "images": report.n_images,
+                "kept_original": report.kept_original,
+                "reencoded": report.reencoded,
+                "seconds": round(report.seconds, 3),
+                "images_per_second": round(report.n_images / max(report.seconds, 1e-9), 1),
+                "skipped": [{"file": s.file, "reason": s.reason} for s in collected.skipped],
+                "unused_table_rows": collected.unused_rows,  # the first LISTED_UNUSED
+                "unused_table_row_count": collected.n_unused,
+            })
+        return report

@@ -12,8 +12,8 @@ import csv
 import json
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ KNOWN_COLUMNS = ("file_name", "label", *COUNT_COLUMNS, *OPTIONAL_COLUMNS)
 MAX_COUNT = 2**63 - 1
 #: Unix seconds of 9999-12-31 23:59:59 UTC, the last moment a date can name.
 MAX_TIMESTAMP = 253402300799
+#: How many names of table rows that matched no photo a build reports (it counts them all).
+LISTED_UNUSED = 100
 
 
 @dataclass
@@ -43,6 +45,9 @@ class Table:
     rows: dict[str, dict[str, Any]]
     where: dict[str, str]
     extra_columns: tuple[str, ...] = ()
+    #: With ``read_table(keep=...)``: the first names of rows that matched no photo, and how many there were.
+    unused: list[str] = field(default_factory=list)
+    n_unused: int = 0
 
     @property
     def name(self) -> str:
@@ -170,44 +175,67 @@ def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return record
 
 
-def _read_records(path: Path) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
-    """The column names as the file lists them (repeats kept, to refuse them) and, per record,
-    (``"line N"`` or ``"row N"``, raw record) of a CSV, JSONL or Parquet file."""
+def _read_records(path: Path) -> tuple[list[str], Iterator[tuple[str, dict[str, Any]]]]:
+    """The column names as the file lists them (repeats kept, to refuse them) and an iterator over
+    (``"line N"`` or ``"row N"``, raw record) of a CSV, JSONL or Parquet file. Records are read as
+    they are used, never all at once: a table may list millions of posts besides the few photos."""
     suffix = path.suffix.lower()
-    records: list[tuple[str, dict[str, Any]]] = []
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = list(reader.fieldnames or [])
-            for record in reader:
-                records.append((f"line {reader.line_num}", {k: v for k, v in record.items() if k is not None}))
-    elif suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8-sig") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line, object_pairs_hook=_no_repeated_keys)
-                except json.JSONDecodeError as exc:
-                    raise InstacliError(f"{path} line {number}: not valid JSON ({exc.msg}); fix that line") from None
-                except ValueError as exc:
-                    raise InstacliError(f"{path} line {number}: {exc}; keep one") from None
-                if not isinstance(record, dict):
-                    raise InstacliError(f"{path} line {number}: expected a JSON object per line; fix that line")
-                records.append((f"line {number}", record))
-        header = list(dict.fromkeys(k for _, record in records for k in record))
-    elif suffix == ".parquet":
+            header = list(csv.DictReader(handle).fieldnames or [])
+        return header, _csv_records(path)
+    if suffix in (".jsonl", ".ndjson"):
+        keys: dict[str, None] = {}
+        for _, record in _jsonl_records(path):  # a first pass for the columns: any record may add one
+            keys.update(dict.fromkeys(record))
+        return list(keys), _jsonl_records(path)
+    if suffix == ".parquet":
         import pyarrow.parquet as pq
 
         try:
-            table = pq.read_table(path)
-            header, rows = table.column_names, table.to_pylist()
+            header = pq.ParquetFile(path).schema_arrow.names
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise InstacliError(f"{path}: not a readable Parquet file ({exc}); re-export it") from None
-        records = [(f"row {number}", record) for number, record in enumerate(rows, 1)]
-    else:
-        raise InstacliError(f"{path}: unsupported table format '{path.suffix}'; use .csv, .jsonl or .parquet")
-    return header, records
+        return header, _parquet_records(path)
+    raise InstacliError(f"{path}: unsupported table format '{path.suffix}'; use .csv, .jsonl or .parquet")
+
+
+def _csv_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        for record in reader:
+            yield f"line {reader.line_num}", {k: v for k, v in record.items() if k is not None}
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with path.open(encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line, object_pairs_hook=_no_repeated_keys)
+            except json.JSONDecodeError as exc:
+                raise InstacliError(f"{path} line {number}: not valid JSON ({exc.msg}); fix that line") from None
+            except ValueError as exc:
+                raise InstacliError(f"{path} line {number}: {exc}; keep one") from None
+            if not isinstance(record, dict):
+                raise InstacliError(f"{path} line {number}: expected a JSON object per line; fix that line")
+            yield f"line {number}", record
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    number = 0
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
+            for record in batch.to_pylist():
+                number += 1
+                yield f"row {number}", record
+    except InstacliError:
+        raise
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise InstacliError(f"{path}: not a readable Parquet file ({exc}); re-export it") from None
 
 
 def _resolve_columns(keys: list[str], mapping: dict[str, str], path: Path) -> dict[str, str]:
@@ -243,20 +271,31 @@ def _resolve_columns(keys: list[str], mapping: dict[str, str], path: Path) -> di
     return resolved
 
 
-def read_table(path: Path, mapping: dict[str, str] | None = None) -> Table:
-    """Read and validate a table; raises InstacliError naming the file and line of the first bad value."""
+def read_table(path: Path, mapping: dict[str, str] | None = None, keep: Collection[str] | None = None) -> Table:
+    """Read and validate a table; raises InstacliError naming the file and line of the first bad value.
+
+    ``keep``: the file names of the photos at hand. Only their rows are kept; every other row is
+    still checked, then only counted, and the first :data:`LISTED_UNUSED` of their names noted (a
+    table of a whole account's history beside a few photos once took 1.1 GB and a 45 MB report).
+    """
     path = Path(path)
     if not path.is_file():
         raise InstacliError(f"{path}: no such file; check the path")
     try:
-        keys, records = _read_records(path)
+        return _parse_table(path, mapping or {}, keep)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InstacliError(f"{path}: cannot be read as UTF-8 {path.suffix.lstrip('.').upper()} ({exc}); re-export it") from None
-    columns = _resolve_columns(keys, mapping or {}, path)
+
+
+def _parse_table(path: Path, mapping: dict[str, str], keep: Collection[str] | None) -> Table:
+    keys, records = _read_records(path)
+    columns = _resolve_columns(keys, mapping, path)
     # unused columns under a canonical name (e.g. 'likes' beside --map likes=like_count) are dropped, not extras
     extras = tuple(k for k in keys if k.strip() and k not in columns.values() and k.strip().lower() not in (*KNOWN_COLUMNS, *ALIASES))
     rows: dict[str, dict[str, Any]] = {}
     where: dict[str, str] = {}
+    unused: list[str] = []
+    n_unused = 0
     for location, record in records:
         try:
             file_name = normalize_file_name(record.get(columns["file_name"]))
@@ -273,7 +312,12 @@ def read_table(path: Path, mapping: dict[str, str] | None = None) -> Table:
             except ValueError as exc:
                 raise InstacliError(f"{path} {location}: {column} {exc}; fix the value or leave it empty") from None
         values.update((column, parse_label(record.get(column))) for column in extras)
+        if keep is not None and file_name not in keep:
+            n_unused += 1
+            if len(unused) < LISTED_UNUSED:
+                unused.append(file_name)
+            continue
         rows[file_name] = values
         where[file_name] = location
     return Table(path=path, columns=tuple(c for c in KNOWN_COLUMNS if c in columns and c != "file_name"), rows=rows, where=where,
-                 extra_columns=extras)
+                 extra_columns=extras, unused=unused, n_unused=n_unused)

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from instacli import __version__, registry
 from instacli.errors import InstacliError
 from instacli.eval_folders import METRICS, eval_folder, figures
-from instacli.io import write_json
+from instacli.io import output_lock, write_json
 from instacli.settings import TrainSettings, apply_recipe, parse_duration
 from instacli.reporting import Reporter
 
@@ -84,6 +84,8 @@ VOLATILE = ("out", "overwrite", "resume", "workers")
 #: Metrics aggregated over seeds (mean ± std) and shown in the table.
 SCALAR_METRICS = ("accuracy", "f1_macro", "likes_mae", "log_likes_mae", "likes_spearman", "likes_rmse", "likes_r2")
 RUN_INFO = "compare_run.json"
+#: Traceback of a run that failed by a bug (not a user error), inside its run folder.
+ERROR_FILE = "error.txt"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,8 +371,9 @@ def _train_one(plan: Plan, settings: TrainSettings, reporter: Reporter) -> None:
     previous = float(info.get("wall_seconds", 0.0)) if settings.resume else 0.0
     guard = _Guard(reporter, _hard_limit(settings), run / RUN_INFO, previous, settings.batch_size * settings.grad_accum)
     run.mkdir(parents=True, exist_ok=True)
-    if not settings.resume:
+    if not settings.resume:  # a retrain starts from a run folder holding nothing but the run's files
         (run / RUN_INFO).unlink(missing_ok=True)
+        (run / ERROR_FILE).unlink(missing_ok=True)
     train(settings, guard)
     write_json(run / RUN_INFO, {"wall_seconds": guard.elapsed(), "complete": True, "instacli_version": __version__})
 
@@ -670,61 +673,62 @@ def compare(
         write_json(out / "results.json", results)
 
     out.mkdir(parents=True, exist_ok=True)
-    if baselines:
-        reporter.stage("baselines")
-        from instacli.baselines import all_baselines
+    with output_lock(out):  # a second compare into the same --out fails here instead of training the same runs
+        if baselines:
+            reporter.stage("baselines")
+            from instacli.baselines import all_baselines
 
-        baseline_rows = all_baselines(data, split=split, seed=seed_list[0])
+            baseline_rows = all_baselines(data, split=split, seed=seed_list[0])
 
-    for index, plan in enumerate(plans, 1):
-        run = plan.path if plan.kind == "external" else out / "runs" / plan.name
-        assert run is not None
-        action, stopped = _decide(plan, run, wanted.get(plan.name), overwrite)
-        train_reporter = reporter.run_start(plan, index, len(plans), action)
-        try:
-            if stopped:  # stopped as too slow before, with these same settings
-                entry = {**_failed_entry(plan, run, out, stopped["error"], status="stopped"), **stopped}
+        for index, plan in enumerate(plans, 1):
+            run = plan.path if plan.kind == "external" else out / "runs" / plan.name
+            assert run is not None
+            action, stopped = _decide(plan, run, wanted.get(plan.name), overwrite)
+            train_reporter = reporter.run_start(plan, index, len(plans), action)
+            try:
+                if stopped:  # stopped as too slow before, with these same settings
+                    entry = {**_failed_entry(plan, run, out, stopped["error"], status="stopped"), **stopped}
+                else:
+                    if plan.kind == "external" and action != "evaluate":
+                        raise InstacliError(f"{run}: not a finished run (needs model.safetensors and config.json, no checkpoint/)")
+                    if action in TRAINING:
+                        settings = TrainSettings(
+                            data=data, out=run, encoder=plan.encoder, regressor=plan.regressor, seed=plan.seed, **plan.settings,
+                            overwrite=action == "retrain", resume=action == "resume",
+                        )
+                        _train_one(plan, settings, train_reporter)
+                    entry = score_run(plan, run, data, split, out, n_train)
+            except KeyboardInterrupt:
+                raise
+            except RunStopped as exc:
+                entry = _failed_entry(plan, run, out, str(exc), status="stopped")
+                entry.update(train_seconds=exc.seconds, images_per_second=exc.images / exc.seconds if exc.seconds else None,
+                             parameters=_encoder_parameters(plan), train_time_measured="until stopped")
+                # remembered, so that resuming the comparison does not pay for the same failure again
+                write_json(run / RUN_INFO, {"stopped": {k: entry[k] for k in STOPPED_KEYS}, "complete": False})
+            except InstacliError as exc:
+                entry = _failed_entry(plan, run if run.exists() else None, out, str(exc))
+            except Exception as exc:  # noqa: BLE001 — a plugin bug must not take the other runs down
+                message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                if run.exists() and plan.kind != "external":
+                    (run / ERROR_FILE).write_text(traceback.format_exc())
+                    message += f" (traceback in {_relative(run / ERROR_FILE, out)})"
+                entry = _failed_entry(plan, run if run.exists() else None, out, message)
+            entry["action"] = action
+            if entry["status"] != "ok":
+                failed.append(plan.name)
+            elif action in TRAINING:
+                trained.append(plan.name)
             else:
-                if plan.kind == "external" and action != "evaluate":
-                    raise InstacliError(f"{run}: not a finished run (needs model.safetensors and config.json, no checkpoint/)")
-                if action in TRAINING:
-                    settings = TrainSettings(
-                        data=data, out=run, encoder=plan.encoder, regressor=plan.regressor, seed=plan.seed, **plan.settings,
-                        overwrite=action == "retrain", resume=action == "resume",
-                    )
-                    _train_one(plan, settings, train_reporter)
-                entry = score_run(plan, run, data, split, out, n_train)
-        except KeyboardInterrupt:
-            raise
-        except RunStopped as exc:
-            entry = _failed_entry(plan, run, out, str(exc), status="stopped")
-            entry.update(train_seconds=exc.seconds, images_per_second=exc.images / exc.seconds if exc.seconds else None,
-                         parameters=_encoder_parameters(plan), train_time_measured="until stopped")
-            # remembered, so that resuming the comparison does not pay for the same failure again
-            write_json(run / RUN_INFO, {"stopped": {k: entry[k] for k in STOPPED_KEYS}, "complete": False})
-        except InstacliError as exc:
-            entry = _failed_entry(plan, run if run.exists() else None, out, str(exc))
-        except Exception as exc:  # noqa: BLE001 — a plugin bug must not take the other runs down
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            if run.exists() and plan.kind != "external":
-                (run / "error.txt").write_text(traceback.format_exc())
-                message += f" (traceback in {_relative(run / 'error.txt', out)})"
-            entry = _failed_entry(plan, run if run.exists() else None, out, message)
-        entry["action"] = action
-        if entry["status"] != "ok":
-            failed.append(plan.name)
-        elif action in TRAINING:
-            trained.append(plan.name)
-        else:
-            reused.append(plan.name)
-        entries.append(entry)
+                reused.append(plan.name)
+            entries.append(entry)
+            save()
+            reporter.run_end(plan, entry)
+
         save()
-        reporter.run_end(plan, entry)
+        from instacli.report import render_report
 
-    save()
-    from instacli.report import render_report
-
-    reporter.stage("report")
-    render_report(results, out)
+        reporter.stage("report")
+        render_report(results, out)
     return CompareResult(out=out, results=results, trained=trained, reused=reused, failed=failed)
 

@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from instacli.encoders import ImageEncoder
-from instacli.images import cache_dir
+from instacli.images import cache_dir, write_cache
 from instacli.io import atomic_file
 
 _TENSOR = "embeddings"
@@ -64,5 +64,9 @@ def load_embeddings(path: Path, rows: int) -> torch.Tensor | None:
 def save_embeddings(path: Path, embeddings: torch.Tensor) -> None:
     """Write ``embeddings`` with their checksum, atomically (a reader never sees a partial file)."""
     embeddings = embeddings.detach().to("cpu").contiguous()
-    with atomic_file(path, "wb") as handle:
-        handle.write(save({_TENSOR: embeddings}, metadata={"sha256": _tensor_digest(embeddings)}))
+
+    def write(path: Path) -> None:
+        with atomic_file(path, "wb") as handle:
+            handle.write(save({_TENSOR: embeddings}, metadata={"sha256": _tensor_digest(embeddings)}))
+
+    write_cache(path, write)

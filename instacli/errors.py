@@ -7,3 +7,39 @@ so every message must name the file or option at fault and say how to fix it.
 
 class InstacliError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+
+def os_error_text(exc: OSError) -> str:
+    """What the system said, without Python's ``[Errno N]`` prefix: ``No space left on device``."""
+    return exc.strerror or (str(exc.args[0]) if exc.args else type(exc).__name__)
+
+
+def os_error_message(exc: OSError) -> str:
+    """An :class:`OSError` (disk full, read-only folder, a file where a folder should be) as one line
+    naming the path and what to do; the CLI prints it instead of a traceback."""
+    import errno
+
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    fix = {
+        errno.ENOSPC: "free some space or write elsewhere",
+        errno.EDQUOT: "free some space or write elsewhere",
+        errno.EROFS: "choose a writable path",
+        errno.EACCES: "check its permissions or choose another path",
+        errno.EPERM: "check its permissions or choose another path",
+        errno.EISDIR: "give a file name, not a folder",
+        errno.ENOTDIR: "a file stands where a folder is needed; choose another path",
+        errno.EEXIST: "remove it or choose another path",
+        errno.ENOENT: "check the path",
+    }.get(exc.errno, "check the path and the disk")
+    return f"{paths or 'a file operation'}: {os_error_text(exc)}; {fix}"
+
+
+def exception_line(exc: BaseException) -> str:
+    """One line for an exception from a library whose message runs over several. torch's refusal of a
+    pickled object (``weights_only=True``) is six lines and advises ``weights_only=False``, which would
+    run the file's code: only the line naming the refused object is kept."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        refused = next((line for line in lines[1:] if "GLOBAL" in line or "Unsupported" in line), "")
+        return f"it holds pickled Python objects, not only tensors, refused for safety: {refused}".rstrip(": ")
+    return lines[0] if lines else type(exc).__name__

@@ -10,7 +10,7 @@ import torch
 from accelerate import Accelerator
 
 from instacli.calibration import expected_calibration_error, probabilities, unfamiliarity
-from instacli.errors import InstacliError
+from instacli.errors import InstacliError, os_error_message
 from instacli.eval_folders import FIGURES, METRICS, eval_folder, evaluation_title
 from instacli.io import atomic_dir, write_json
 from instacli.metrics import accuracy_by_group, classification_metrics, likes_metrics
@@ -18,6 +18,15 @@ from instacli.model import LoadedRun, load_run
 from instacli.plots import plot_confusion, plot_likes, plot_reliability
 from instacli.splits import SplitArrays, load_split_arrays
 from instacli.training import resolve_mixed_precision, run_inference
+
+
+class EvaluationNotSaved(InstacliError):
+    """The metrics were computed but their folder could not be written; ``result`` holds them, so that
+    the CLI prints them before the error instead of losing minutes of scoring."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def _align_labels(split: SplitArrays, run: LoadedRun) -> np.ndarray:
@@ -120,14 +129,18 @@ def evaluate(run_path: Path | str, data: Path | str, split: str = "test", batch_
     result["skipped"] = [{"file": s.file, "reason": s.reason} for s in skipped]
     out_dir = eval_folder(run_path, data, split_name)
     title = evaluation_title(data, split_name, len(arrays))
-    with atomic_dir(out_dir, overwrite=True) as tmp:  # all files of this evaluation replace the last one's at once
-        if result["confusion_matrix"] is not None:
-            plot_confusion(result["confusion_matrix"], run.config.class_names, tmp / FIGURES["confusion"], f"Confusion matrix\n{title}")
-            plot_reliability(uncalibrated, predicted["probs"][labelled], labels[labelled], tmp / FIGURES["reliability"],
-                             f"Reliability (T = {run.config.temperature:.2f})\n{title}")
-        if result["likes_mae"] is not None:
-            keep = ~np.isnan(arrays.likes)
-            plot_likes(arrays.likes[keep], predicted["likes"][keep], tmp / FIGURES["likes"], f"Predicted vs actual likes\n{title}")
-        write_json(tmp / METRICS, result)
+    try:
+        with atomic_dir(out_dir, overwrite=True) as tmp:  # all files of this evaluation replace the last one's at once
+            if result["confusion_matrix"] is not None:
+                plot_confusion(result["confusion_matrix"], run.config.class_names, tmp / FIGURES["confusion"], f"Confusion matrix\n{title}")
+                plot_reliability(uncalibrated, predicted["probs"][labelled], labels[labelled], tmp / FIGURES["reliability"],
+                                 f"Reliability (T = {run.config.temperature:.2f})\n{title}")
+            if result["likes_mae"] is not None:
+                keep = ~np.isnan(arrays.likes)
+                plot_likes(arrays.likes[keep], predicted["likes"][keep], tmp / FIGURES["likes"], f"Predicted vs actual likes\n{title}")
+            write_json(tmp / METRICS, result)
+    except (OSError, InstacliError) as exc:  # a read-only run, a full disk, another evaluate writing the same folder
+        reason = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
+        raise EvaluationNotSaved(f"the metrics above were not saved to {out_dir}: {reason}", {**result, "outputs": None}) from None
     result["outputs"] = str(out_dir)
     return result

@@ -10,6 +10,7 @@ streams files through DataLoader workers and never holds a folder in memory.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,13 +18,23 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from instacli.errors import InstacliError
+from instacli.errors import InstacliError, os_error_text
 from instacli.io import save_npy
 from instacli.photo_files import open_photo, read_limited, reason, to_rgb
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("INSTACLI_CACHE", Path.home() / ".cache" / "instacli"))
+
+
+def write_cache(path: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(path)`` for a file of the cache folder. A cache that cannot be written (read-only,
+    full, a file in its way) only costs the next command its speed, so this warns and goes on."""
+    try:
+        write(path)
+    except OSError as exc:
+        warnings.warn(f"instacli: cannot write the cache folder {cache_dir()} (INSTACLI_CACHE): {os_error_text(exc)}; "
+                      "going on without caching; point INSTACLI_CACHE at a writable folder", stacklevel=2)
 
 
 def decode_square(source: bytes | str | Path, size: int) -> np.ndarray:
@@ -92,7 +103,7 @@ def decode_split(
         if on_batch:
             on_batch(len(batch))
     if path is not None:
-        save_npy(path, array)
+        write_cache(path, lambda p: save_npy(p, array))
     return torch.from_numpy(array)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import json
 import os
 import shutil
@@ -11,13 +13,89 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from instacli.errors import InstacliError
+from instacli.errors import InstacliError, os_error_text
 
 
 def check_writable_target(path: Path, overwrite: bool, what: str = "output") -> None:
     """Refuse to replace an existing file or folder unless the user asked for it."""
     if path.exists() and not overwrite:
         raise InstacliError(f"{path}: {what} already exists; pass --overwrite to replace it or choose another path")
+
+
+#: Outputs this process holds the lock of, with how many nested ``output_lock`` blocks hold each.
+_held: dict[Path, int] = {}
+
+
+def _lock_file(path: Path) -> Path:
+    return path.parent / f".{path.name}.lock"
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove the hidden temp outputs of ``path`` that a killed writer (SIGKILL, power loss) left beside it.
+    Called under the output's lock: every live writer of ``path`` holds that lock, so none is writing them."""
+    name = glob.escape(path.name)
+    random = "?" * 8  # the random part of a tempfile name
+    for stale in (*path.parent.glob(f".{name}.tmp-{random}"), *path.parent.glob(f".{name}.old-{random}"),
+                  *path.parent.glob(f".{name}.{random}.tmp")):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+@contextmanager
+def output_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the output ``path`` (a file or folder) while the block writes it.
+
+    Two instacli processes given the same ``--out`` would otherwise both write it and the last to
+    finish would silently win, or a run would end with the settings of one and the weights of the
+    other. The lock is ``fcntl.flock`` on a hidden ``.<name>.lock`` beside ``path``: the kernel drops
+    it when its holder dies, so a killed process never leaves the output locked. The loser fails at
+    once with the holder's pid. Nested blocks of one process on the same path share the lock.
+    """
+    shown, path = Path(path), Path(path).absolute()
+    if path in _held:
+        _held[path] += 1
+        try:
+            yield
+        finally:
+            _held[path] -= 1
+        return
+    lock = _lock_file(path)
+    while True:
+        try:  # the first write beside the output: checks that it can be written before any work
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise InstacliError(f"{shown}: cannot write here ({os_error_text(exc)}); choose another --out or fix the folder's permissions") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise InstacliError(
+                f"{shown}: is being written by another instacli process (pid {holder}); wait for it or choose another --out"
+            ) from None
+        try:  # the holder before us may have removed the file after we opened it: lock the file that is there
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _held[path] = 1
+        _remove_stale_temps(path)
+        yield
+    except OSError as exc:
+        _name_the_output(exc, shown)
+        raise
+    finally:
+        _held.pop(path, None)
+        lock.unlink(missing_ok=True)  # while still locked, so that nobody holds a lock on a removed file
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -35,6 +113,13 @@ def _as_if_created(path: Path | int, mode: int) -> None:
     os.chmod(path, mode & ~_umask())
 
 
+def _name_the_output(exc: BaseException, path: Path) -> None:
+    """A write that failed without saying where (a full disk reports ``[Errno 28]`` alone) names the
+    output being written, so that the one-line error says which."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+        exc.filename = str(path)
+
+
 @contextmanager
 def atomic_dir(path: Path, overwrite: bool = False, what: str = "output folder") -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``path`` and move it into place on success.
@@ -45,26 +130,30 @@ def atomic_dir(path: Path, overwrite: bool = False, what: str = "output folder")
     path = Path(path)
     check_writable_target(path, overwrite, what)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        _as_if_created(tmp, 0o777)
-        yield tmp
-        if path.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, trash / "old")
-            os.replace(tmp, path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with output_lock(path):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            _as_if_created(tmp, 0o777)
+            yield tmp
+            check_writable_target(path, overwrite, what)  # again: something else may have made it meanwhile
+            if path.exists():
+                trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+                os.replace(path, trash / "old")
+                os.replace(tmp, path)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            _name_the_output(exc, path)
+            raise
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary file name beside ``path`` and rename it over ``path`` when the block succeeds,
-    for writers that want a name rather than a handle (e.g. safetensors)."""
+    for writers that want a name rather than a handle (e.g. safetensors). With ``overwrite=False``
+    the rename refuses a ``path`` that appeared meanwhile."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -73,16 +162,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         _as_if_created(tmp, 0o666)  # after the writer: some (safetensors 0.8) create the file 0600 themselves
+        if not overwrite:
+            check_writable_target(path, overwrite)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        _name_the_output(exc, path)
         raise
 
 
 @contextmanager
-def atomic_file(path: Path, mode: str = "w") -> Iterator[Any]:
+def atomic_file(path: Path, mode: str = "w", overwrite: bool = True) -> Iterator[Any]:
     """Open a temporary file beside ``path`` for writing and rename it over ``path`` when closed."""
-    with atomic_path(path) as tmp, open(tmp, mode) as handle:
+    with atomic_path(path, overwrite) as tmp, open(tmp, mode) as handle:
         yield handle
 
 

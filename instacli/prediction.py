@@ -23,7 +23,7 @@ from instacli.calibration import is_unfamiliar, probabilities, unfamiliarity
 from instacli.errors import InstacliError
 from instacli.features import as_float
 from instacli.images import FileDataset
-from instacli.io import atomic_file, check_writable_target
+from instacli.io import atomic_file, check_writable_target, output_lock
 from instacli.model import LoadedRun, load_run
 from instacli.photo_files import relative_name
 from instacli.training import resolve_mixed_precision
@@ -87,12 +87,12 @@ def _missing_cells(features: Sequence[str], rows: Sequence[dict[str, Any]]) -> n
     return missing
 
 
-def _read_metadata(path: Path, features: Sequence[str], column_map: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """Engagement rows keyed by file name (columns renamed by ``column_map``, as ``--map`` of ``data
-    build``), checked to carry every numeric feature the model uses."""
+def _read_metadata(path: Path, features: Sequence[str], names: Sequence[str], column_map: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Engagement rows of the photos ``names`` (by relative path or bare file name; columns renamed
+    by ``column_map``, as ``--map`` of ``data build``), checked to carry every numeric feature the model uses."""
     from instacli_datasets.engagement import read_table
 
-    table = read_table(path, column_map)
+    table = read_table(path, column_map, keep={*names, *(Path(name).name for name in names)})
     missing = [f for f in features if f not in table.columns]
     if missing:
         raise InstacliError(f"{path}: lacks column(s) {', '.join(missing)} that this model uses; add them or predict without --metadata")
@@ -228,42 +228,45 @@ def predict_folder(
         raise InstacliError(f"{out}: unknown output format; use a name ending in {', '.join(FORMATS)}")
     if not folder.is_dir():
         raise InstacliError(f"{folder}: not a folder; pass the folder of photos to score")
-    check_writable_target(out, overwrite, "prediction file")
-    found, unwalked = scan(folder)  # unwalked: sub-folders not read (unreadable, symlink loop), each gets an error row
-    files = [f for f in found if is_image_file(f)]
-    if not files:
-        raise InstacliError(f"{folder}: no image files found (jpg, png, webp, …); check the path")
-    size = _resize_size(run_path)  # decoding starts while the model loads
-    batches = decoded_batches(files, size, batch_size, workers) if size is not None else None
-    run = load_run(run_path)
-    if run.preprocess.resize_size != size:
-        batches = None
-    table = _read_metadata(metadata, run.scaler.features, column_map) if metadata else None
-    names = [relative_name(folder, f) for f in files]
-    if table is not None:
-        _check_bare_names(names, table, metadata)
-    meta = _metadata_rows(names, table)
-    missing = dict(zip(names, _missing_cells(run.scaler.features, meta).tolist()))
-    uncaptioned = {name for name, row in zip(names, meta) if run.config.text_encoder and not row.get("caption")}
-    scored = failed = from_defaults = imputed = without_caption = 0
-    with atomic_file(out, "wb" if out.suffix == ".parquet" else "w") as handle:
-        write = _writer(out, handle, run.config.class_names)
-        for rows in iter_predictions(run, folder, files, table, batch_size, workers, batches):
-            write(rows)
-            bad = sum(bool(r["error"]) for r in rows)
-            failed += bad
-            scored += len(rows) - bad
-            from_defaults += sum(bool(r["likes_from_defaults"]) for r in rows)
-            imputed += sum(missing[r["file"]] for r in rows if not r["error"] and r["likes"] is not None and not r["likes_from_defaults"])
-            without_caption += sum(r["file"] in uncaptioned for r in rows if not r["error"])
-            if on_batch:
-                on_batch(len(rows))
-        if unwalked:  # (an empty list would close the Parquet file)
-            write([{**dict.fromkeys(output_columns(run.config.class_names)), "file": s.file, "error": s.reason} for s in unwalked])
-            failed += len(unwalked)
-        if out.suffix == ".parquet":
-            write([])  # closes the Parquet footer
-        if scored == 0:
-            raise InstacliError(f"{folder}: none of the {len(files)} files could be read as an image; nothing was written")
+    if out.is_dir():  # --overwrite replaces a file, never a folder
+        raise InstacliError(f"--out {out}: is a folder; give a file name, e.g. {out / ('predictions' + out.suffix)}")
+    with output_lock(out):  # another predict to the same --out fails here, before any work
+        check_writable_target(out, overwrite, "prediction file")
+        found, unwalked = scan(folder)  # unwalked: sub-folders not read (unreadable, symlink loop), each gets an error row
+        files = [f for f in found if is_image_file(f)]
+        if not files:
+            raise InstacliError(f"{folder}: no image files found (jpg, png, webp, …); check the path")
+        size = _resize_size(run_path)  # decoding starts while the model loads
+        batches = decoded_batches(files, size, batch_size, workers) if size is not None else None
+        run = load_run(run_path)
+        if run.preprocess.resize_size != size:
+            batches = None
+        names = [relative_name(folder, f) for f in files]
+        table = _read_metadata(metadata, run.scaler.features, names, column_map) if metadata else None
+        if table is not None:
+            _check_bare_names(names, table, metadata)
+        meta = _metadata_rows(names, table)
+        missing = dict(zip(names, _missing_cells(run.scaler.features, meta).tolist()))
+        uncaptioned = {name for name, row in zip(names, meta) if run.config.text_encoder and not row.get("caption")}
+        scored = failed = from_defaults = imputed = without_caption = 0
+        with atomic_file(out, "wb" if out.suffix == ".parquet" else "w", overwrite) as handle:
+            write = _writer(out, handle, run.config.class_names)
+            for rows in iter_predictions(run, folder, files, table, batch_size, workers, batches):
+                write(rows)
+                bad = sum(bool(r["error"]) for r in rows)
+                failed += bad
+                scored += len(rows) - bad
+                from_defaults += sum(bool(r["likes_from_defaults"]) for r in rows)
+                imputed += sum(missing[r["file"]] for r in rows if not r["error"] and r["likes"] is not None and not r["likes_from_defaults"])
+                without_caption += sum(r["file"] in uncaptioned for r in rows if not r["error"])
+                if on_batch:
+                    on_batch(len(rows))
+            if unwalked:  # (an empty list would close the Parquet file)
+                write([{**dict.fromkeys(output_columns(run.config.class_names)), "file": s.file, "error": s.reason} for s in unwalked])
+                failed += len(unwalked)
+            if out.suffix == ".parquet":
+                write([])  # closes the Parquet footer
+            if scored == 0:
+                raise InstacliError(f"{folder}: none of the {len(files)} files could be read as an image; nothing was written")
     return PredictSummary(out=out, scored=scored, failed=failed, from_defaults=from_defaults,
                           seconds=time.perf_counter() - started, imputed=imputed, without_caption=without_caption)

@@ -351,6 +351,22 @@ class Figures:
     likes: list[Figure]
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_inside(root: Path, rel: Any) -> Path | None:
+    """``root / rel`` when it is a PNG file inside ``root``, else None. The path comes from a
+    ``results.json`` that anyone may have edited: ``../../../secret.txt`` or ``/home/me/.ssh/id_rsa``
+    would otherwise be base64-embedded into report.html, which is made to be shared."""
+    if not isinstance(rel, str) or not rel:
+        return None
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()) or not path.is_file():
+        return None
+    with open(path, "rb") as handle:
+        return path if handle.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE else None
+
+
 def make_figures(results: dict[str, Any], out_dir: Path, root: Path) -> Figures:
     """Draw the report's figures into ``out_dir/figures``; likes scatters of trained runs are the
     ones ``evaluate`` wrote into each run (``eval/<data>-<split>/likes.png``), found relative to ``root``."""
@@ -361,9 +377,9 @@ def make_figures(results: dict[str, Any], out_dir: Path, root: Path) -> Figures:
     confusions = plot_confusions(results, fig_dir / "confusion_matrices.png")
     likes = []
     for r in _model_rows(results):
-        rel = (r.get("figures") or {}).get("likes")
-        if rel and (root / rel).is_file():
-            likes.append(Figure(r["name"], root / rel, "first seed" if r.get("n_runs", 1) > 1 else ""))
+        path = png_inside(root, (r.get("figures") or {}).get("likes"))
+        if path is not None:
+            likes.append(Figure(r["name"], path, "first seed" if r.get("n_runs", 1) > 1 else ""))
     for r in results.get("rows", []):
         if r.get("kind") == "baseline" and r.get("status") == "ok":
             path = plot_baseline_likes(r, fig_dir / f"likes_baseline_{r['key']}.png")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
 from instacli.errors import InstacliError
 
@@ -127,5 +127,12 @@ def load_settings(config: Path | None = None, **flags: Any) -> TrainSettings:
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         source = f" (in {config})" if config else ""
         raise InstacliError(f"{where}: {first['msg']}{source}; see `instacli train --help`") from None
+    except SettingsError as exc:  # a dict or list setting from the environment that is not JSON
+        field = re.search(r'field "(\w+)" from source "EnvSettingsSource"', str(exc))
+        if field is None:
+            raise InstacliError(f"{config}: cannot read settings ({exc}); fix the TOML file") from None
+        variable = f"INSTACLI_{field.group(1).upper()}"
+        raise InstacliError(f"{variable}: not valid JSON ({exc.__cause__ or exc}); write it as JSON, e.g. {{\"width\": 128}} "
+                            "or [\"comments\"], or unset it") from None
     except Exception as exc:  # e.g. a TOML syntax error
         raise InstacliError(f"{config}: cannot read settings ({exc}); fix the TOML file") from None

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from instacli import registry
-from instacli.images import cache_dir
+from instacli.images import cache_dir, write_cache
 from instacli.io import save_npy
 
 
@@ -44,5 +44,5 @@ def embed_texts(name: str, options: dict[str, Any], texts: Sequence[str], key: s
     encoder: TextEncoder = registry.text_encoders.create(name, **options)
     vectors = np.asarray(encoder.encode([t or "" for t in texts]), dtype=np.float32)
     if path is not None:
-        save_npy(path, vectors)
+        write_cache(path, lambda p: save_npy(p, vectors))
     return vectors

@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ from instacli.calibration import calibrate
 from instacli.distill import distill_loss, pick_views
 from instacli.embedding_cache import embeddings_path, load_embeddings, save_embeddings
 from instacli.errors import InstacliError
-from instacli.io import atomic_file, check_writable_target, write_json
+from instacli.io import atomic_file, check_writable_target, output_lock, write_json
 from instacli.launch import launched_on_cpu, process_state
 from instacli.encoders import ImageEncoder, Preprocess
 from instacli.reporting import Reporter
@@ -461,13 +462,34 @@ def _start_run_folder(run: Path, settings: TrainSettings) -> None:
     write_json(run / "settings.json", settings.model_dump(mode="json"))
 
 
+def check_run_folder(run: Path) -> None:
+    """Refuse an ``--out`` that holds something other than a run (the dataset folder, a photo folder):
+    training writes its files there and removes a ``metrics.jsonl`` and ``checkpoint`` folders it finds."""
+    if run.exists() and not run.is_dir():
+        raise InstacliError(f"--out {run}: is a file, not a run folder; choose a new folder for the run")
+    if run.is_dir() and not any((run / name).exists() for name in ("settings.json", "config.json")) and any(
+        not entry.name.startswith(".") for entry in run.iterdir()
+    ):
+        raise InstacliError(f"--out {run}: exists and is not an instacli run (no settings.json); choose a new folder for the run")
+
+
 def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainResult:
-    """Train one model as ``settings`` says and write the run folder; returns a summary."""
+    """Train one model as ``settings`` says and write the run folder; returns a summary.
+
+    The main process holds the run folder's lock throughout: a second ``train --out`` to the same
+    folder fails at once instead of mixing its settings and weights with this run's."""
     wall_started = time.perf_counter()  # the summary's time counts reading, decoding and embedding too
     reporter = reporter or Reporter()
     settings = apply_recipe(settings)
     check_built_dataset(settings.data)
     run = settings.out or Path("runs") / f"{settings.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_run_folder(run)
+    with output_lock(run) if process_state().is_main_process else nullcontext():
+        return _train_into(run, settings, reporter, wall_started)
+
+
+def _train_into(run: Path, settings: TrainSettings, reporter: Reporter, wall_started: float) -> TrainResult:
+    """:func:`train` once the run folder is checked and locked."""
     accelerator = Accelerator(
         cpu=launched_on_cpu(),
         mixed_precision=resolve_mixed_precision(settings.mixed_precision, settings.encoder),

@@ -40,15 +40,15 @@ POSTSCRIPT = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 mo
 HEIC = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)
 
 
-def run_capped(code: str, imports: str, timeout: float = 120) -> dict:
+def run_capped(code: str, imports: str, timeout: float = 120, cap_mb: int = CAP_MB) -> dict:
     """Run ``code`` (which sets ``result``) in a child Python, after ``imports``, capped at its size then
-    + CAP_MB and at ``timeout`` seconds; returns its ``result`` (JSON)."""
+    + ``cap_mb`` and at ``timeout`` seconds; returns its ``result`` (JSON)."""
     script = textwrap.dedent("""
         import json, re, resource
         {imports}
         vm = int(re.search(r"VmSize:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (vm + {cap} * 2**20, vm + {cap} * 2**20))
-    """).format(imports=imports, cap=CAP_MB) + textwrap.dedent(code) + "\nprint('RESULT' + json.dumps(result))\n"
+    """).format(imports=imports, cap=cap_mb) + textwrap.dedent(code) + "\nprint('RESULT' + json.dumps(result))\n"
     child_env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=child_env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -327,6 +327,30 @@ def test_columns_that_repeat_or_differ_only_in_case_are_refused(tmp_path: Path, 
         path.write_text(content)
     with pytest.raises(InstacliError, match="repeat"):
         read_table(path)
+
+
+@pytest.mark.parametrize("suffix, old_posts", [(".csv", 150_000), (".jsonl", 1_000), (".parquet", 1_000)])
+def test_a_huge_engagement_table_keeps_only_the_rows_of_the_photos(tmp_path: Path, suffix: str, old_posts: int) -> None:
+    """An account's whole history beside 4 photos: the build keeps 4 rows and lists the first 100 of
+    the others. It kept every row and listed them all (1.1 GB and a 45 MB report for a 50 MB table;
+    150,000 rows ran out of the 100 MB cap here). The other formats show the same with fewer rows."""
+    src = make_photo_tree(tmp_path / "src", {"animal": 2, "landscape": 2})
+    names = [*(p.relative_to(src).as_posix() for p in sorted(src.rglob("*.jpg"))), *(f"old/post_{i:06d}.jpg" for i in range(old_posts))]
+    table = tmp_path / f"history{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(pa.table({"file_name": names, "likes": list(range(len(names))), "caption": [f"post {i}" for i in range(len(names))]}), table)
+    elif suffix == ".csv":
+        table.write_text("file_name,likes,caption\n" + "".join(f"{n},{i},caption of post {i}\n" for i, n in enumerate(names)))
+    else:
+        table.write_text("".join(json.dumps({"file_name": n, "likes": i, "caption": f"post {i}"}) + "\n" for i, n in enumerate(names)))
+    result = run_capped(f"""
+        from instacli_datasets import build_dataset
+        report = build_dataset({str(src)!r}, {str(tmp_path / 'data')!r}, engagement={str(table)!r}, workers=1, val_fraction=0.25, test_fraction=0.25)
+        result = [report.n_images + len(report.skipped), report.n_unused, report.unused_rows[:2]]
+    """, "import datasets, pyarrow.parquet, instacli_datasets.build", cap_mb=100)
+    assert result == [4, old_posts, ["old/post_000000.jpg", "old/post_000001.jpg"]]
+    written = json.loads((tmp_path / "data" / "build_report.json").read_text())
+    assert len(written["unused_table_rows"]) == 100 and written["unused_table_row_count"] == old_posts
 
 
 def test_unrelated_repeated_columns_and_exact_map_stay_accepted(tmp_path: Path) -> None:

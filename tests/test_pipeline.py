@@ -128,8 +128,9 @@ def test_each_evaluation_writes_its_own_complete_folder(
     # an evaluation that fails half-way leaves the previous one of that data and split whole
     before = {p.name: p.read_bytes() for p in folders[f"{dataset.name}-test"].iterdir()}
     monkeypatch.setattr(evaluation, "plot_likes", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
-    with pytest.raises(OSError):
+    with pytest.raises(evaluation.EvaluationNotSaved, match="disk full") as failed:  # the metrics come with the error
         evaluate(run, dataset, split="test")
+    assert failed.value.result["n"] == 12 and failed.value.result["outputs"] is None
     assert {p.name: p.read_bytes() for p in folders[f"{dataset.name}-test"].iterdir()} == before
     assert {p.name for p in (run / "eval").iterdir()} == set(folders)  # no temporary folder left behind
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -133,3 +134,24 @@ def test_render_with_every_model_failed(results: dict, tmp_path: Path) -> None:
     files = render_report(results, tmp_path / "fresh")
     assert files.html.is_file() and (tmp_path / "fresh" / "figures" / "likes_baseline_majority.png").is_file()
     assert "unknown encoder 'c'" in files.markdown.read_text()
+
+
+def test_only_png_files_inside_the_report_folder_are_embedded(results: dict, tmp_path: Path) -> None:
+    """results.json is data anyone may edit: its figure paths must not pull other files into report.html."""
+    from PIL import Image
+
+    root = tmp_path / "cmp"
+    (root / "runs" / "a").mkdir(parents=True)
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(root / "runs" / "a" / "likes.png")
+    (tmp_path / "secret.txt").write_text("SECRET-TEXT")
+    Image.new("RGB", (4, 4), (0, 0, 255)).save(tmp_path / "outside.png")
+    (root / "runs" / "a" / "fake.png").write_text("SECRET-TEXT")
+    figures = ["runs/a/likes.png", "../secret.txt", str(tmp_path / "outside.png"), "runs/../../outside.png", "runs/a/fake.png"]
+    models = [r for r in results["rows"] if r["kind"] == "model" and r["status"] == "ok"]
+    results["rows"] += [{**models[0], "key": f"m{i}", "name": f"m{i}", "figures": {"likes": path}} for i, path in enumerate(figures)]
+    page = render_report(results, root).html.read_text()
+    embedded = [base64.b64decode(src.split(",", 1)[1]) for src in re.findall(r'<img src="([^"]+)"', page)]
+    assert (root / "runs" / "a" / "likes.png").read_bytes() in embedded
+    assert (tmp_path / "outside.png").read_bytes() not in embedded
+    assert not any(b"SECRET-TEXT" in data for data in embedded)
+    assert "secret" not in (root / "report.md").read_text()

@@ -69,8 +69,9 @@ def build(
         videos = sum(s.reason == VIDEO_REASON for s in report.skipped)
         of_which = f" ({videos} video posts)" if videos else ""
         console.print(f"[yellow]skipped {len(report.skipped)} file(s){of_which}[/]; reasons in {report.out / 'build_report.json'}")
-    if report.unused_rows:
-        console.print(f"[yellow]{len(report.unused_rows)} table row(s) matched no photo[/]; listed in {report.out / 'build_report.json'}")
+    if report.n_unused:
+        listed = "listed" if report.n_unused == len(report.unused_rows) else f"the first {len(report.unused_rows)} listed"
+        console.print(f"[yellow]{report.n_unused} table row(s) matched no photo[/]; {listed} in {report.out / 'build_report.json'}")
 
 
 def _number(value: float | None) -> str:

@@ -58,7 +58,8 @@ def print_evaluation(result: dict[str, Any]) -> None:
         for name, m in result["accuracy_by_group"].items():
             groups.add_row(name, str(m["n"]), _fmt(m["accuracy"]))
         console.print(groups)
-    console.print(f"plots and metrics.json in {result['outputs']}")
+    if result["outputs"] is not None:
+        console.print(f"plots and metrics.json in {result['outputs']}")
 
 
 @app.command("evaluate")
@@ -71,9 +72,18 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Accuracy, per-class F1, confusion matrix and likes errors of RUN on DATA."""
-    from instacli.evaluation import evaluate
+    from instacli.evaluation import EvaluationNotSaved, evaluate
 
-    result = evaluate(run, data, split=split, batch_size=batch_size, workers=workers)
+    try:
+        result = evaluate(run, data, split=split, batch_size=batch_size, workers=workers)
+    except EvaluationNotSaved as exc:  # shown, then the error says why they were not saved
+        show(exc.result, as_json)
+        raise
+    show(result, as_json)
+
+
+def show(result: dict[str, Any], as_json: bool) -> None:
+    """The metrics as one JSON object (``--json``) or as tables."""
     if as_json:
         typer.echo(json.dumps(result))
     else:

@@ -22,7 +22,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from instacli import __version__
-from instacli.errors import InstacliError
+from instacli.errors import InstacliError, os_error_message
 
 console = Console()
 err_console = Console(stderr=True)
@@ -38,7 +38,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 class InstacliGroup(TyperGroup):
-    """The root command: an :class:`InstacliError` becomes ``error: <message>`` and exit 2; Ctrl-C or
+    """The root command: an :class:`InstacliError` or :class:`OSError` becomes ``error: <message>`` and exit 2; Ctrl-C or
     SIGTERM becomes one line and exit 128 + signal (130 for Ctrl-C), as shells report a killed command.
 
     Typer would turn ``KeyboardInterrupt`` into a silent exit (0 when not standalone, 130 without a
@@ -51,6 +51,9 @@ class InstacliGroup(TyperGroup):
         except InstacliError as exc:
             # escaped: a message quoting a regex or a path with [brackets] must print verbatim, not as markup
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:  # a full disk, a read-only folder, a file where a folder should be: no traceback either
+            err_console.print(f"[bold red]error:[/] {escape(os_error_message(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", signal.SIGINT)
