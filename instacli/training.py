@@ -34,7 +34,7 @@ from instacli.io import atomic_file, check_writable_target, write_json
 from instacli.launch import launched_on_cpu, process_state
 from instacli.reporting import Reporter
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
-from instacli.settings import TrainSettings, apply_recipe
+from instacli.settings import TrainSettings, apply_recipe, check_components, encoder_options
 
 if TYPE_CHECKING:  # the splits module brings in `datasets` (≈ 100 MB): predict imports this module without it
     from instacli.splits import SplitArrays
@@ -136,14 +136,9 @@ def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
 
 
 def _model_config(settings: TrainSettings, split: SplitArrays, text: tuple[str, dict] | None) -> ModelConfig:
-    options = dict(settings.encoder_options)
-    for key in ("image_size", "pretrained"):  # first-class flags for two common encoder options
-        if getattr(settings, key) is not None:
-            options[key] = getattr(settings, key)
-    options = registry.encoders.resolve_options(settings.encoder, settings.preset, **options)
     return ModelConfig(
         encoder=settings.encoder,
-        encoder_options=options,
+        encoder_options=encoder_options(settings),
         regressor=settings.regressor,
         regressor_options=dict(settings.regressor_options),
         class_names=split.class_names,
@@ -396,6 +391,7 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
     wall_started = time.perf_counter()  # the summary's time counts reading, decoding and embedding too
     reporter = reporter or Reporter()
     settings = apply_recipe(settings)
+    check_components(settings)
     check_built_dataset(settings.data)
     run = settings.out or Path("runs") / f"{settings.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
     accelerator = Accelerator(
