@@ -18,28 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import make_photo_tree
+from tests.conftest import Crash, CrashAt, make_photo_tree
 from instacli.errors import InstacliError
 from instacli.model import load_run
-from instacli.reporting import Reporter
 
 TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2, "drop_path": 0.0}
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt(Reporter):
-    """Raises after ``at`` batches, leaving the checkpoint of the epoch before behind."""
-
-    def __init__(self, at: int) -> None:
-        self.at, self.seen = at, 0
-
-    def step(self, epoch: int, loss: float) -> None:
-        self.seen += 1
-        if self.seen == self.at:
-            raise Crash
 
 
 @pytest.fixture(scope="module")
