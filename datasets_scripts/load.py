@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict  # pydantic validates typing's TypedDict from Python 3.12 only
 
-from instacli.errors import InstacliError
+from instacli.errors import InstacliError, invalid_file
 from instacli_datasets.build import INFO_FILE, collect, fingerprint, open_source, quiet_datasets, to_dataset
 from instacli_datasets.folder import Skipped
 
@@ -67,9 +67,7 @@ def read_info(path: Path) -> DataInfo:
     try:
         info = TypeAdapter(_InfoFile).validate_json(info_path.read_bytes())
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "its content"
-        raise InstacliError(f"{info_path}: {where}: {first['msg']}; {_REBUILD}") from None
+        raise invalid_file(info_path, exc, _REBUILD) from None
     return DataInfo(
         class_names=info["class_names"], engagement=info["engagement"], fingerprint=info["fingerprint"],
         source=info["source"], numeric_columns=info["numeric_columns"], params=info.get("engagement_params", {}),

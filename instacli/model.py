@@ -21,7 +21,7 @@ from torch import nn
 
 from instacli import __version__, registry
 from instacli.encoders import ImageEncoder, Preprocess
-from instacli.errors import InstacliError
+from instacli.errors import InstacliError, invalid_file
 from instacli.features import Scaler
 from instacli.io import atomic_file, atomic_path
 from instacli.registry import PositiveFloat
@@ -256,17 +256,14 @@ def read_config(path: Path) -> tuple[ModelConfig, Scaler]:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InstacliError(f"{path}: not valid JSON ({exc}); {_DAMAGED}") from None
-    where: list[str] = []
     try:
         config = TypeAdapter(ModelConfig).validate_python(raw)
-        where = ["scaler"]
+    except ValidationError as exc:
+        raise invalid_file(path, exc, _DAMAGED) from None
+    try:
         return config, TypeAdapter(Scaler).validate_python(config.scaler)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join([*where, *map(str, first["loc"])]) or "its content"
-        value = f"={first['input']!r}" if not isinstance(first["input"], (dict, list)) else ""
-        problem = first["msg"].removeprefix("Value error, ")
-        raise InstacliError(f"{path}: {key}{value}: {problem}; {_DAMAGED}") from None
+        raise invalid_file(path, exc, _DAMAGED, key="scaler") from None
 
 
 def load_run(run: Path | str) -> LoadedRun:

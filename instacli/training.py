@@ -34,7 +34,7 @@ from instacli import registry
 from instacli.augment import eval_view, train_view
 from instacli.calibration import calibrate
 from instacli.embedding_cache import embeddings_path, load_embeddings, save_embeddings
-from instacli.errors import InstacliError
+from instacli.errors import InstacliError, invalid_file
 from instacli.io import atomic_file, check_writable_target, write_json
 from instacli.launch import launched_on_cpu, process_state
 from instacli.reporting import Reporter
@@ -379,9 +379,7 @@ def load_checkpoint(accelerator: Accelerator, run: Path) -> TrainerState:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             accelerator.load_state(str(found))  # weights, optimizer, scheduler, RNG of every process
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "its content"
-        raise InstacliError(f"{found / 'trainer_state.json'}: {where}: {first['msg']}; start the run over with --overwrite") from None
+        raise invalid_file(found / "trainer_state.json", exc, "start the run over with --overwrite") from None
     except pickle.UnpicklingError:  # torch's message advises weights_only=False: code execution, never for us
         raise InstacliError(f"{found}: a checkpoint file holds more than tensors (refused, not run); start the run over with --overwrite") from None
     except ( SafetensorError, RuntimeError, EOFError, KeyError, OSError) as exc:

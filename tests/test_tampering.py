@@ -149,7 +149,7 @@ CHECKPOINT_DAMAGE = {
     "truncated trainer state": (truncate("trainer_state.json"), "trainer_state.json: its content: Invalid JSON"),
     "trainer state a list": (write("trainer_state.json", b"[]"), "trainer_state.json: its content: Input should be an object"),
     "trainer state epoch text": (lambda folder: (folder / "trainer_state.json").write_text(
-        json.dumps({**json.loads((folder / "trainer_state.json").read_text()), "epoch": "x"})), "trainer_state.json: epoch: Input should be a valid integer"),
+        json.dumps({**json.loads((folder / "trainer_state.json").read_text()), "epoch": "x"})), "trainer_state.json: epoch='x': Input should be a valid integer"),
 }
 
 
