@@ -9,7 +9,7 @@ command exits 0 and reports the hostile file (``build_report.json`` skipped list
 of ``evaluate --json``, an error row of ``predict``) while still processing every good photo, or it
 exits 2 with a single ``error:`` line (for what must stop the command: an ambiguous table, a count
 beyond int64, a tampered run, checkpoint or dataset, a setting out of range). Prints one line per
-attack, then ``N attacks, N handled`` (about 7 minutes on 2 cores, mostly interpreter start-up).
+attack, then ``N attacks, N handled`` (about 8 minutes on 2 cores, mostly interpreter start-up).
 Needs no photo data: everything is generated in ``--work`` (default: a temporary folder).
 """
 
@@ -216,6 +216,7 @@ class StopAfterEpoch(Reporter):
 
 
 def interrupted_run(work: Path, data: Path) -> Path:
+    """A tiny run stopped after its first epoch, with the checkpoint that ``train --resume`` reads."""
     from instacli.settings import TrainSettings
     from instacli.training import train
 
@@ -230,6 +231,7 @@ def interrupted_run(work: Path, data: Path) -> Path:
 
 
 def damaged_copy(source: Path, target: Path, damage: Callable[[Path], object]) -> Path:
+    """A fresh copy of the folder ``source`` at ``target``, then damaged."""
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target)
     damage(target)
