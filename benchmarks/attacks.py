@@ -10,9 +10,9 @@ may grow by only 1 GB after its imports and that is killed after 120 s. *Handled
 command exits 0 and reports the hostile file (``build_report.json`` skipped list, the ``skipped``
 of ``evaluate --json``, an error row of ``predict``) while still processing every good photo, or it
 exits 2 with a single ``error:`` line (for what must stop the command: an ambiguous table, a count
-beyond int64). Prints one line per attack, then ``N attacks, N handled`` (about 4 minutes on 2
-cores, mostly interpreter start-up). Needs no photo data: everything is generated in ``--work``
-(default: a temporary folder).
+beyond int64, a tampered run, checkpoint or dataset, a setting out of range). Prints one line per
+attack, then ``N attacks, N handled`` (about 8 minutes on 2 cores, mostly interpreter start-up).
+Needs no photo data: everything is generated in ``--work`` (default: a temporary folder).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import csv
 import json
 import lzma
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from instacli.reporting import Reporter  # noqa: E402
 
 GOOD_PER_CLASS = 3
 CAP_BYTES = 2**30
@@ -282,6 +284,111 @@ def output_attacks(work: Path, run: Path, data: Path, src: Path) -> list[tuple[s
     ]
 
 
+class StopAfterEpoch(Reporter):
+    """Ends a training right after its first epoch's checkpoint: an interrupted run to resume."""
+
+    def epoch_end(self, record: dict) -> None:
+        raise InterruptedError
+
+
+def interrupted_run(work: Path, data: Path) -> Path:
+    """A tiny run stopped after its first epoch, with the checkpoint that ``train --resume`` reads."""
+    from instacli.settings import TrainSettings
+    from instacli.training import train
+
+    run = work / "runs" / "interrupted"
+    shutil.rmtree(run, ignore_errors=True)
+    options = {k: int(v) for k, v in (pair.split("=") for pair in common.TINY[1::2])}
+    try:
+        train(TrainSettings(data=data, out=run, epochs=3, encoder_options=options, workers=0), StopAfterEpoch())
+    except InterruptedError:
+        pass
+    return run
+
+
+def damaged_copy(source: Path, target: Path, damage: Callable[[Path], object]) -> Path:
+    """A fresh copy of the folder ``source`` at ``target``, then damaged."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    damage(target)
+    return target
+
+
+def halve(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def edit_json(path: Path, change: Callable[[dict], object]) -> None:
+    content = json.loads(path.read_text())
+    change(content)
+    path.write_text(json.dumps(content))
+
+
+def refused(*args: object) -> Outcome:
+    code, stderr, _ = run_cli(*args)
+    return Outcome(code, stderr, False, 0)
+
+
+class Evil:
+    """A pickle that would run code if unpickled unrestricted."""
+
+    def __reduce__(self) -> tuple:
+        return (exec, ("import pathlib; pathlib.Path('PWNED').touch()",))
+
+
+def tamper_attacks(work: Path, run: Path, data: Path, src: Path) -> list[tuple[str, Callable[[], Outcome], str, int]]:
+    """Tampered or damaged run folders, checkpoints and datasets, and settings out of range: each one line, exit 2."""
+    runs = {
+        "empty model.safetensors": lambda r: (r / "model.safetensors").write_bytes(b""),
+        "truncated model.safetensors": lambda r: halve(r / "model.safetensors"),
+        "pickle as model.safetensors": lambda r: (r / "model.safetensors").write_bytes(pickle.dumps(Evil())),
+        "bogus safetensors header": lambda r: (r / "model.safetensors").write_bytes((2**40).to_bytes(8, "little") + b"{}"),
+        "class_names edited": lambda r: edit_json(r / "config.json", lambda c: c["class_names"].append("food")),
+        "scaler.features edited": lambda r: edit_json(r / "config.json", lambda c: c["scaler"]["features"].append("followers")),
+        "encoder width edited": lambda r: edit_json(r / "config.json", lambda c: c["encoder_options"].update(width=64)),
+        "encoder option width=-8": lambda r: edit_json(r / "config.json", lambda c: c["encoder_options"].update(width=-8)),
+        "config.json a list": lambda r: (r / "config.json").write_text("[]"),
+        "config.json without class_names": lambda r: edit_json(r / "config.json", lambda c: c.pop("class_names")),
+        "task evil": lambda r: edit_json(r / "config.json", lambda c: c.update(task="evil")),
+        "target_std NaN": lambda r: edit_json(r / "config.json", lambda c: c["scaler"].update(target_std=float("nan"))),
+        "temperature 0": lambda r: edit_json(r / "config.json", lambda c: c.update(temperature=0)),
+        "temperature NaN": lambda r: edit_json(r / "config.json", lambda c: c.update(temperature=float("nan"))),
+    }
+    attacks = []
+    for label, damage in runs.items():
+        bad = work / "tampered" / label.replace(" ", "_")
+        attacks.append((f"predict (run: {label})", lambda b=bad, d=damage: refused(
+            "predict", damaged_copy(run, b, d), src, "--out", b.with_name(b.name + ".csv"), "--workers", "0"), "refused", 0))
+    interrupted = interrupted_run(work, data)
+    checkpoints = {
+        "truncated optimizer.bin": lambda c: halve(c / "optimizer.bin"),
+        "pickle as optimizer.bin": lambda c: (c / "optimizer.bin").write_bytes(pickle.dumps(Evil())),
+        "truncated trainer_state.json": lambda c: halve(c / "trainer_state.json"),
+    }
+    for label, damage in checkpoints.items():
+        bad = work / "tampered" / label.replace(" ", "_")
+        attacks.append((f"train --resume (checkpoint: {label})", lambda b=bad, d=damage: refused(
+            "train", "--out", damaged_copy(interrupted, b, lambda r: d(r / "checkpoint")), "--resume", "--quiet"), "refused", 0))
+    datasets = {
+        "truncated instacli_dataset.json": lambda d: halve(d / "instacli_dataset.json"),
+        "truncated Arrow shard": lambda d: halve(d / "test" / "data-00000-of-00001.arrow"),
+    }
+    for label, damage in datasets.items():
+        bad = work / "tampered" / label.replace(" ", "_")
+        attacks.append((f"evaluate --data (dataset: {label})", lambda b=bad, d=damage: refused(
+            "evaluate", run, "--data", damaged_copy(data, b, d), "--workers", "0"), "refused", 0))
+    (work / "width.toml").write_text("encoder_options = {width = -4}\n")
+    for flags in (["--epochs", "0"], ["--batch-size", "0"], ["--batch-size", "-4"], ["--grad-accum", "0"], ["--image-size", "3"],
+                  ["--image-size", "-64"], ["--image-size", "100000"], ["-E", "width=-8"], ["-E", "depth=1.5"], ["-E", "pool=evil"],
+                  ["-R", "hidden=-1"], ["--config", work / "width.toml"], ["--lr", "nan"], ["--lr", "-1"]):
+        attacks.append((f"train {' '.join(map(str, flags))}", lambda f=flags: refused(
+            "train", "--data", data, "--out", work / "tampered" / "never-written", "--quiet", *f), "refused", 0))
+    for command, args in (("predict", [src, "--out", work / "tampered" / "never.csv"]), ("evaluate", ["--data", data])):
+        for size in ("0", "-4"):
+            attacks.append((f"{command} --batch-size {size}", lambda c=command, a=args, s=size: refused(c, run, *a, "--batch-size", s), "refused", 0))
+    return attacks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="folder for the generated files (default: a temporary one)")
@@ -309,6 +416,7 @@ def main() -> None:
                 attacks.append((f"predict ({name})", lambda s=src, i=item: attack_predict(run, s, s.with_name(s.name + ".csv"), i), "reported", good))
     attacks += table_attacks(fresh, run)
     attacks += output_attacks(fresh / "outputs", run, data, train_src)
+    attacks += tamper_attacks(fresh, run, data, train_src)
     attacks = [a for a in attacks if args.only in a[0]]
     passed = 0
     for label, attack, expect, n_good in attacks:

@@ -8,12 +8,14 @@ build step; its unreadable photos are skipped and listed in ``DataInfo.skipped``
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from instacli.errors import InstacliError
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import NotRequired, TypedDict  # pydantic validates typing's TypedDict from Python 3.12 only
+
+from instacli.errors import InstacliError, invalid_file
 from instacli_datasets.build import INFO_FILE, collect, fingerprint, open_source, quiet_datasets, to_dataset
 from instacli_datasets.folder import Skipped
 
@@ -37,6 +39,22 @@ class DataInfo:
     split: dict[str, Any] = field(default_factory=dict)
 
 
+class _InfoFile(TypedDict):
+    """What :func:`read_info` needs of ``instacli_dataset.json`` (checked, so that a damaged file is one line)."""
+
+    class_names: list[str]
+    engagement: str | None
+    fingerprint: str
+    source: str
+    numeric_columns: list[str]
+    engagement_params: NotRequired[dict[str, Any]]
+    split: NotRequired[dict[str, Any]]
+
+
+#: The fix of every damaged file of a built dataset.
+_REBUILD = "the dataset is damaged: rebuild it with `instacli data build`"
+
+
 def is_built_dataset(path: Path) -> bool:
     return (Path(path) / "dataset_dict.json").is_file()
 
@@ -46,7 +64,10 @@ def read_info(path: Path) -> DataInfo:
     info_path = Path(path) / INFO_FILE
     if not info_path.is_file():
         raise InstacliError(f"{path}: no {INFO_FILE}, so it was not made by 'instacli data build'; build it with that command")
-    info = json.loads(info_path.read_text())
+    try:
+        info = TypeAdapter(_InfoFile).validate_json(info_path.read_bytes())
+    except ValidationError as exc:
+        raise invalid_file(info_path, exc, _REBUILD) from None
     return DataInfo(
         class_names=info["class_names"], engagement=info["engagement"], fingerprint=info["fingerprint"],
         source=info["source"], numeric_columns=info["numeric_columns"], params=info.get("engagement_params", {}),
@@ -59,8 +80,12 @@ def load_dataset_dict(path: Path):
     from datasets import DatasetDict
 
     info = read_info(path)
-    with quiet_datasets():
-        return DatasetDict.load_from_disk(str(path)), info
+    try:
+        with quiet_datasets():
+            return DatasetDict.load_from_disk(str(path)), info
+    except (OSError, ValueError, KeyError) as exc:  # truncated Arrow shards (pyarrow's errors are OSError/ValueError), bad JSON
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise InstacliError(f"{path}: cannot read the dataset ({reason}); {_REBUILD}") from None
 
 
 def load_data(path: Path, split: str = "test", *, workers: int = 2):

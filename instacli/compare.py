@@ -38,7 +38,7 @@ from instacli import __version__, registry
 from instacli.errors import InstacliError
 from instacli.eval_folders import METRICS, eval_folder, figures
 from instacli.io import output_lock, write_json
-from instacli.settings import TrainSettings, apply_recipe, parse_duration
+from instacli.settings import TrainSettings, apply_recipe, check_components, parse_duration
 from instacli.reporting import Reporter
 
 #: The encoders compared when none are named.
@@ -506,17 +506,6 @@ def _encoder_parameters(plan: Plan) -> int | None:
         return sum(p.numel() for p in encoder.parameters())
     except Exception:  # noqa: BLE001 — only decoration for the table
         return None
-
-
-def check_components(settings: TrainSettings) -> None:
-    """Unknown encoder, preset, regressor or text encoder names and options fail here in one line, so
-    that a typo in the last of several runs is known before the first one trains."""
-    flags = {k: getattr(settings, k) for k in ("image_size", "pretrained") if getattr(settings, k) is not None}
-    options = registry.encoders.resolve_options(settings.encoder, settings.preset, **{**settings.encoder_options, **flags})
-    registry.encoders.check(settings.encoder, options)
-    registry.regressors.check(settings.regressor, settings.regressor_options)
-    if settings.text:
-        registry.text_encoders.check(settings.text_encoder, settings.text_options)
 
 
 def aggregate(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

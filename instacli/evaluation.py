@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import NonNegativeInt
 from accelerate import Accelerator
 
 from instacli.calibration import expected_calibration_error, probabilities, unfamiliarity
@@ -16,6 +17,8 @@ from instacli.io import atomic_dir, write_json
 from instacli.metrics import accuracy_by_group, classification_metrics, likes_metrics
 from instacli.model import LoadedRun, load_run
 from instacli.plots import plot_confusion, plot_likes, plot_reliability
+from instacli.registry import Count
+from instacli.settings import check_flag
 from instacli.splits import SplitArrays, load_split_arrays
 from instacli.training import resolve_mixed_precision, run_inference
 
@@ -98,6 +101,7 @@ def evaluate(run_path: Path | str, data: Path | str, split: str = "test", batch_
     from instacli_datasets.load import is_built_dataset
 
     run_path, data = Path(run_path), Path(data)
+    batch_size, workers = check_flag("--batch-size", batch_size, Count), check_flag("--workers", workers, NonNegativeInt)
     run = load_run(run_path)
     text = (run.config.text_encoder, run.config.text_options) if run.config.text_encoder else None
     arrays = load_split_arrays(data, split, settings=None, scaler=run.scaler, task=run.config.task, text=text)

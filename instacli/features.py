@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field, FiniteFloat, NonNegativeInt
 
 from instacli.errors import InstacliError
+from instacli.registry import PositiveFloat
 
 #: Numeric columns the model may use as inputs, in this order, when present in the data.
 NUMERIC_COLUMNS = ("comments", "shares", "followers")
@@ -26,17 +29,25 @@ def as_float(values: Sequence[object]) -> np.ndarray:
 
 @dataclass
 class Scaler:
-    """Fitted statistics: feature names, imputation medians, log-space mean/std of inputs and target."""
+    """Fitted statistics: feature names, imputation medians, log-space mean/std of inputs and target.
+
+    The annotations are the bounds a run's ``config.json`` is checked against when loaded
+    (:func:`instacli.model.load_run`): a NaN or zero ``target_std`` gave NaN likes without a word.
+    """
 
     features: list[str]
-    medians: list[float]
-    mean: list[float]
-    std: list[float]
-    target_mean: float = 0.0
-    target_std: float = 1.0
-    likes_median: float = 0.0
+    medians: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+    mean: list[FiniteFloat]
+    std: list[PositiveFloat]
+    target_mean: FiniteFloat = 0.0
+    target_std: PositiveFloat = 1.0
+    likes_median: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     #: Missing (imputed) values per feature in the training split, for the record.
-    train_missing: dict[str, int] = field(default_factory=dict)
+    train_missing: dict[str, NonNegativeInt] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not len(self.features) == len(self.medians) == len(self.mean) == len(self.std):
+            raise ValueError(f"{len(self.features)} features but {len(self.medians)} medians, {len(self.mean)} means and {len(self.std)} stds")
 
     @classmethod
     def fit(cls, columns: Mapping[str, np.ndarray], features: Sequence[str], likes: np.ndarray | None) -> Scaler:

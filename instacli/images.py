@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageOps
 
 from instacli.errors import InstacliError, os_error_text
-from instacli.io import save_npy
+from instacli.io import load_npy, save_npy
 from instacli.photo_files import open_photo, read_limited, reason, to_rgb
 
 
@@ -88,10 +88,9 @@ def decode_split(
     """
     n = len(encoded)
     path = cache_dir() / f"decoded-{key}-{size}.npy" if key else None
-    if path is not None and path.exists():
-        array = np.load(path, mmap_mode="c")  # copy-on-write map: pages load lazily, file never changes
-        if array.shape == (n, 3, size, size):
-            return torch.from_numpy(array)
+    cached = load_npy(path, mmap=True) if path is not None else None  # pages load lazily, the file never changes
+    if cached is not None and cached.shape == (n, 3, size, size) and cached.dtype == np.uint8:
+        return torch.from_numpy(cached)
     array = np.empty((n, 3, size, size), dtype=np.uint8)
     loader = torch.utils.data.DataLoader(
         _BytesDataset(encoded, size), batch_size=64, num_workers=workers if n > 256 else 0

@@ -186,6 +186,17 @@ def save_npy(path: Path, array: Any) -> None:
         np.save(handle, array)
 
 
+def load_npy(path: Path, mmap: bool = False) -> Any:
+    """A cached array written by :func:`save_npy` (memory-mapped copy-on-write with ``mmap``), or None
+    when it is missing, empty, truncated or not a plain ``.npy``: a cache file is rebuilt, never trusted."""
+    import numpy as np
+
+    try:
+        return np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_file(path) as handle:

@@ -11,46 +11,60 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import AfterValidator, FiniteFloat, NonNegativeInt, TypeAdapter, ValidationError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from instacli import __version__, registry
 from instacli.encoders import ImageEncoder, Preprocess
-from instacli.errors import InstacliError
+from instacli.errors import InstacliError, invalid_file
 from instacli.features import Scaler
 from instacli.io import atomic_file, atomic_path
-from instacli.semantic import SemanticPrior
+from instacli.registry import PositiveFloat
+from instacli.semantic import PriorKind, SemanticPrior
+
+
+def _distinct(names: list[str]) -> list[str]:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"repeats {', '.join(map(repr, repeated))}")
+    return names
 
 
 @dataclass
 class ModelConfig:
-    """What ``config.json`` stores about the network (everything but the weights)."""
+    """What ``config.json`` stores about the network (everything but the weights).
+
+    The annotations are what :func:`load_run` checks an edited or damaged file against (with
+    pydantic; ``scaler`` against :class:`~instacli.features.Scaler`'s), before anything is built.
+    """
 
     encoder: str
     encoder_options: dict[str, Any]
     regressor: str
     regressor_options: dict[str, Any]
-    class_names: list[str]
+    class_names: Annotated[list[str], AfterValidator(_distinct)]
     scaler: dict[str, Any]
-    task: str = "both"
+    task: Literal["both", "category", "likes"] = "both"
     text_encoder: str | None = None
     text_options: dict[str, Any] = field(default_factory=dict)
-    text_dim: int = 0
+    text_dim: NonNegativeInt = 0
     text_to_classifier: bool = False
     class_to_regressor: bool = False
     #: What the category head reads of the encoder's pretrained ImageNet head (``instacli.semantic``).
-    semantic_prior: str = "none"
+    semantic_prior: PriorKind | Literal["auto"] = "none"
     #: The category head is a linear probe on standardized features (frozen encoders, ``instacli.probe``)
     #: rather than LayerNorm → dropout → linear trained by the epoch loop.
     probe_head: bool = False
     preprocess: dict[str, Any] = field(default_factory=dict)
     #: Divides the category logits before the softmax; fitted on validation (:mod:`instacli.calibration`).
-    temperature: float = 1.0
+    temperature: PositiveFloat = 1.0
     #: Unfamiliarity score above which a photo is flagged; None for runs from before it was fitted.
-    unfamiliar_threshold: float | None = None
+    unfamiliar_threshold: FiniteFloat | None = None
     instacli_version: str = __version__
 
     def to_json(self) -> dict[str, Any]:
@@ -103,7 +117,7 @@ class MultiTaskModel(nn.Module):
         text_dim: int = 0,
         text_to_classifier: bool = False,
         class_to_regressor: bool = False,
-        semantic_prior: str = "none",
+        semantic_prior: PriorKind | Literal["auto"] = "none",
         probe_head: bool = False,
         dropout: float = 0.1,
     ) -> None:
@@ -231,20 +245,51 @@ def save_model(run: Path, model: MultiTaskModel, config: ModelConfig) -> None:
         json.dump(config.to_json(), handle, indent=2)
 
 
+#: Fix of every problem :func:`load_run` finds in a run folder's files.
+_DAMAGED = "the run folder was edited or damaged: restore it from a copy or retrain the run"
+
+
+def read_config(path: Path) -> tuple[ModelConfig, Scaler]:
+    """A run's ``config.json`` and its scaler, checked against :class:`ModelConfig` and :class:`Scaler`;
+    a list, a missing key, a NaN or an unknown task is a one-line error naming the key."""
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InstacliError(f"{path}: not valid JSON ({exc}); {_DAMAGED}") from None
+    try:
+        config = TypeAdapter(ModelConfig).validate_python(raw)
+    except ValidationError as exc:
+        raise invalid_file(path, exc, _DAMAGED) from None
+    try:
+        return config, TypeAdapter(Scaler).validate_python(config.scaler)
+    except ValidationError as exc:
+        raise invalid_file(path, exc, _DAMAGED, key="scaler") from None
+
+
 def load_run(run: Path | str) -> LoadedRun:
-    """Rebuild a trained network from a run folder, with no network access."""
+    """Rebuild a trained network from a run folder, with no network access. A tampered or damaged
+    ``config.json`` or ``model.safetensors`` is a one-line error naming the file, never a traceback."""
     run = Path(run)
     config_path, weights = run / "config.json", run / "model.safetensors"
     if not config_path.is_file() or not weights.is_file():
         raise InstacliError(f"{run}: not a trained run (needs config.json and model.safetensors); train one with `instacli train --out {run}`")
+    config, scaler = read_config(config_path)
     try:
-        raw = json.loads(config_path.read_text())
-        config = ModelConfig(**{k: v for k, v in raw.items() if k in ModelConfig.__dataclass_fields__})
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise InstacliError(f"{config_path}: unreadable run config ({exc}); retrain the run") from None
+        registry.encoders.check(config.encoder, config.encoder_options)
+        registry.regressors.check(config.regressor, config.regressor_options)
+    except InstacliError as exc:
+        raise InstacliError(f"{config_path}: {exc}; {_DAMAGED}") from None
     model = build_model(config)
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    try:
+        state = load_file(str(weights))
+    except SafetensorError as exc:
+        raise InstacliError(f"{weights}: not a readable safetensors file ({exc}); {_DAMAGED}") from None
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # "Error(s) in loading state_dict ...:" then one tab-indented line per tensor
+        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise InstacliError(f"{weights}: does not match config.json ({detail}); {_DAMAGED}") from None
     if missing or unexpected:
-        raise InstacliError(f"{weights}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]}); retrain the run")
+        raise InstacliError(f"{weights}: does not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]}); {_DAMAGED}")
     model.eval()
-    return LoadedRun(path=run, config=config, model=model, scaler=Scaler(**config.scaler))
+    return LoadedRun(path=run, config=config, model=model, scaler=scaler)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import NonNegativeInt
 
 from instacli.augment import eval_view
 from instacli.calibration import is_unfamiliar, probabilities, unfamiliarity
@@ -26,6 +27,8 @@ from instacli.images import FileDataset
 from instacli.io import atomic_file, check_writable_target, output_lock
 from instacli.model import LoadedRun, load_run
 from instacli.photo_files import relative_name
+from instacli.registry import Count
+from instacli.settings import check_flag
 from instacli.training import resolve_mixed_precision
 
 FORMATS = (".csv", ".jsonl", ".parquet")
@@ -224,6 +227,7 @@ def predict_folder(
 
     started = time.perf_counter()
     folder, out = Path(folder), Path(out)
+    batch_size, workers = check_flag("--batch-size", batch_size, Count), check_flag("--workers", workers, NonNegativeInt)
     if out.suffix not in FORMATS:
         raise InstacliError(f"{out}: unknown output format; use a name ending in {', '.join(FORMATS)}")
     if not folder.is_dir():

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib.metadata import entry_points
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 from instacli.errors import InstacliError
 
@@ -25,6 +29,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Options that the trainer fills in itself; they are not user-facing.
 _INTERNAL_OPTIONS = {"embed_dim", "num_features"}
+
+# Types for the options of plugin factories: a factory annotates its parameters with them (or any
+# pydantic-understood ``Annotated``/``Literal`` type) and the registry refuses a value outside them.
+#: The largest input size: the decode cache holds 3 × size² bytes per photo (3 MB at 1024 px).
+MAX_IMAGE_SIZE = 1024
+#: Input side in pixels; below 16 px a photo has nothing left to show.
+ImageSize = Annotated[int, Field(ge=16, le=MAX_IMAGE_SIZE)]
+#: A count or width of at least 1 (layers, heads, channels, batch sizes).
+Count = Annotated[int, Field(ge=1)]
+#: A probability of dropping (dropout, stochastic depth): 1 would drop everything.
+DropRate = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+#: A finite number above 0 (learning rates, ratios).
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 @dataclass
@@ -50,6 +67,30 @@ class Entry:
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in _INTERNAL_OPTIONS:
                 opts[p.name] = None if p.default is inspect.Parameter.empty else p.default
         return opts
+
+    @cached_property
+    def option_types(self) -> dict[str, TypeAdapter]:
+        """A validator per annotated option of the factory, from its type hints (``Annotated`` bounds,
+        ``Literal`` choices included), so that a bad value is refused before anything is built."""
+        try:
+            hints = typing.get_type_hints(self.factory, include_extras=True)
+        except Exception:  # noqa: BLE001 — a plugin's unresolvable annotation: its option names are still checked
+            return {}
+        return {name: TypeAdapter(hint) for name, hint in hints.items() if name != "return"}
+
+    def validate(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` checked and converted by their annotations (JSON's lists become tuples, ...);
+        a bad value is a one-line error naming the option and what it accepts."""
+        valid = dict(options)
+        for key, value in options.items():
+            if key in self.option_types:
+                try:
+                    valid[key] = self.option_types[key].validate_python(value)
+                except ValidationError as exc:
+                    # of a union's failed branches, the one that got deepest says most ([8, -1]: -1 is too small)
+                    problem = max(exc.errors(), key=lambda error: len(error["loc"]))["msg"]
+                    raise InstacliError(f"{self.kind} '{self.name}' option {key}={value!r}: {problem}") from None
+        return valid
 
 
 @dataclass
@@ -139,9 +180,10 @@ class Registry(Generic[F]):
         merged.update({k: v for k, v in options.items() if v is not None})
         return merged
 
-    def check(self, name: str, options: dict[str, Any]) -> Entry:
-        """The entry of ``name`` once its name and option names are known good; else a one-line error.
-        Cheap (nothing is built), so a command can check all its components before any work."""
+    def check(self, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` of ``name`` once the name, the option names and their values are known good
+        (converted by :meth:`Entry.validate`); else a one-line error. Cheap (nothing is built), so a
+        command can check all its components before any work."""
         entry = self.get(name)
         accepted = inspect.signature(entry.factory).parameters
         has_var_kw = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
@@ -151,11 +193,17 @@ class Registry(Generic[F]):
                 f"{self.kind} '{name}' has no option {', '.join(map(repr, unknown))}; "
                 f"its options: {', '.join(entry.options()) or 'none'}"
             )
-        return entry
+        return entry.validate(options)
 
     def create(self, name: str, **options: Any) -> Any:
-        """Build the component ``name`` with ``options``; unknown options are a one-line error."""
-        return self.check(name, options).factory(**options)
+        """Build the component ``name`` with ``options``; unknown or out-of-range options are a one-line
+        error, and so is a combination the factory refuses with ``ValueError`` (e.g. an image size that
+        is not a multiple of the patch size)."""
+        valid = self.check(name, options)
+        try:
+            return self.get(name).factory(**valid)
+        except ValueError as exc:
+            raise InstacliError(f"{self.kind} '{name}': {str(exc).strip().splitlines()[0]}; fix its options") from None
 
 
 encoders: Registry = Registry(kind="encoder", group="instacli.encoders")

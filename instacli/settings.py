@@ -6,10 +6,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ValidationError
+from pydantic import BeforeValidator, Field, NonNegativeFloat, NonNegativeInt, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
 from instacli.errors import InstacliError
+from instacli.registry import Count, ImageSize, PositiveFloat
 
 
 def parse_duration(text: str | float | int | None) -> float | None:
@@ -28,7 +29,9 @@ def parse_duration(text: str | float | int | None) -> float | None:
 class TrainSettings(BaseSettings):
     """Everything ``instacli train`` accepts. Defaults are measured on real photos (see README)."""
 
-    model_config = SettingsConfigDict(env_prefix="INSTACLI_", extra="forbid")
+    # Bounds: a value outside them is refused in one line before any data is read (NaN and
+    # infinity too: ``--lr nan`` trained a model of NaNs).
+    model_config = SettingsConfigDict(env_prefix="INSTACLI_", extra="forbid", allow_inf_nan=False)
 
     data: Path
     out: Path | None = None
@@ -40,38 +43,38 @@ class TrainSettings(BaseSettings):
     regressor_options: dict[str, Any] = {}
     task: Literal["auto", "both", "category", "likes"] = "auto"
     features: list[str] | None = None
-    image_size: int | None = None
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 2e-3
-    encoder_lr: float | None = None
-    weight_decay: float = 0.05
-    warmup_epochs: float = 3.0
-    label_smoothing: float = 0.1
+    image_size: ImageSize | None = None
+    epochs: Count = 30
+    batch_size: Count = 64
+    lr: PositiveFloat = 2e-3
+    encoder_lr: PositiveFloat | None = None
+    weight_decay: NonNegativeFloat = 0.05
+    warmup_epochs: NonNegativeFloat = 3.0
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
     likes_loss: Literal["l1", "huber", "mse"] = "l1"
-    likes_weight: float = 1.0
-    patience: int = 10
+    likes_weight: NonNegativeFloat = 1.0
+    patience: Count = 10
     #: None: the encoder's recommended recipe (its registry entry), else fine-tune end to end.
     freeze_encoder: bool | None = None
     semantic_prior: Literal["auto", "none", "grouped", "raw", "both"] = "auto"
     #: timm.data augmentations on top of crop/flip/jitter (``instacli.augment``); for encoders trained end to end.
     auto_augment: str = "none"
-    random_erasing: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    #: A pretrained encoder or a trained run whose embeddings the encoder learns to reproduce (``instacli.distill``).
+    random_erasing: Annotated[float, Field(ge=0, le=1)] = 0.0
+    mixup: NonNegativeFloat = 0.0
+    cutmix: NonNegativeFloat = 0.0
+    #: A pretrained encoder or a trained run that teaches the category head its answers (``instacli.distill``).
     distill_from: str | None = None
-    distill_weight: float = 1.0
+    distill_weight: NonNegativeFloat = 1.0
     text: bool = False
     text_encoder: str = "minilm"
     text_options: dict[str, Any] = {}
     text_to_classifier: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    seed: int = 42
-    workers: int = 2
-    grad_accum: int = 1
-    checkpoint_every: int = 0
-    time_budget: Annotated[float | None, BeforeValidator(parse_duration)] = None
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42  # numpy's seeds
+    workers: NonNegativeInt = 2
+    grad_accum: Count = 1
+    checkpoint_every: NonNegativeInt = 0
+    time_budget: Annotated[PositiveFloat | None, BeforeValidator(parse_duration)] = None
     compile: bool = False
     overwrite: bool = False
     resume: bool = False
@@ -92,6 +95,15 @@ class TrainSettings(BaseSettings):
         return sources
 
 
+def check_flag(flag: str, value: Any, kind: Any) -> Any:
+    """``value`` of the command-line option ``flag`` validated as ``kind`` (e.g. :data:`Count`), for
+    commands without a settings model (predict, evaluate); out of range is a one-line error."""
+    try:
+        return TypeAdapter(kind).validate_python(value)
+    except ValidationError as exc:
+        raise InstacliError(f"{flag} {value!r}: {exc.errors()[0]['msg']}") from None
+
+
 def shown_default(name: str) -> str:
     """The default of setting ``name`` as ``--help`` shows it, read from :class:`TrainSettings` (its one home)."""
     return str(TrainSettings.model_fields[name].default)
@@ -104,6 +116,27 @@ def apply_recipe(settings: TrainSettings) -> TrainSettings:
     recipe = {"freeze_encoder": False, **registry.encoders.get(settings.encoder).recipe}  # without one: fine-tune
     unset = {key: value for key, value in recipe.items() if key in TrainSettings.model_fields and getattr(settings, key) is None}
     return settings.model_copy(update=unset)
+
+
+def encoder_options(settings: TrainSettings) -> dict[str, Any]:
+    """The encoder's options: its ``--preset``, then ``-E`` options, then the first-class flags
+    ``--image-size`` and ``--pretrained`` (each later one wins)."""
+    from instacli import registry
+
+    flags = {key: getattr(settings, key) for key in ("image_size", "pretrained") if getattr(settings, key) is not None}
+    return registry.encoders.resolve_options(settings.encoder, settings.preset, **{**settings.encoder_options, **flags})
+
+
+def check_components(settings: TrainSettings) -> None:
+    """Unknown encoder, preset, regressor or text encoder names, and their options' names and values
+    (from each factory's signature), fail here in one line: before any data is read, and in
+    ``compare`` before the first of several runs trains."""
+    from instacli import registry
+
+    registry.encoders.check(settings.encoder, encoder_options(settings))
+    registry.regressors.check(settings.regressor, settings.regressor_options)
+    if settings.text:
+        registry.text_encoders.check(settings.text_encoder, settings.text_options)
 
 
 def load_settings(config: Path | None = None, **flags: Any) -> TrainSettings:
@@ -124,7 +157,9 @@ def load_settings(config: Path | None = None, **flags: Any) -> TrainSettings:
         raise
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        where = str(first["loc"][0]) if first["loc"] else "settings"
+        if not isinstance(first["input"], (dict, list)):  # a value worth quoting, not the whole settings
+            where += f"={first['input']!r}"
         source = f" (in {config})" if config else ""
         raise InstacliError(f"{where}: {first['msg']}{source}; see `instacli train --help`") from None
     except SettingsError as exc:  # a dict or list setting from the environment that is not JSON

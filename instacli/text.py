@@ -17,7 +17,7 @@ import numpy as np
 
 from instacli import registry
 from instacli.images import cache_dir, write_cache
-from instacli.io import save_npy
+from instacli.io import load_npy, save_npy
 
 
 class TextEncoder(Protocol):
@@ -37,10 +37,9 @@ def embed_texts(name: str, options: dict[str, Any], texts: Sequence[str], key: s
     if key:
         digest = hashlib.sha256(json.dumps([name, options, key], sort_keys=True, default=str).encode()).hexdigest()[:16]
         path = cache_dir() / f"text-{digest}.npy"
-        if path.exists():
-            cached = np.load(path)
-            if len(cached) == len(texts):
-                return cached
+        cached = load_npy(path)
+        if cached is not None and cached.ndim == 2 and len(cached) == len(texts):
+            return cached
     encoder: TextEncoder = registry.text_encoders.create(name, **options)
     vectors = np.asarray(encoder.encode([t or "" for t in texts]), dtype=np.float32)
     if path is not None:

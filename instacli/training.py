@@ -11,33 +11,38 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, TypeAdapter, ValidationError
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from accelerate.utils import set_seed
+from typing_extensions import TypedDict  # pydantic validates typing's TypedDict from Python 3.12 only
 
 from instacli import registry
 from instacli.augment import Augmentation, eval_view
 from instacli.calibration import calibrate
 from instacli.distill import distill_loss, pick_views
 from instacli.embedding_cache import embeddings_path, load_embeddings, save_embeddings
-from instacli.errors import InstacliError
+from instacli.errors import InstacliError, invalid_file
 from instacli.io import atomic_file, check_writable_target, output_lock, write_json
 from instacli.launch import launched_on_cpu, process_state
 from instacli.encoders import ImageEncoder, Preprocess
 from instacli.reporting import Reporter
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
-from instacli.settings import TrainSettings, apply_recipe
+from instacli.settings import TrainSettings, apply_recipe, check_components, encoder_options
 
 if TYPE_CHECKING:  # the splits module brings in `datasets` (≈ 100 MB): predict imports this module without it
     from instacli.splits import SplitArrays
@@ -143,14 +148,9 @@ def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
 
 
 def _model_config(settings: TrainSettings, split: SplitArrays, text: tuple[str, dict] | None) -> ModelConfig:
-    options = dict(settings.encoder_options)
-    for key in ("image_size", "pretrained"):  # first-class flags for two common encoder options
-        if getattr(settings, key) is not None:
-            options[key] = getattr(settings, key)
-    options = registry.encoders.resolve_options(settings.encoder, settings.preset, **options)
     return ModelConfig(
         encoder=settings.encoder,
-        encoder_options=options,
+        encoder_options=encoder_options(settings),
         regressor=settings.regressor,
         regressor_options=dict(settings.regressor_options),
         class_names=split.class_names,
@@ -386,14 +386,41 @@ def with_run_settings(flags: dict[str, Any]) -> dict[str, Any]:
     out = flags.get("out")
     if not flags.get("resume") or out is None or not (Path(out) / "settings.json").is_file():
         return flags
-    saved = json.loads((Path(out) / "settings.json").read_text())
+    path = Path(out) / "settings.json"
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InstacliError(f"{path}: not valid JSON ({exc}); the run folder is damaged: start the run over with --overwrite") from None
+    if not isinstance(saved, dict):
+        raise InstacliError(f"{path}: not a settings object; the run folder is damaged: start the run over with --overwrite")
     merged = {k: v for k, v in saved.items() if k in TrainSettings.model_fields and k not in ("resume", "overwrite")}
     merged.update({k: v for k, v in flags.items() if v is not None})
     return merged
 
 
-def new_trainer_state() -> dict[str, Any]:
-    """Everything besides accelerate's state that a resumed run needs: position, early stopping, counters."""
+class TrainerState(TypedDict):
+    """Everything besides accelerate's state that a resumed run needs: position, early stopping,
+    counters. Typed so that a damaged ``trainer_state.json`` is refused on ``--resume`` (pydantic)."""
+
+    epoch: NonNegativeInt
+    batch: NonNegativeInt
+    best_val: float
+    best_epoch: NonNegativeInt
+    bad_epochs: NonNegativeInt
+    optimizer_steps: NonNegativeInt
+    images_seen: NonNegativeInt
+    seconds: NonNegativeFloat
+    sums: Annotated[list[float], Field(min_length=3, max_length=3)]
+    steps: NonNegativeInt
+    epoch_seconds: NonNegativeFloat
+    history: list[dict[str, Any]]
+
+
+_TRAINER_STATE = TypeAdapter(TrainerState)
+
+
+def new_trainer_state() -> TrainerState:
+    """The state of a run that has not trained yet."""
     return {
         "epoch": 0,  # last finished epoch
         "batch": 0,  # batches of the next epoch already trained (a mid-epoch checkpoint)
@@ -406,6 +433,30 @@ def new_trainer_state() -> dict[str, Any]:
 
 def _checkpoint_folders(run: Path) -> tuple[Path, Path, Path]:
     return run / "checkpoint", run / "checkpoint.tmp", run / "checkpoint.old"
+
+
+def load_checkpoint(accelerator: Accelerator, run: Path) -> TrainerState:
+    """Restore the newest checkpoint of ``run`` into ``accelerator``'s objects and return its trainer state.
+
+    Any file of it that is truncated, empty, replaced (a pickle that ``weights_only`` refuses) or
+    missing is a one-line error: the checkpoint cannot be trusted, the run has to start over.
+    """
+    found = find_checkpoint(run)
+    if found is None:
+        raise InstacliError(f"{run}: nothing to resume (no checkpoint/trainer_state.json); start a new run instead")
+    try:
+        state = _TRAINER_STATE.validate_json((found / "trainer_state.json").read_bytes())
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it then refuses
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            accelerator.load_state(str(found))  # weights, optimizer, scheduler, RNG of every process
+    except ValidationError as exc:
+        raise invalid_file(found / "trainer_state.json", exc, "start the run over with --overwrite") from None
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False: code execution, never for us
+        raise InstacliError(f"{found}: a checkpoint file holds more than tensors (refused, not run); start the run over with --overwrite") from None
+    except ( SafetensorError, RuntimeError, EOFError, KeyError, OSError) as exc:
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)  # torch's are 15 lines
+        raise InstacliError(f"{found}: damaged checkpoint ({reason}); start the run over with --overwrite") from None
+    return state
 
 
 def find_checkpoint(run: Path) -> Path | None:
@@ -481,6 +532,7 @@ def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainRes
     wall_started = time.perf_counter()  # the summary's time counts reading, decoding and embedding too
     reporter = reporter or Reporter()
     settings = apply_recipe(settings)
+    check_components(settings)
     check_built_dataset(settings.data)
     run = settings.out or Path("runs") / f"{settings.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
     check_run_folder(run)
@@ -553,11 +605,7 @@ def _train_into(run: Path, settings: TrainSettings, reporter: Reporter, wall_sta
     set_seed(settings.seed, device_specific=True)  # augmentation and dropout differ between processes
     state = new_trainer_state()
     if settings.resume:
-        found = find_checkpoint(run)
-        if found is None:
-            raise InstacliError(f"{run}: nothing to resume (no checkpoint/trainer_state.json); start a new run instead")
-        accelerator.load_state(str(found))  # weights, optimizer, scheduler, RNG of every process
-        state.update(json.loads((found / "trainer_state.json").read_text()))
+        state = load_checkpoint(accelerator, run)
         if accelerator.is_main_process:  # forget records of an epoch that ran past the checkpoint
             with atomic_file(run / "metrics.jsonl") as handle:
                 handle.writelines(json.dumps(r) + "\n" for r in state["history"])

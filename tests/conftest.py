@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from instacli.reporting import Reporter
+
 # Tests never touch the network, and never write the user's decode cache.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["INSTACLI_CACHE"] = tempfile.mkdtemp(prefix="instacli-test-cache-")
@@ -71,6 +73,22 @@ def built_rows(out: Path) -> dict[str, dict]:
 def photo_tree(tmp_path: Path) -> Path:
     """Two categories (animal, landscape) of 10 tiny JPEGs each."""
     return make_photo_tree(tmp_path / "src")
+
+
+class Crash(Exception):
+    """Raised by :class:`CrashAt`: a training that dies mid-run."""
+
+
+class CrashAt(Reporter):
+    """Raises after ``at`` batches: the process dies with whatever checkpoint it last wrote."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.seen = at, 0
+
+    def step(self, epoch: int, loss: float) -> None:
+        self.seen += 1
+        if self.seen == self.at:
+            raise Crash
 
 
 @dataclass

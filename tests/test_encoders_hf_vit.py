@@ -89,5 +89,7 @@ def test_bad_local_folders_are_user_errors(tmp_path: Path, offline_empty_cache: 
         registry.encoders.create("hf-vit", pretrained=str(tmp_path / "missing"))
     with pytest.raises(InstacliError, match="is not a ViT checkpoint folder"):
         registry.encoders.create("hf-vit", pretrained=str(tmp_path))
-    with pytest.raises(InstacliError, match="invalid ViT config"):
+    with pytest.raises(InstacliError, match="option hidden_size='wide': Input should be a valid integer"):
         registry.encoders.create("hf-vit", hidden_size="wide")
+    with pytest.raises(InstacliError, match="invalid ViT config"):
+        registry.encoders.create("hf-vit", config={"hidden_size": "wide"})

@@ -23,7 +23,8 @@ from PIL import Image
 from instacli.errors import InstacliError
 from instacli.model import load_run
 from instacli.settings import TrainSettings
-from instacli.training import Reporter, train
+from instacli.training import train
+from tests.conftest import Crash, CrashAt
 
 TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2, "drop_path": 0.1}
 TINY_FLAGS = ["-E", "image_size=32", "-E", "patch_size=8", "-E", "width=32", "-E", "heads=2"]
@@ -55,22 +56,6 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INSTACLI_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt(Reporter):
-    """Raises after ``at`` batches: the process dies with whatever checkpoint it last wrote."""
-
-    def __init__(self, at: int) -> None:
-        self.at, self.seen = at, 0
-
-    def step(self, epoch: int, loss: float) -> None:
-        self.seen += 1
-        if self.seen == self.at:
-            raise Crash
 
 
 def test_resume_mid_epoch_reproduces_the_uninterrupted_run(dataset: Path, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from torch import nn
 
 from instacli.encoders import ImageEncoder, Preprocess
 from instacli.errors import InstacliError, exception_line
-from instacli.registry import register_encoder
+from instacli.registry import DropRate, ImageSize, register_encoder
 
 IMAGE_SIZE = 224
 EMBED_DIM = 1280
@@ -122,7 +122,7 @@ class EfficientNetLite0(ImageEncoder):
     # convolutions run ~13x slower in bf16 than fp32 on CPU (see resolve_mixed_precision).
     recipe={"freeze_encoder": True, "semantic_prior": "grouped", "cpu_bf16": False},
 )
-def efficientnet_lite0(*, pretrained: str | None = "imagenet", image_size: int = IMAGE_SIZE, drop_path: float = 0.1) -> EfficientNetLite0:
+def efficientnet_lite0(*, pretrained: str | None = "imagenet", image_size: ImageSize = IMAGE_SIZE, drop_path: DropRate = 0.1) -> EfficientNetLite0:
     """EfficientNet-Lite0 with the bundled ImageNet weights (``pretrained="none"``: random init)."""
     encoder = EfficientNetLite0(pretrained=pretrained, image_size=image_size, drop_path=drop_path)
     encoder.saved_options = dict(pretrained=None, image_size=image_size, drop_path=drop_path)

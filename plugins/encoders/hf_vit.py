@@ -15,13 +15,14 @@ listing the registry must not pay for it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
+from pydantic import Field
 
 from instacli.encoders import ImageEncoder, Preprocess
 from instacli.errors import InstacliError
-from instacli.registry import register_encoder
+from instacli.registry import Count, ImageSize, register_encoder
 
 if TYPE_CHECKING:
     from transformers import ViTModel
@@ -118,16 +119,16 @@ def hf_vit(
     *,
     pretrained: str | None = None,
     config: dict[str, Any] | None = None,
-    image_size: int | None = None,
-    patch_size: int = 8,
-    hidden_size: int = 192,
-    num_hidden_layers: int = 4,
-    num_attention_heads: int = 3,
-    intermediate_size: int = 768,
+    image_size: ImageSize | None = None,
+    patch_size: Count = 8,
+    hidden_size: Count = 192,
+    num_hidden_layers: Count = 4,
+    num_attention_heads: Count = 3,
+    intermediate_size: Count = 768,
     pooling: str = "cls",
     mean: tuple[float, float, float] | None = None,
     std: tuple[float, float, float] | None = None,
-    crop_pct: float = 0.875,
+    crop_pct: Annotated[float, Field(gt=0, le=1)] = 0.875,
 ) -> HFViT:
     """transformers ViT; ``pretrained`` wins over ``config``, which wins over the size options.
 

@@ -18,20 +18,24 @@ costs seconds on every build (including each rebuild of a trained run).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 from urllib.error import URLError
 from urllib.parse import urlparse
 
 import torch
 from huggingface_hub import is_offline_mode
+from pydantic import Field
 from safetensors.torch import load_file
 from torch import nn
 from torchvision.models import Inception_V3_Weights, inception_v3 as tv_inception_v3
 
 from instacli.encoders import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, Preprocess
 from instacli.errors import InstacliError, exception_line
-from instacli.registry import register_encoder
+from instacli.registry import MAX_IMAGE_SIZE, DropRate, register_encoder
 
 IMAGE_SIZE = 299
+#: The smallest input Inception-v3's stride-2 stem and pooling layers leave a feature map for.
+MIN_IMAGE_SIZE = 75
 EMBED_DIM = 2048
 #: Heads of torchvision's checkpoint that this encoder does not have.
 SKIPPED_PREFIXES = ("AuxLogits.", "fc.")
@@ -97,7 +101,9 @@ class InceptionV3(ImageEncoder):
     pretrained="imagenet (torchvision download) or local file",
     input_size=IMAGE_SIZE,
 )
-def inception_v3(*, pretrained: str | None = None, image_size: int = IMAGE_SIZE, dropout: float = 0.0) -> InceptionV3:
+def inception_v3(
+    *, pretrained: str | None = None, image_size: Annotated[int, Field(ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)] = IMAGE_SIZE, dropout: DropRate = 0.0
+) -> InceptionV3:
     """Inception-v3; ``pretrained`` is ``"imagenet"``, a path to a torchvision state dict, or None/"none" (random).
 
     ``dropout`` acts on the embedding; it defaults to 0 because the heads have their own dropout.

@@ -10,13 +10,14 @@ original configuration reproducible for comparison.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from instacli.encoders import ImageEncoder, Preprocess
-from instacli.registry import register_encoder
+from instacli.registry import Count, DropRate, ImageSize, PositiveFloat, register_encoder
 
 
 class Attention(nn.Module):
@@ -170,17 +171,17 @@ SEED_512 = dict(
 )
 def vit_scratch(
     *,
-    image_size: int = 64,
-    patch_size: int = 8,
-    width: int = 192,
-    depth: int = 4,
-    heads: int = 3,
-    mlp_ratio: float = 4.0,
-    pool: str = "mean",
-    stem: str = "conv",
-    dropout: float = 0.0,
-    drop_path: float = 0.1,
-    head_dims: tuple[int, ...] = (),
+    image_size: ImageSize = 64,
+    patch_size: Count = 8,
+    width: Count = 192,
+    depth: Count = 4,
+    heads: Count = 3,
+    mlp_ratio: PositiveFloat = 4.0,
+    pool: Literal["cls", "mean", "flatten"] = "mean",
+    stem: Literal["patch", "conv"] = "conv",
+    dropout: DropRate = 0.0,
+    drop_path: DropRate = 0.1,
+    head_dims: tuple[Count, ...] = (),
 ) -> ViTScratch:
     """Our own 4-block ViT, trained from scratch; small and CPU-friendly by default."""
     options = {**locals(), "head_dims": list(head_dims)}  # every argument: what rebuilds this architecture

@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from instacli.registry import register_regressor
+from pydantic import NonNegativeInt
+
+from instacli.registry import Count, DropRate, register_regressor
 from instacli_plugins.regressors.fusion import LateFusion
 
 
@@ -45,11 +47,11 @@ def conv1d(
     *,
     embed_dim: int,
     num_features: int,
-    channels: int = 16,
-    hidden: int = 64,
-    dropout: float = 0.2,
-    image_dim: int = 64,
-    image_dropout: float = 0.5,
+    channels: Count = 16,
+    hidden: Count = 64,
+    dropout: DropRate = 0.2,
+    image_dim: NonNegativeInt = 64,
+    image_dropout: DropRate = 0.5,
 ) -> Conv1dRegressor:
     """Reference regressor of the original design: Conv1d + dense + batch norm on the numbers, fused with the image."""
     return Conv1dRegressor(embed_dim, num_features, channels, hidden, dropout, image_dim, image_dropout)

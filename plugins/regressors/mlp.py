@@ -12,7 +12,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from instacli.registry import register_regressor
+from pydantic import NonNegativeInt
+
+from instacli.registry import Count, DropRate, register_regressor
 from instacli_plugins.regressors.fusion import LateFusion
 
 
@@ -41,10 +43,10 @@ def mlp(
     *,
     embed_dim: int,
     num_features: int,
-    hidden: int | Sequence[int] = (256, 64),
-    dropout: float = 0.2,
-    image_dim: int = 64,
-    image_dropout: float = 0.5,
+    hidden: Count | Sequence[Count] = (256, 64),
+    dropout: DropRate = 0.2,
+    image_dim: NonNegativeInt = 64,
+    image_dropout: DropRate = 0.5,
 ) -> MLPRegressor:
     """Hidden layers with dropout over [LayerNorm(embedding) ⊕ numbers].
 

@@ -11,13 +11,14 @@ the first time a loaded run predicts (under a second for a few thousand posts).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
-from instacli.registry import register_regressor
+from instacli.registry import Count, PositiveFloat, register_regressor
 
 
 class SklearnRegressor(nn.Module):
@@ -60,7 +61,7 @@ class SklearnRegressor(nn.Module):
 
 
 @register_regressor("ridge")
-def ridge(*, embed_dim: int, num_features: int, alpha: float = 10.0) -> SklearnRegressor:
+def ridge(*, embed_dim: int, num_features: int, alpha: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 10.0) -> SklearnRegressor:
     """scikit-learn Ridge on [embedding ⊕ numbers], fitted once after training."""
     from sklearn.linear_model import Ridge
 
@@ -68,7 +69,10 @@ def ridge(*, embed_dim: int, num_features: int, alpha: float = 10.0) -> SklearnR
 
 
 @register_regressor("gbrt")
-def gbrt(*, embed_dim: int, num_features: int, max_iter: int = 200, learning_rate: float = 0.05, loss: str = "absolute_error") -> SklearnRegressor:
+def gbrt(
+    *, embed_dim: int, num_features: int, max_iter: Count = 200, learning_rate: PositiveFloat = 0.05,
+    loss: Literal["absolute_error", "squared_error"] = "absolute_error",
+) -> SklearnRegressor:
     """scikit-learn HistGradientBoostingRegressor on [embedding ⊕ numbers], fitted once after training."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 

