@@ -13,8 +13,17 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 
 from instacli.encoders import Preprocess
+from instacli.errors import InstacliError
+
+#: Test-time augmentation choices, by the number of forward passes they cost: ``none`` (the eval view),
+#: ``flip`` (it and its mirror image, what ``--tta`` uses) and ``ten-crop`` (the eval view and the four
+#: corner crops of the decoded square, each also mirrored).
+TTA_CHOICES = ("none", "flip", "ten-crop")
+#: The views of the CLI's ``--tta`` (other choices from Python): see the README for what each one gained.
+TTA_DEFAULT = "flip"
 
 
 def normalize(images: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
@@ -85,3 +94,17 @@ def train_view(images: torch.Tensor, preprocess: Preprocess, generator: torch.Ge
 def eval_view(images: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
     """Deterministic, normalized evaluation batch: the central crop of cached squares."""
     return normalize(center_crop(images, preprocess.image_size), preprocess)
+
+
+def tta_views(images: torch.Tensor, preprocess: Preprocess, tta: str = "none") -> list[torch.Tensor]:
+    """The deterministic, normalized views of a batch whose predictions test-time augmentation averages
+    (:mod:`instacli.ensemble`); ``none`` is :func:`eval_view` alone, so plain prediction is its one-view case."""
+    if tta not in TTA_CHOICES:
+        raise InstacliError(f"unknown test-time augmentation '{tta}'; choose one of {', '.join(TTA_CHOICES)}")
+    center = eval_view(images, preprocess)
+    if tta == "none":
+        return [center]
+    crops = [center]
+    if tta == "ten-crop":
+        crops += [normalize(c, preprocess) for c in TF.five_crop(images, [preprocess.image_size] * 2)[:4]]
+    return [view for crop in crops for view in (crop, TF.horizontal_flip(crop))]

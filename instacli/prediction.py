@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from instacli.augment import eval_view
-from instacli.calibration import is_unfamiliar, probabilities, unfamiliarity
+from instacli.ensemble import check_compatible, combine, score_views
 from instacli.errors import InstacliError
 from instacli.features import as_float
 from instacli.images import FileDataset
@@ -159,36 +158,60 @@ def _resize_size(run_path: Path) -> int | None:
         return None
 
 
+@dataclass
+class _Scorer:
+    """One run of a prediction, with what it reads of every photo besides the pixels."""
+
+    run: LoadedRun
+    features: torch.Tensor
+    from_defaults: np.ndarray
+    text_encoder: Any
+    dtype: torch.dtype | None
+
+    @classmethod
+    def prepare(cls, run: LoadedRun, meta: Sequence[dict[str, Any]], device: torch.device) -> _Scorer:
+        features, from_defaults = _feature_matrix(run, meta)
+        text_encoder = None
+        if run.config.text_encoder:
+            from instacli import registry
+
+            text_encoder = registry.text_encoders.create(run.config.text_encoder, **run.config.text_options)
+        run.model.eval().to(device)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_mixed_precision("auto", run.config.encoder))
+        return cls(run, torch.from_numpy(features), from_defaults, text_encoder, dtype)
+
+
 def iter_predictions(
-    run: LoadedRun, folder: Path, files: Sequence[Path], table: dict[str, dict[str, Any]] | None, batch_size: int, workers: int,
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]] | None = None,
+    runs: Sequence[LoadedRun], folder: Path, files: Sequence[Path], table: dict[str, dict[str, Any]] | None, batch_size: int, workers: int,
+    batches: dict[int, Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]] | None = None, tta: str = "none",
 ) -> Iterator[list[dict[str, Any]]]:
-    """Yield one list of output rows per batch (``batches``: already started :func:`decoded_batches` of ``files``)."""
+    """Yield one list of output rows per batch: the answer of ``runs`` (one, or an ensemble) averaged
+    over the ``tta`` views (:mod:`instacli.ensemble`). ``batches``: already started
+    :func:`decoded_batches` of ``files`` by decode size; each size a run needs and lacks there is started here."""
     names = [relative_name(folder, f) for f in files]
     meta = _metadata_rows(names, table)
-    features, from_defaults = _feature_matrix(run, meta)
-    features_t = torch.from_numpy(features)
-    text_encoder = None
-    if run.config.text_encoder:
-        from instacli import registry
-
-        text_encoder = registry.text_encoders.create(run.config.text_encoder, **run.config.text_options)
-    loader = batches if batches is not None else decoded_batches(files, run.preprocess.resize_size, batch_size, workers)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_mixed_precision("auto", run.config.encoder))
-    model, classes = run.model.eval().to(device), run.config.class_names
-    for images, index, errors in loader:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            pixels = eval_view(images.to(device, non_blocking=True), run.preprocess)
-            text = None
-            if text_encoder is not None:
-                captions = [meta[i].get("caption") or "" for i in index.tolist()]
-                text = torch.from_numpy(text_encoder.encode(captions)).to(device)
-            logits, likes_z = model(pixels, features_t[index].to(device), text)
-        temperature = run.config.temperature
-        probs = probabilities(logits, temperature) if logits is not None else None
-        flags = is_unfamiliar(unfamiliarity(logits, temperature), run.config.unfamiliar_threshold) if logits is not None else None
-        likes = run.scaler.decode_target(likes_z.float().cpu().numpy()) if likes_z is not None else None
+    scorers = [_Scorer.prepare(run, meta, device) for run in runs]
+    loaders = {size: (batches or {}).get(size) or decoded_batches(files, size, batch_size, workers)
+               for size in dict.fromkeys(run.preprocess.resize_size for run in runs)}
+    classes = runs[0].config.class_names
+    for decoded in zip(*loaders.values()):
+        by_size = {size: images for size, (images, _, _) in zip(loaders, decoded)}
+        index = decoded[0][1]
+        errors = [next((e for e in row if e), "") for row in zip(*(batch_errors for _, _, batch_errors in decoded))]
+        members = []
+        for scorer in scorers:
+            with torch.inference_mode(), torch.autocast(device.type, dtype=scorer.dtype or torch.bfloat16, enabled=scorer.dtype is not None):
+                text = None
+                if scorer.text_encoder is not None:
+                    captions = [meta[i].get("caption") or "" for i in index.tolist()]
+                    text = torch.from_numpy(scorer.text_encoder.encode(captions)).to(device)
+                images = by_size[scorer.run.preprocess.resize_size].to(device, non_blocking=True)
+                members += score_views(scorer.run, scorer.run.model, images, scorer.features[index].to(device), text, tta)
+        answer = combine(members, runs)
+        probs = answer["probs"] if classes else None
+        likes = answer["likes"] if runs[0].config.task != "category" else None
+        from_defaults = np.any([scorer.from_defaults for scorer in scorers], axis=0)
         rows = []
         for k, i in enumerate(index.tolist()):
             ok = not errors[k]
@@ -197,7 +220,7 @@ def iter_predictions(
                 row[f"prob_{name}"] = round(float(probs[k, c]), PROB_DIGITS) if ok and probs is not None else None
             if classes:
                 row["confidence"] = round(float(probs[k].max()), PROB_DIGITS) if ok and probs is not None else None  # calibrated
-                row["unfamiliar"] = flags[k] if ok and flags is not None else None
+                row["unfamiliar"] = bool(answer["unfamiliar"][k]) if ok and answer["unfamiliar"] is not None else None
             row["likes"] = round(float(likes[k])) if ok and likes is not None else None  # a count
             row["likes_from_defaults"] = bool(from_defaults[i]) if ok and likes is not None else None
             row["error"] = errors[k]
@@ -206,7 +229,7 @@ def iter_predictions(
 
 
 def predict_folder(
-    run_path: Path | str,
+    run_path: Path | str | Sequence[Path | str],
     folder: Path | str,
     out: Path | str,
     metadata: Path | str | None = None,
@@ -215,9 +238,13 @@ def predict_folder(
     overwrite: bool = False,
     on_batch: Callable[[int], None] | None = None,
     column_map: dict[str, str] | None = None,
+    tta: str = "none",
 ) -> PredictSummary:
     """Score every image under ``folder`` (recursively) with the run at ``run_path`` and write ``out``;
-    ``metadata`` gives the numeric inputs (and captions), its columns renamed by ``column_map``."""
+    ``metadata`` gives the numeric inputs (and captions), its columns renamed by ``column_map``.
+
+    ``run_path`` may list several runs: their answers are averaged (an ensemble), as are those of the
+    ``tta`` views of each photo (:data:`instacli.augment.TTA_CHOICES`; :mod:`instacli.ensemble`)."""
     import time
 
     from instacli_datasets.folder import is_image_file, scan
@@ -233,22 +260,24 @@ def predict_folder(
     files = [f for f in found if is_image_file(f)]
     if not files:
         raise InstacliError(f"{folder}: no image files found (jpg, png, webp, …); check the path")
-    size = _resize_size(run_path)  # decoding starts while the model loads
-    batches = decoded_batches(files, size, batch_size, workers) if size is not None else None
-    run = load_run(run_path)
-    if run.preprocess.resize_size != size:
-        batches = None
-    table = _read_metadata(metadata, run.scaler.features, column_map) if metadata else None
+    run_paths = [run_path] if isinstance(run_path, (str, Path)) else list(run_path)
+    sizes = {size for size in map(_resize_size, run_paths) if size is not None}
+    batches = {size: decoded_batches(files, size, batch_size, workers) for size in sizes}  # decoding starts while the models load
+    runs = [load_run(path) for path in run_paths]
+    check_compatible(runs)
+    features = list(dict.fromkeys(f for run in runs for f in run.scaler.features))  # every numeric input a run reads
+    table = _read_metadata(metadata, features, column_map) if metadata else None
     names = [relative_name(folder, f) for f in files]
     if table is not None:
         _check_bare_names(names, table, metadata)
     meta = _metadata_rows(names, table)
-    missing = dict(zip(names, _missing_cells(run.scaler.features, meta).tolist()))
-    uncaptioned = {name for name, row in zip(names, meta) if run.config.text_encoder and not row.get("caption")}
+    missing = dict(zip(names, _missing_cells(features, meta).tolist()))
+    uncaptioned = {name for name, row in zip(names, meta) if any(run.config.text_encoder for run in runs) and not row.get("caption")}
     scored = failed = from_defaults = imputed = without_caption = 0
     with atomic_file(out, "wb" if out.suffix == ".parquet" else "w") as handle:
-        write = _writer(out, handle, run.config.class_names)
-        for rows in iter_predictions(run, folder, files, table, batch_size, workers, batches):
+        classes = runs[0].config.class_names
+        write = _writer(out, handle, classes)
+        for rows in iter_predictions(runs, folder, files, table, batch_size, workers, batches, tta):
             write(rows)
             bad = sum(bool(r["error"]) for r in rows)
             failed += bad
@@ -259,7 +288,7 @@ def predict_folder(
             if on_batch:
                 on_batch(len(rows))
         if unwalked:  # (an empty list would close the Parquet file)
-            write([{**dict.fromkeys(output_columns(run.config.class_names)), "file": s.file, "error": s.reason} for s in unwalked])
+            write([{**dict.fromkeys(output_columns(classes)), "file": s.file, "error": s.reason} for s in unwalked])
             failed += len(unwalked)
         if out.suffix == ".parquet":
             write([])  # closes the Parquet footer
