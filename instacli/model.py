@@ -231,11 +231,16 @@ def save_model(run: Path, model: MultiTaskModel, config: ModelConfig) -> None:
         json.dump(config.to_json(), handle, indent=2)
 
 
+def is_run(path: Path | str) -> bool:
+    """Whether ``path`` is a trained run's folder (``config.json`` and ``model.safetensors``)."""
+    return (Path(path) / "config.json").is_file() and (Path(path) / "model.safetensors").is_file()
+
+
 def load_run(run: Path | str) -> LoadedRun:
     """Rebuild a trained network from a run folder, with no network access."""
     run = Path(run)
     config_path, weights = run / "config.json", run / "model.safetensors"
-    if not config_path.is_file() or not weights.is_file():
+    if not is_run(run):
         raise InstacliError(f"{run}: not a trained run (needs config.json and model.safetensors); train one with `instacli train --out {run}`")
     try:
         raw = json.loads(config_path.read_text())

@@ -23,7 +23,7 @@ from instacli.errors import InstacliError
 from instacli.features import as_float
 from instacli.images import FileDataset
 from instacli.io import atomic_file, check_writable_target
-from instacli.model import LoadedRun, load_run
+from instacli.model import LoadedRun, is_run, load_run
 from instacli.photo_files import relative_name
 from instacli.training import resolve_mixed_precision
 
@@ -255,6 +255,8 @@ def predict_folder(
         raise InstacliError(f"{out}: unknown output format; use a name ending in {', '.join(FORMATS)}")
     if not folder.is_dir():
         raise InstacliError(f"{folder}: not a folder; pass the folder of photos to score")
+    if is_run(folder):  # its plots are images too: `predict RUN1 RUN2` forgot the photos
+        raise InstacliError(f"{folder}: is a trained run, not photos; give the folder of photos last (predict RUN... PHOTOS)")
     check_writable_target(out, overwrite, "prediction file")
     found, unwalked = scan(folder)  # unwalked: sub-folders not read (unreadable, symlink loop), each gets an error row
     files = [f for f in found if is_image_file(f)]

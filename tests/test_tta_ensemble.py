@@ -160,3 +160,5 @@ def test_cli_tta_flags(trained: Path, photos: Path, dataset: Path, tmp_path: Pat
     metrics = json.loads(result.stdout)
     assert metrics["tta"] == "flip" and Path(metrics["outputs"]) == trained / "eval" / f"{dataset.name}-test-tta-flip"
     assert run_cli("predict", trained).code == 2  # a run and no photos
+    result = run_cli("predict", trained, trained, "--out", tmp_path / "s.csv")  # two runs and no photos: not the run's plots scored
+    assert result.code == 2 and "is a trained run, not photos" in " ".join(result.stderr.split()) and not (tmp_path / "s.csv").exists()
