@@ -192,7 +192,8 @@ def iter_predictions(
     meta = _metadata_rows(names, table)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     scorers = [_Scorer.prepare(run, meta, device) for run in runs]
-    loaders = {size: (batches or {}).get(size) or decoded_batches(files, size, batch_size, workers)
+    started = batches or {}
+    loaders = {size: started[size] if size in started else decoded_batches(files, size, batch_size, workers)
                for size in dict.fromkeys(run.preprocess.resize_size for run in runs)}
     classes = runs[0].config.class_names
     for decoded in zip(*loaders.values()):
