@@ -31,7 +31,7 @@ def main() -> None:
     cases = [([run], tta) for run in args.runs for tta in args.tta]
     if len(args.runs) > 1:
         cases += [(args.runs, "none"), (args.runs, TTA_DEFAULT)]
-    print("| runs | tta | accuracy | macro F1 | ECE | unfamiliar | seconds |")
+    print("| runs | tta | accuracy | macro F1 | ECE | unfamiliar | seconds |", flush=True)
     print("|---|---|---|---|---|---|---|")
     for runs, tta in cases:
         name = "+".join(run.name for run in runs)

@@ -64,9 +64,10 @@ def threshold(runs: Sequence[LoadedRun]) -> float | None:
 
 
 def combine(members: Sequence[Member], runs: Sequence[LoadedRun]) -> dict[str, np.ndarray | None]:
-    """The mean of every member's answer, plus ``likes`` (counts) and ``unfamiliar`` (None without a threshold)."""
+    """The mean of every member's answer, plus ``likes`` (counts) and ``unfamiliar`` (None without a
+    threshold or a category head)."""
     answer: dict[str, np.ndarray | None] = {key: np.mean([m[key] for m in members], axis=0) for key in members[0]}
     answer["likes"] = likes_from_log(answer["log_likes"])
     limit = threshold(runs)
-    answer["unfamiliar"] = answer["unfamiliarity"] > limit if limit is not None else None
+    answer["unfamiliar"] = answer["unfamiliarity"] > limit if limit is not None and answer["probs"].shape[1] else None
     return answer

@@ -210,7 +210,7 @@ def iter_predictions(
                 images = by_size[scorer.run.preprocess.resize_size].to(device, non_blocking=True)
                 members += score_views(scorer.run, scorer.run.model, images, scorer.features[index].to(device), text, tta)
         answer = combine(members, runs)
-        probs = answer["probs"] if classes else None
+        probs = answer["probs"] if answer["probs"].shape[1] else None  # a likes-only run has class names but no category head
         likes = answer["likes"] if runs[0].config.task != "category" else None
         from_defaults = np.any([scorer.from_defaults for scorer in scorers], axis=0)
         rows = []
