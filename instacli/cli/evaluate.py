@@ -67,7 +67,7 @@ def print_evaluation(result: dict[str, Any]) -> None:
 
 @app.command("evaluate")
 def evaluate_command(
-    runs: list[Path] = typer.Argument(..., metavar="RUN...", help="Run folder(s) written by `instacli train` (several: an ensemble; needs --out)."),
+    runs: list[Path] = typer.Argument(..., metavar="RUN", help="Run folder(s) written by `instacli train` (several: an ensemble; needs --out)."),
     data: Path = typer.Option(..., "--data", help="Dataset folder, or a folder with one sub-folder of photos per category."),
     split: str = typer.Option("test", help="Split of a saved dataset (ignored for a plain folder)."),
     batch_size: int = typer.Option(128, help="Images per batch."),

@@ -14,7 +14,7 @@ from instacli.errors import InstacliError
 
 @app.command("predict")
 def predict_command(
-    paths: list[Path] = typer.Argument(..., metavar="RUN... PHOTOS",
+    paths: list[Path] = typer.Argument(..., metavar="RUN PHOTOS",
                                        help="Run folder(s) written by `instacli train` (several: an ensemble), then the folder of photos (searched recursively)."),
     metadata: Optional[Path] = typer.Option(None, help="Engagement table (CSV/JSONL/Parquet keyed by file_name) for the numeric inputs."),
     column_map: Optional[list[str]] = typer.Option(None, "--map", help="Column names of --metadata, e.g. file_name=img,comments=n_comments (repeatable)."),
@@ -33,7 +33,7 @@ def predict_command(
     from instacli_datasets.engagement import parse_mapping
 
     if len(paths) < 2:
-        raise typer.BadParameter("give at least one run folder, then the folder of photos", param_hint="RUN... PHOTOS")
+        raise typer.BadParameter("give at least one run folder, then the folder of photos", param_hint="RUN PHOTOS")
     *runs, folder = paths
     mapping = parse_mapping(column_map)
     if mapping and metadata is None:
