@@ -24,7 +24,7 @@ from instacli.augment import tta_views
 from instacli.calibration import probabilities, unfamiliarity
 from instacli.errors import InstacliError
 from instacli.features import likes_from_log
-from instacli.model import LoadedRun, MultiTaskModel
+from instacli.model import LoadedRun
 
 Member = dict[str, np.ndarray]
 
@@ -39,14 +39,13 @@ def check_compatible(runs: Sequence[LoadedRun]) -> None:
                 raise InstacliError(f"{first.path} and {other.path} cannot be averaged: {what} {a} vs {b}; ensemble runs trained on the same categories")
 
 
-def score_views(
-    run: LoadedRun, model: MultiTaskModel, images: torch.Tensor, features: torch.Tensor, text: torch.Tensor | None, tta: str
-) -> list[Member]:
-    """One member per test-time view of a batch of decoded uint8 ``images`` (call under inference mode)."""
+def score_views(run: LoadedRun, images: torch.Tensor, features: torch.Tensor, text: torch.Tensor | None, tta: str) -> list[Member]:
+    """One member per test-time view of a batch of decoded uint8 ``images`` (call under inference
+    mode, with the run's model on the images' device)."""
     temperature, n = run.config.temperature, len(images)
     members = []
     for pixels in tta_views(images, run.preprocess, tta):
-        logits, likes_z = model(pixels, features, text)
+        logits, likes_z = run.model(pixels, features, text)
         if logits is None:
             member = {"probs": np.zeros((n, 0), np.float32), "uncalibrated": np.zeros((n, 0), np.float32), "unfamiliarity": np.full(n, np.nan)}
         else:

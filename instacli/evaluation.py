@@ -77,11 +77,11 @@ def split_members(run: LoadedRun, split: SplitArrays, batch_size: int = 128, wor
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision("auto", run.config.encoder))
     images = split.images(run.preprocess.resize_size, workers)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, split.features, split.text), batch_size=batch_size)
-    model = run.model.eval().to(accelerator.device)
+    run.model.eval().to(accelerator.device)
     views: list[list[Member]] = []
     for pixels, features, text in loader:
         with torch.inference_mode(), accelerator.autocast():
-            views.append(score_views(run, model, pixels.to(accelerator.device), features.to(accelerator.device), text.to(accelerator.device), tta))
+            views.append(score_views(run, pixels.to(accelerator.device), features.to(accelerator.device), text.to(accelerator.device), tta))
     return [{key: np.concatenate([batch[v][key] for batch in views]) for key in views[0][v]} for v in range(len(views[0]))]
 
 

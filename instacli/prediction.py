@@ -208,7 +208,7 @@ def iter_predictions(
                     captions = [meta[i].get("caption") or "" for i in index.tolist()]
                     text = torch.from_numpy(scorer.text_encoder.encode(captions)).to(device)
                 images = by_size[scorer.run.preprocess.resize_size].to(device, non_blocking=True)
-                members += score_views(scorer.run, scorer.run.model, images, scorer.features[index].to(device), text, tta)
+                members += score_views(scorer.run, images, scorer.features[index].to(device), text, tta)
         answer = combine(members, runs)
         probs = answer["probs"] if answer["probs"].shape[1] else None  # a likes-only run has class names but no category head
         likes = answer["likes"] if runs[0].config.task != "category" else None
