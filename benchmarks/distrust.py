@@ -15,10 +15,9 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from instacli.calibration import expected_calibration_error, probabilities
+from instacli.calibration import expected_calibration_error
 from instacli.evaluation import _align_labels, predict_split
 from instacli.model import load_run
 from instacli.splits import load_split_arrays
@@ -47,7 +46,7 @@ def main() -> None:
         "right_flagged_share": float(flagged[~wrong].mean()) if (~wrong).any() else None,
         "auroc_unfamiliarity": float(roc_auc_score(wrong, scores)) if both else None,
         "auroc_one_minus_confidence": float(roc_auc_score(wrong, 1 - probs.max(1))) if both else None,
-        "ece_uncalibrated": expected_calibration_error(probabilities(predicted["logits"][keep]), labels),
+        "ece_uncalibrated": expected_calibration_error(predicted["uncalibrated"][keep], labels),
         "ece": expected_calibration_error(probs, labels),
     }
     print(json.dumps(figures, indent=2))

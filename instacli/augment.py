@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+import torchvision.transforms.v2.functional as TF
 
 from instacli.encoders import Preprocess
 from instacli.errors import InstacliError
@@ -34,6 +35,13 @@ AUTO_AUGMENT = {
     "randaugment": "rand-m9-mstd0.5-inc1-mmax9",
     "trivialaugment": "rand-n1-m9-mstd101-inc1-mmax9-p1.0",
 }
+
+#: Test-time augmentation choices, by the number of forward passes they cost: ``none`` (the eval view),
+#: ``flip`` (it and its mirror image, what ``--tta`` uses) and ``ten-crop`` (the eval view and the four
+#: corner crops of the decoded square, each also mirrored).
+TTA_CHOICES = ("none", "flip", "ten-crop")
+#: The views of the CLI's ``--tta`` (other choices from Python): see the README for what each one gained.
+TTA_DEFAULT = "flip"
 
 
 def normalize(images: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
@@ -185,3 +193,18 @@ class Augmentation:
         if self.mixup is None or len(x) % 2 or (labels < 0).any():
             return x, None
         return self.mixup(x, labels)
+
+def tta_views(images: torch.Tensor, preprocess: Preprocess, tta: str = "none") -> list[torch.Tensor]:
+    """The deterministic, normalized views of a batch whose predictions test-time augmentation averages
+    (:mod:`instacli.ensemble`); ``none`` is :func:`eval_view` alone, so plain prediction is its one-view case."""
+    if tta not in TTA_CHOICES:
+        raise InstacliError(f"unknown test-time augmentation '{tta}'; choose one of {', '.join(TTA_CHOICES)}")
+    center = eval_view(images, preprocess)
+    if tta == "none":
+        return [center]
+    crops = [center]
+    if tta == "ten-crop":
+        crops += [normalize(c, preprocess) for c in TF.five_crop(images, [preprocess.image_size] * 2)[:4]]
+    return [view for crop in crops for view in (crop, TF.horizontal_flip(crop))]
+
+

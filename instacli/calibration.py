@@ -89,11 +89,6 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(np.sum(count[filled] * np.abs(mean_conf[filled] - accuracy[filled])) / max(count.sum(), 1))
 
 
-def is_unfamiliar(scores: np.ndarray, threshold: float | None) -> list[bool | None]:
-    """Per row, whether its score is above ``threshold``; None for every row of a run without one."""
-    return [None if threshold is None else bool(s > threshold) for s in scores]
-
-
 def calibrate(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float | None]:
     """``(temperature, unfamiliar threshold)`` fitted on a validation split's category logits and labels."""
     temperature = fit_temperature(logits, labels)

@@ -4,6 +4,7 @@
 
     RUN/eval/<data name>-<split>/    metrics.json, confusion_matrix.png, reliability.png, likes.png (those that apply)
     RUN/eval/<folder name>-folder/   the same for a plain photo folder (every photo in it; no split)
+    RUN/eval/<data name>-<split>-tta-flip/   the same with test-time augmentation (``evaluate --tta``)
 
 An evaluation replaces its own folder as a whole (written beside it, then renamed into place), so
 the files in a folder always come from one evaluation, and evaluations of other data or splits stay
@@ -23,9 +24,11 @@ FIGURES = {"confusion": "confusion_matrix.png", "reliability": "reliability.png"
 PLAIN_FOLDER = "folder"
 
 
-def eval_folder(run: Path, data: Path | str, split: str | None) -> Path:
-    """The folder of ``run``'s evaluation on ``split`` of ``data`` (``None``: a plain photo folder)."""
-    return Path(run) / EVAL_DIR / f"{Path(data).resolve().name}-{split or PLAIN_FOLDER}"
+def eval_folder(run: Path, data: Path | str, split: str | None, tta: str = "none") -> Path:
+    """The folder of ``run``'s evaluation on ``split`` of ``data`` (``None``: a plain photo folder);
+    one with test-time augmentation has its own (``…-tta-flip``), beside the plain one it is compared with."""
+    suffix = "" if tta == "none" else f"-tta-{tta}"
+    return Path(run) / EVAL_DIR / f"{Path(data).resolve().name}-{split or PLAIN_FOLDER}{suffix}"
 
 
 def subset(split: str | None) -> str:

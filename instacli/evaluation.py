@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,17 +11,18 @@ import torch
 from pydantic import NonNegativeInt
 from accelerate import Accelerator
 
-from instacli.calibration import expected_calibration_error, probabilities, unfamiliarity
+from instacli.calibration import expected_calibration_error
+from instacli.ensemble import Member, check_compatible, combine, score_views
 from instacli.errors import InstacliError, os_error_message
 from instacli.eval_folders import FIGURES, METRICS, eval_folder, evaluation_title
-from instacli.io import atomic_dir, write_json
+from instacli.io import atomic_dir, check_writable_target, write_json
 from instacli.metrics import accuracy_by_group, classification_metrics, likes_metrics
 from instacli.model import LoadedRun, load_run
 from instacli.plots import plot_confusion, plot_likes, plot_reliability
 from instacli.registry import Count
 from instacli.settings import check_flag
 from instacli.splits import SplitArrays, load_split_arrays
-from instacli.training import resolve_mixed_precision, run_inference
+from instacli.training import resolve_mixed_precision
 
 
 class EvaluationNotSaved(InstacliError):
@@ -79,41 +81,63 @@ def oracle_metrics(split: SplitArrays) -> dict[str, float | None]:
     }
 
 
-def predict_split(run: LoadedRun, split: SplitArrays, batch_size: int = 128, workers: int = 2) -> dict[str, np.ndarray]:
-    """Calibrated probabilities, raw category logits, unfamiliarity scores and likes for every row of ``split``."""
+def split_members(run: LoadedRun, split: SplitArrays, batch_size: int = 128, workers: int = 2, tta: str = "none") -> list[Member]:
+    """One run's answers for every row of ``split``, one per ``tta`` view (:func:`instacli.ensemble.score_views`).
+
+    The encoder always sees pixels here: a frozen run's cached training embeddings are of the eval view
+    alone, so they would answer neither a mirrored view nor another split."""
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision("auto", run.config.encoder))
     images = split.images(run.preprocess.resize_size, workers)
-    dataset = torch.utils.data.TensorDataset(images, split.features, split.targets, split.labels, split.text)
-    loader = accelerator.prepare(torch.utils.data.DataLoader(dataset, batch_size=batch_size))
-    model = accelerator.prepare(run.model)
-    out = run_inference(model, loader, accelerator, frozen=False)
-    logits, temperature = out["logits"], run.config.temperature
-    probs = probabilities(logits, temperature) if logits.shape[1] else logits
-    scores = unfamiliarity(logits, temperature) if logits.shape[1] else np.full(len(split), np.nan)
-    likes = run.scaler.decode_target(out["likes"]) if run.config.task != "category" else np.full(len(split), np.nan)
-    return {"probs": probs, "logits": logits, "unfamiliarity": scores, "likes": likes}
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, split.features, split.text), batch_size=batch_size)
+    run.model.eval().to(accelerator.device)
+    views: list[list[Member]] = []
+    for pixels, features, text in loader:
+        with torch.inference_mode(), accelerator.autocast():
+            views.append(score_views(run, pixels.to(accelerator.device), features.to(accelerator.device), text.to(accelerator.device), tta))
+    return [{key: np.concatenate([batch[v][key] for batch in views]) for key in views[0][v]} for v in range(len(views[0]))]
 
 
-def evaluate(run_path: Path | str, data: Path | str, split: str = "test", batch_size: int = 128, workers: int = 2) -> dict[str, Any]:
+def predict_split(run: LoadedRun, split: SplitArrays, batch_size: int = 128, workers: int = 2, tta: str = "none") -> dict[str, np.ndarray | None]:
+    """Calibrated and uncalibrated probabilities, unfamiliarity scores and flags, and likes for every
+    row of ``split`` (:func:`instacli.ensemble.combine`), averaged over the ``tta`` views."""
+    return combine(split_members(run, split, batch_size, workers, tta), [run])
+
+
+def evaluate(
+    run_path: Path | str | Sequence[Path | str], data: Path | str, split: str = "test", batch_size: int = 128, workers: int = 2,
+    tta: str = "none", out: Path | str | None = None, overwrite: bool = False,
+) -> dict[str, Any]:
     """Metrics of ``run_path`` on ``data``; also writes metrics.json and plots into the run's folder for
-    this data and split (:func:`instacli.eval_folders.eval_folder`). ``split`` is ignored, and
-    recorded as None, for a plain photo folder: it is evaluated whole."""
+    this data and split (:func:`instacli.eval_folders.eval_folder`), or into ``out`` when given (then
+    never over an existing folder unless ``overwrite``). ``split`` is ignored, and recorded as None,
+    for a plain photo folder: it is evaluated whole.
+
+    ``run_path`` may list several runs, evaluated as one ensemble (:mod:`instacli.ensemble`); its
+    evaluation belongs to no single run, so it needs ``out``. ``tta`` averages test-time views."""
     from instacli_datasets.load import is_built_dataset
 
-    run_path, data = Path(run_path), Path(data)
+    run_paths = [Path(run_path)] if isinstance(run_path, (str, Path)) else [Path(p) for p in run_path]
+    data = Path(data)
     batch_size, workers = check_flag("--batch-size", batch_size, Count), check_flag("--workers", workers, NonNegativeInt)
-    run = load_run(run_path)
-    text = (run.config.text_encoder, run.config.text_options) if run.config.text_encoder else None
-    arrays = load_split_arrays(data, split, settings=None, scaler=run.scaler, task=run.config.task, text=text)
+    if out is not None:
+        check_writable_target(Path(out), overwrite, "evaluation folder")
+    elif len(run_paths) > 1:
+        raise InstacliError("an ensemble's evaluation belongs to none of its runs; pass --out FOLDER for its metrics and plots")
+    runs = [load_run(path) for path in run_paths]
+    check_compatible(runs)
+    run = runs[0]
+    splits = [load_split_arrays(data, split, settings=None, scaler=r.scaler, task=r.config.task,
+                                text=(r.config.text_encoder, r.config.text_options) if r.config.text_encoder else None) for r in runs]
+    arrays = splits[0]  # labels, likes and groups: the same rows for every run, only the scaled inputs differ
     labels = _align_labels(arrays, run)
-    predicted = predict_split(run, arrays, batch_size, workers)
+    predicted = combine([m for r, a in zip(runs, splits) for m in split_members(r, a, batch_size, workers, tta)], runs)
     split_name = split if is_built_dataset(data) else None
-    result: dict[str, Any] = {"n": len(arrays), "split": split_name, "data": str(data), "run": str(run_path)}
+    result: dict[str, Any] = {"n": len(arrays), "split": split_name, "data": str(data),
+                              "run": str(run_paths[0]) if len(runs) == 1 else [str(p) for p in run_paths], "tta": tta}
     labelled = labels >= 0
     if labelled.any():
         result.update(classification_metrics(labels[labelled], predicted["probs"][labelled].argmax(1), run.config.class_names))
-        uncalibrated = probabilities(predicted["logits"][labelled])
-        result.update(ece_uncalibrated=expected_calibration_error(uncalibrated, labels[labelled]),
+        result.update(ece_uncalibrated=expected_calibration_error(predicted["uncalibrated"][labelled], labels[labelled]),
                       ece=expected_calibration_error(predicted["probs"][labelled], labels[labelled]))
     else:
         result.update(accuracy=None, f1_macro=None, per_class=None, confusion_matrix=None, ece_uncalibrated=None, ece=None)
@@ -122,23 +146,24 @@ def evaluate(run_path: Path | str, data: Path | str, split: str = "test", batch_
         result["group_column"] = group
         result["accuracy_by_group"] = accuracy_by_group(
             np.asarray(arrays.dataset[group], dtype=object)[labelled], labels[labelled], predicted["probs"][labelled].argmax(1))
-    threshold = run.config.unfamiliar_threshold
-    result["temperature"] = run.config.temperature
-    result["unfamiliar_share"] = float(np.mean(predicted["unfamiliarity"] > threshold)) if threshold is not None else None
+    temperatures = [r.config.temperature for r in runs]
+    result["temperature"] = temperatures[0] if len(runs) == 1 else temperatures
+    result["unfamiliar_share"] = float(np.mean(predicted["unfamiliar"])) if predicted["unfamiliar"] is not None else None
     result.update(likes_metrics(arrays.likes, predicted["likes"]))
     result["likes_mae_class_median"] = class_median_baseline(labels, arrays.likes)
     result.update(oracle_metrics(arrays))
-    result["imputed_values"] = arrays.imputed  # cells of the run's numeric inputs filled with the training median
+    result["imputed_values"] = max(a.imputed for a in splits)  # cells of a run's numeric inputs filled with the training median
     skipped = arrays.info.skipped if arrays.info is not None else []  # files of a plain folder that could not be used
     result["skipped"] = [{"file": s.file, "reason": s.reason} for s in skipped]
-    out_dir = eval_folder(run_path, data, split_name)
+    out_dir = Path(out) if out is not None else eval_folder(run_paths[0], data, split_name, tta)
     title = evaluation_title(data, split_name, len(arrays))
+    calibrated_by = f"T = {temperatures[0]:.2f}" if len(runs) == 1 else f"ensemble of {len(runs)} runs"
     try:
         with atomic_dir(out_dir, overwrite=True) as tmp:  # all files of this evaluation replace the last one's at once
             if result["confusion_matrix"] is not None:
                 plot_confusion(result["confusion_matrix"], run.config.class_names, tmp / FIGURES["confusion"], f"Confusion matrix\n{title}")
-                plot_reliability(uncalibrated, predicted["probs"][labelled], labels[labelled], tmp / FIGURES["reliability"],
-                                 f"Reliability (T = {run.config.temperature:.2f})\n{title}")
+                plot_reliability(predicted["uncalibrated"][labelled], predicted["probs"][labelled], labels[labelled], tmp / FIGURES["reliability"],
+                                 f"Reliability ({calibrated_by})\n{title}")
             if result["likes_mae"] is not None:
                 keep = ~np.isnan(arrays.likes)
                 plot_likes(arrays.likes[keep], predicted["likes"][keep], tmp / FIGURES["likes"], f"Predicted vs actual likes\n{title}")

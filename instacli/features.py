@@ -27,6 +27,11 @@ def as_float(values: Sequence[object]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
+def likes_from_log(log_likes: np.ndarray) -> np.ndarray:
+    """log1p likes → likes (non-negative)."""
+    return np.clip(np.expm1(log_likes), 0.0, None)
+
+
 @dataclass
 class Scaler:
     """Fitted statistics: feature names, imputation medians, log-space mean/std of inputs and target.
@@ -91,9 +96,13 @@ class Scaler:
         """Raw likes → standardized log1p likes (NaN stays NaN: a missing target is masked out)."""
         return ((np.log1p(likes) - self.target_mean) / self.target_std).astype(np.float32)
 
+    def log_likes(self, z: np.ndarray) -> np.ndarray:
+        """Standardized log1p likes → log1p likes: one scale for every run, where ensembles average."""
+        return z * self.target_std + self.target_mean
+
     def decode_target(self, z: np.ndarray) -> np.ndarray:
         """Standardized log1p likes → likes (non-negative)."""
-        return np.clip(np.expm1(z * self.target_std + self.target_mean), 0.0, None)
+        return likes_from_log(self.log_likes(z))
 
     def to_dict(self) -> dict:
         return asdict(self)

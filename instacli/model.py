@@ -266,12 +266,17 @@ def read_config(path: Path) -> tuple[ModelConfig, Scaler]:
         raise invalid_file(path, exc, _DAMAGED, key="scaler") from None
 
 
+def is_run(path: Path | str) -> bool:
+    """Whether ``path`` is a trained run's folder (``config.json`` and ``model.safetensors``)."""
+    return (Path(path) / "config.json").is_file() and (Path(path) / "model.safetensors").is_file()
+
+
 def load_run(run: Path | str) -> LoadedRun:
     """Rebuild a trained network from a run folder, with no network access. A tampered or damaged
     ``config.json`` or ``model.safetensors`` is a one-line error naming the file, never a traceback."""
     run = Path(run)
     config_path, weights = run / "config.json", run / "model.safetensors"
-    if not config_path.is_file() or not weights.is_file():
+    if not is_run(run):
         raise InstacliError(f"{run}: not a trained run (needs config.json and model.safetensors); train one with `instacli train --out {run}`")
     config, scaler = read_config(config_path)
     try:

@@ -19,13 +19,12 @@ import numpy as np
 import torch
 from pydantic import NonNegativeInt
 
-from instacli.augment import eval_view
-from instacli.calibration import is_unfamiliar, probabilities, unfamiliarity
+from instacli.ensemble import check_compatible, combine, score_views
 from instacli.errors import InstacliError
 from instacli.features import as_float
 from instacli.images import FileDataset
 from instacli.io import atomic_file, check_writable_target, output_lock
-from instacli.model import LoadedRun, load_run
+from instacli.model import LoadedRun, is_run, load_run
 from instacli.photo_files import relative_name
 from instacli.registry import Count
 from instacli.settings import check_flag
@@ -162,36 +161,61 @@ def _resize_size(run_path: Path) -> int | None:
         return None
 
 
+@dataclass
+class _Scorer:
+    """One run of a prediction, with what it reads of every photo besides the pixels."""
+
+    run: LoadedRun
+    features: torch.Tensor
+    from_defaults: np.ndarray
+    text_encoder: Any
+    dtype: torch.dtype | None
+
+    @classmethod
+    def prepare(cls, run: LoadedRun, meta: Sequence[dict[str, Any]], device: torch.device) -> _Scorer:
+        features, from_defaults = _feature_matrix(run, meta)
+        text_encoder = None
+        if run.config.text_encoder:
+            from instacli import registry
+
+            text_encoder = registry.text_encoders.create(run.config.text_encoder, **run.config.text_options)
+        run.model.eval().to(device)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_mixed_precision("auto", run.config.encoder))
+        return cls(run, torch.from_numpy(features), from_defaults, text_encoder, dtype)
+
+
 def iter_predictions(
-    run: LoadedRun, folder: Path, files: Sequence[Path], table: dict[str, dict[str, Any]] | None, batch_size: int, workers: int,
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]] | None = None,
+    runs: Sequence[LoadedRun], folder: Path, files: Sequence[Path], table: dict[str, dict[str, Any]] | None, batch_size: int, workers: int,
+    batches: dict[int, Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]] | None = None, tta: str = "none",
 ) -> Iterator[list[dict[str, Any]]]:
-    """Yield one list of output rows per batch (``batches``: already started :func:`decoded_batches` of ``files``)."""
+    """Yield one list of output rows per batch: the answer of ``runs`` (one, or an ensemble) averaged
+    over the ``tta`` views (:mod:`instacli.ensemble`). ``batches``: already started
+    :func:`decoded_batches` of ``files`` by decode size; each size a run needs and lacks there is started here."""
     names = [relative_name(folder, f) for f in files]
     meta = _metadata_rows(names, table)
-    features, from_defaults = _feature_matrix(run, meta)
-    features_t = torch.from_numpy(features)
-    text_encoder = None
-    if run.config.text_encoder:
-        from instacli import registry
-
-        text_encoder = registry.text_encoders.create(run.config.text_encoder, **run.config.text_options)
-    loader = batches if batches is not None else decoded_batches(files, run.preprocess.resize_size, batch_size, workers)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_mixed_precision("auto", run.config.encoder))
-    model, classes = run.model.eval().to(device), run.config.class_names
-    for images, index, errors in loader:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            pixels = eval_view(images.to(device, non_blocking=True), run.preprocess)
-            text = None
-            if text_encoder is not None:
-                captions = [meta[i].get("caption") or "" for i in index.tolist()]
-                text = torch.from_numpy(text_encoder.encode(captions)).to(device)
-            logits, likes_z = model(pixels, features_t[index].to(device), text)
-        temperature = run.config.temperature
-        probs = probabilities(logits, temperature) if logits is not None else None
-        flags = is_unfamiliar(unfamiliarity(logits, temperature), run.config.unfamiliar_threshold) if logits is not None else None
-        likes = run.scaler.decode_target(likes_z.float().cpu().numpy()) if likes_z is not None else None
+    scorers = [_Scorer.prepare(run, meta, device) for run in runs]
+    started = batches or {}
+    loaders = {size: started[size] if size in started else decoded_batches(files, size, batch_size, workers)
+               for size in dict.fromkeys(run.preprocess.resize_size for run in runs)}
+    classes = runs[0].config.class_names
+    for decoded in zip(*loaders.values()):
+        by_size = {size: images for size, (images, _, _) in zip(loaders, decoded)}
+        index = decoded[0][1]
+        errors = [next((e for e in row if e), "") for row in zip(*(batch_errors for _, _, batch_errors in decoded))]
+        members = []
+        for scorer in scorers:
+            with torch.inference_mode(), torch.autocast(device.type, dtype=scorer.dtype or torch.bfloat16, enabled=scorer.dtype is not None):
+                text = None
+                if scorer.text_encoder is not None:
+                    captions = [meta[i].get("caption") or "" for i in index.tolist()]
+                    text = torch.from_numpy(scorer.text_encoder.encode(captions)).to(device)
+                images = by_size[scorer.run.preprocess.resize_size].to(device, non_blocking=True)
+                members += score_views(scorer.run, images, scorer.features[index].to(device), text, tta)
+        answer = combine(members, runs)
+        probs = answer["probs"] if answer["probs"].shape[1] else None  # a likes-only run has class names but no category head
+        likes = answer["likes"] if runs[0].config.task != "category" else None
+        from_defaults = np.any([scorer.from_defaults for scorer in scorers], axis=0)
         rows = []
         for k, i in enumerate(index.tolist()):
             ok = not errors[k]
@@ -200,7 +224,7 @@ def iter_predictions(
                 row[f"prob_{name}"] = round(float(probs[k, c]), PROB_DIGITS) if ok and probs is not None else None
             if classes:
                 row["confidence"] = round(float(probs[k].max()), PROB_DIGITS) if ok and probs is not None else None  # calibrated
-                row["unfamiliar"] = flags[k] if ok and flags is not None else None
+                row["unfamiliar"] = bool(answer["unfamiliar"][k]) if ok and answer["unfamiliar"] is not None else None
             row["likes"] = round(float(likes[k])) if ok and likes is not None else None  # a count
             row["likes_from_defaults"] = bool(from_defaults[i]) if ok and likes is not None else None
             row["error"] = errors[k]
@@ -209,7 +233,7 @@ def iter_predictions(
 
 
 def predict_folder(
-    run_path: Path | str,
+    run_path: Path | str | Sequence[Path | str],
     folder: Path | str,
     out: Path | str,
     metadata: Path | str | None = None,
@@ -218,9 +242,13 @@ def predict_folder(
     overwrite: bool = False,
     on_batch: Callable[[int], None] | None = None,
     column_map: dict[str, str] | None = None,
+    tta: str = "none",
 ) -> PredictSummary:
     """Score every image under ``folder`` (recursively) with the run at ``run_path`` and write ``out``;
-    ``metadata`` gives the numeric inputs (and captions), its columns renamed by ``column_map``."""
+    ``metadata`` gives the numeric inputs (and captions), its columns renamed by ``column_map``.
+
+    ``run_path`` may list several runs: their answers are averaged (an ensemble), as are those of the
+    ``tta`` views of each photo (:data:`instacli.augment.TTA_CHOICES`; :mod:`instacli.ensemble`)."""
     import time
 
     from instacli_datasets.folder import is_image_file, scan
@@ -234,28 +262,32 @@ def predict_folder(
         raise InstacliError(f"{folder}: not a folder; pass the folder of photos to score")
     if out.is_dir():  # --overwrite replaces a file, never a folder
         raise InstacliError(f"--out {out}: is a folder; give a file name, e.g. {out / ('predictions' + out.suffix)}")
+    if is_run(folder):  # its plots are images too: `predict RUN1 RUN2` forgot the photos
+        raise InstacliError(f"{folder}: is a trained run, not photos; give the folder of photos last (predict RUN... PHOTOS)")
     with output_lock(out):  # another predict to the same --out fails here, before any work
         check_writable_target(out, overwrite, "prediction file")
         found, unwalked = scan(folder)  # unwalked: sub-folders not read (unreadable, symlink loop), each gets an error row
         files = [f for f in found if is_image_file(f)]
         if not files:
             raise InstacliError(f"{folder}: no image files found (jpg, png, webp, …); check the path")
-        size = _resize_size(run_path)  # decoding starts while the model loads
-        batches = decoded_batches(files, size, batch_size, workers) if size is not None else None
-        run = load_run(run_path)
-        if run.preprocess.resize_size != size:
-            batches = None
+        run_paths = [run_path] if isinstance(run_path, (str, Path)) else list(run_path)
+        sizes = {size for size in map(_resize_size, run_paths) if size is not None}
+        batches = {size: decoded_batches(files, size, batch_size, workers) for size in sizes}  # decoding starts while the models load
+        runs = [load_run(path) for path in run_paths]
+        check_compatible(runs)
+        features = list(dict.fromkeys(f for run in runs for f in run.scaler.features))  # every numeric input a run reads
         names = [relative_name(folder, f) for f in files]
-        table = _read_metadata(metadata, run.scaler.features, names, column_map) if metadata else None
+        table = _read_metadata(metadata, features, names, column_map) if metadata else None
         if table is not None:
             _check_bare_names(names, table, metadata)
         meta = _metadata_rows(names, table)
-        missing = dict(zip(names, _missing_cells(run.scaler.features, meta).tolist()))
-        uncaptioned = {name for name, row in zip(names, meta) if run.config.text_encoder and not row.get("caption")}
+        missing = dict(zip(names, _missing_cells(features, meta).tolist()))
+        uncaptioned = {name for name, row in zip(names, meta) if any(run.config.text_encoder for run in runs) and not row.get("caption")}
         scored = failed = from_defaults = imputed = without_caption = 0
         with atomic_file(out, "wb" if out.suffix == ".parquet" else "w", overwrite) as handle:
-            write = _writer(out, handle, run.config.class_names)
-            for rows in iter_predictions(run, folder, files, table, batch_size, workers, batches):
+            classes = runs[0].config.class_names
+            write = _writer(out, handle, classes)
+            for rows in iter_predictions(runs, folder, files, table, batch_size, workers, batches, tta):
                 write(rows)
                 bad = sum(bool(r["error"]) for r in rows)
                 failed += bad
@@ -266,7 +298,7 @@ def predict_folder(
                 if on_batch:
                     on_batch(len(rows))
             if unwalked:  # (an empty list would close the Parquet file)
-                write([{**dict.fromkeys(output_columns(run.config.class_names)), "file": s.file, "error": s.reason} for s in unwalked])
+                write([{**dict.fromkeys(output_columns(classes)), "file": s.file, "error": s.reason} for s in unwalked])
                 failed += len(unwalked)
             if out.suffix == ".parquet":
                 write([])  # closes the Parquet footer

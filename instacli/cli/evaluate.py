@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from instacli.cli.main import app, console
+from instacli.cli.main import TTA_HELP, app, console
 
 
 def _fmt(value: Any) -> str:
@@ -31,6 +31,10 @@ def print_evaluation(result: dict[str, Any]) -> None:
         if key.startswith("oracle_") and result.get(key) is None:
             continue  # only data from --synthetic-engagement realistic has an oracle
         summary.add_row(key, _fmt(result.get(key)))
+    if isinstance(result["run"], list):
+        summary.add_row("ensemble of", ", ".join(result["run"]))
+    if result.get("tta", "none") != "none":
+        summary.add_row("test-time augmentation", result["tta"])
     console.print(summary)
     if result.get("per_class"):
         per_class = Table(title="Per class")
@@ -64,18 +68,24 @@ def print_evaluation(result: dict[str, Any]) -> None:
 
 @app.command("evaluate")
 def evaluate_command(
-    run: Path = typer.Argument(..., help="Run folder written by `instacli train`."),
+    runs: list[Path] = typer.Argument(..., metavar="RUN", help="Run folder(s) written by `instacli train` (several: an ensemble; needs --out)."),
     data: Path = typer.Option(..., "--data", help="Dataset folder, or a folder with one sub-folder of photos per category."),
     split: str = typer.Option("test", help="Split of a saved dataset (ignored for a plain folder)."),
     batch_size: int = typer.Option(128, help="Images per batch."),
     workers: int = typer.Option(2, help="Processes that decode images."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    tta: bool = typer.Option(False, "--tta", help=TTA_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json and plots (default: RUN/eval/<data>-<split>[-tta-flip]/)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
 ) -> None:
-    """Accuracy, per-class F1, confusion matrix and likes errors of RUN on DATA."""
+    """Accuracy, per-class F1, confusion matrix and likes errors of RUN on DATA; of several runs' averaged answer (an ensemble)."""
+    from instacli.augment import TTA_DEFAULT
     from instacli.evaluation import EvaluationNotSaved, evaluate
 
     try:
-        result = evaluate(run, data, split=split, batch_size=batch_size, workers=workers)
+        result = evaluate(
+            runs, data, split=split, batch_size=batch_size, workers=workers, tta=TTA_DEFAULT if tta else "none", out=out, overwrite=overwrite
+        )
     except EvaluationNotSaved as exc:  # shown, then the error says why they were not saved
         show(exc.result, as_json)
         raise

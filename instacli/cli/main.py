@@ -26,6 +26,8 @@ from instacli.errors import InstacliError, os_error_message
 
 console = Console()
 err_console = Console(stderr=True)
+#: ``--tta`` of predict and evaluate (the views: :data:`instacli.augment.TTA_DEFAULT`).
+TTA_HELP = "Test-time augmentation: average each photo's answer with its mirror image's (2 forward passes per run)."
 
 
 class Interrupted(KeyboardInterrupt):

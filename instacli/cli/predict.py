@@ -8,34 +8,41 @@ from typing import Optional
 import typer
 from rich.progress import Progress
 
-from instacli.cli.main import app, console
+from instacli.cli.main import TTA_HELP, app, console
 from instacli.errors import InstacliError
 
 
 @app.command("predict")
 def predict_command(
-    run: Path = typer.Argument(..., help="Run folder written by `instacli train`."),
-    folder: Path = typer.Argument(..., help="Folder of photos (searched recursively)."),
+    paths: list[Path] = typer.Argument(..., metavar="RUN PHOTOS",
+                                       help="Run folder(s) written by `instacli train` (several: an ensemble), then the folder of photos (searched recursively)."),
     metadata: Optional[Path] = typer.Option(None, help="Engagement table (CSV/JSONL/Parquet keyed by file_name) for the numeric inputs."),
     column_map: Optional[list[str]] = typer.Option(None, "--map", help="Column names of --metadata, e.g. file_name=img,comments=n_comments (repeatable)."),
     out: Path = typer.Option(Path("predictions.csv"), "--out", help="Output file: .csv, .jsonl or .parquet."),
     batch_size: int = typer.Option(64, help="Images per batch."),
     workers: int = typer.Option(2, help="Processes that decode images."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    tta: bool = typer.Option(False, "--tta", help=TTA_HELP),
 ) -> None:
-    """One row per photo: predicted label, class probabilities, likes, and an error column for unreadable files."""
+    """One row per photo: predicted label, class probabilities, likes, and an error column for unreadable files.
+
+    With several runs, their probabilities and (log) likes are averaged: an ensemble."""
+    from instacli.augment import TTA_DEFAULT
     from instacli.prediction import predict_folder
     from instacli_datasets import iter_image_files
     from instacli_datasets.engagement import parse_mapping
 
+    if len(paths) < 2:
+        raise typer.BadParameter("give at least one run folder, then the folder of photos", param_hint="RUN PHOTOS")
+    *runs, folder = paths
     mapping = parse_mapping(column_map)
     if mapping and metadata is None:
         raise InstacliError("--map: renames the columns of --metadata; give --metadata too or drop --map")
     total = sum(1 for _ in iter_image_files(folder)) if folder.is_dir() else 0
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("scoring", total=total)
-        summary = predict_folder(run, folder, out, metadata, batch_size, workers, overwrite,
-                                 on_batch=lambda n: progress.advance(task, n), column_map=mapping)
+        summary = predict_folder(runs, folder, out, metadata, batch_size, workers, overwrite,
+                                 on_batch=lambda n: progress.advance(task, n), column_map=mapping, tta=TTA_DEFAULT if tta else "none")
     console.print(
         f"[green]wrote[/] {summary.out}: {summary.scored} scored, {summary.failed} unreadable "
         f"({summary.scored / max(summary.seconds, 1e-9):.0f} images/s)"
