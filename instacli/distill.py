@@ -1,22 +1,22 @@
 """Knowledge distillation: an encoder trained from scratch learns from a pretrained teacher's answers on crops of its photos.
 
-A from-scratch encoder (``vit-scratch``) knows only its training photos. On posts-dev's
-leave-sources-out folds it called 80 % of forest photos "animal" when the training landscapes were
-glaciers and seas: the animals it saw stood in grass and foliage, so greenery meant "animal". A
-pretrained teacher knows better: shown a crop of an animal photo that misses the animal, it answers
-"landscape". With ``--distill-from TEACHER`` the student learns from those answers (DeiT-style soft
-distillation, with the teacher's calibrated probabilities as a second target beside the label).
-
+With ``--distill-from TEACHER`` the student gets a second target beside each label: the teacher's
+calibrated category probabilities for the same crop of the photo (DeiT-style soft distillation).
 The teacher answers once per training photo for :data:`VIEWS` fixed crops (the central view and
-random resized crops, mirrored at random), at its own resolution, before training; the student
-then trains on those same crops of its own low-resolution copy of the photo (one box crops the same
-region at any resolution, :func:`instacli.augment.crop`), drawn at random each step. Asking the
-teacher about every new random crop during training would cost a teacher forward pass per student
-step, many times the student's training time on a CPU.
+random resized crops, mirrored at random), at its own resolution, before training; the student then
+trains on those same crops of its own low-resolution copy (one box crops the same region at any
+resolution, :func:`instacli.augment.crop`), drawn at random each step. Asking the teacher about
+every new random crop would cost a teacher forward pass per student step, many times the student's
+training time on a CPU.
 
-The teacher is a trained run (its category head, e.g. ``efficientnet-lite0`` with its default
-recipe) or an encoder name, for which that recipe's head is fitted here first: a linear probe on the
-frozen embeddings (with the semantic prior where the encoder has an ImageNet head, :mod:`instacli.probe`).
+The teacher is a trained run (its category head) or an encoder name, for which that encoder's
+frozen-probe recipe is fitted here first: a linear probe on its embeddings of the training photos,
+with the semantic prior where the encoder has an ImageNet head (:mod:`instacli.probe`).
+
+Measured (README, shift benchmark): on posts-dev's training photos the teacher's answers are the
+labels, slightly smoothed (it contradicts 0.6–3.6 % of crops), so distillation adds little there and
+the fixed crops cost augmentation: vit-scratch on fold 1 scored 71.0 % on new sources against 78.0 %
+without. The teacher's knowledge reaches the student only through photos unlike the training ones.
 """
 
 from __future__ import annotations
