@@ -50,6 +50,8 @@ class PredictSummary:
     imputed: int = 0
     #: Scored photos without a caption although the run reads captions (they get empty text).
     without_caption: int = 0
+    #: Scored photos flagged ``unfamiliar``: unlike the training photos, their label is less to be trusted.
+    unfamiliar: int = 0
 
 
 def _check_bare_names(names: Sequence[str], table: dict[str, dict[str, Any]], path: Path) -> None:
@@ -283,7 +285,7 @@ def predict_folder(
         meta = _metadata_rows(names, table)
         missing = dict(zip(names, _missing_cells(features, meta).tolist()))
         uncaptioned = {name for name, row in zip(names, meta) if any(run.config.text_encoder for run in runs) and not row.get("caption")}
-        scored = failed = from_defaults = imputed = without_caption = 0
+        scored = failed = from_defaults = imputed = without_caption = unfamiliar = 0
         with atomic_file(out, "wb" if out.suffix == ".parquet" else "w", overwrite) as handle:
             classes = runs[0].config.class_names
             write = _writer(out, handle, classes)
@@ -295,6 +297,7 @@ def predict_folder(
                 from_defaults += sum(bool(r["likes_from_defaults"]) for r in rows)
                 imputed += sum(missing[r["file"]] for r in rows if not r["error"] and r["likes"] is not None and not r["likes_from_defaults"])
                 without_caption += sum(r["file"] in uncaptioned for r in rows if not r["error"])
+                unfamiliar += sum(r.get("unfamiliar") is True for r in rows)
                 if on_batch:
                     on_batch(len(rows))
             if unwalked:  # (an empty list would close the Parquet file)
@@ -305,4 +308,4 @@ def predict_folder(
             if scored == 0:
                 raise InstacliError(f"{folder}: none of the {len(files)} files could be read as an image; nothing was written")
     return PredictSummary(out=out, scored=scored, failed=failed, from_defaults=from_defaults,
-                          seconds=time.perf_counter() - started, imputed=imputed, without_caption=without_caption)
+                          seconds=time.perf_counter() - started, imputed=imputed, without_caption=without_caption, unfamiliar=unfamiliar)

@@ -81,7 +81,8 @@ def test_predict_writes_confidence_and_unfamiliar(trained: Path, learnable_tree:
     folder = tmp_path / "in"
     shutil.copytree(learnable_tree / "animal", folder)
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
-    rows = {r["file"]: r for r in _read(predict_folder(trained, folder, tmp_path / f"p{suffix}", workers=0).out)}
+    summary = predict_folder(trained, folder, tmp_path / f"p{suffix}", workers=0)
+    rows = {r["file"]: r for r in _read(summary.out)}
     assert rows["broken.jpg"]["confidence"] in (None, "") and rows["broken.jpg"]["unfamiliar"] in (None, "")
     good = [r for name, r in rows.items() if name != "broken.jpg"]
     assert len(good) == 30
@@ -92,7 +93,8 @@ def test_predict_writes_confidence_and_unfamiliar(trained: Path, learnable_tree:
             assert r["unfamiliar"] in ("True", "False")
         else:
             assert isinstance(r["confidence"], float) and isinstance(r["unfamiliar"], bool)
-    assert sum(str(r["unfamiliar"]) == "True" for r in good) <= 6  # training-like photos are rarely flagged
+    flagged = sum(str(r["unfamiliar"]) == "True" for r in good)
+    assert flagged <= 6 and summary.unfamiliar == flagged  # training-like photos are rarely flagged; the summary counts them
 
 
 def test_unlike_photos_score_higher_than_training_like_ones(trained: Path, learnable_tree: Path, tmp_path: Path) -> None:  # noqa: F811
@@ -111,6 +113,10 @@ def test_unlike_photos_score_higher_than_training_like_ones(trained: Path, learn
     familiar, unfamiliar = scores(learnable_tree), scores(tmp_path / "strange")
     assert np.median(unfamiliar) > np.median(familiar)
     assert np.mean(unfamiliar > run.config.unfamiliar_threshold) > np.mean(familiar > run.config.unfamiliar_threshold) + 0.3
+
+    summary = predict_folder(trained, tmp_path / "strange", tmp_path / "strange.jsonl", workers=0)
+    flagged = sum(r["unfamiliar"] is True for r in _read(summary.out))
+    assert summary.unfamiliar == flagged >= 6  # the summary (and the CLI's line) counts the flagged photos
 
 
 def test_runs_from_before_calibration_still_predict(trained: Path, learnable_tree: Path, tmp_path: Path) -> None:  # noqa: F811

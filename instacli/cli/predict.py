@@ -47,6 +47,8 @@ def predict_command(
         f"[green]wrote[/] {summary.out}: {summary.scored} scored, {summary.failed} unreadable "
         f"({summary.scored / max(summary.seconds, 1e-9):.0f} images/s)"
     )
+    if summary.unfamiliar:
+        console.print(f"{summary.unfamiliar} photo(s) look unlike the training photos: their labels are less to be trusted (unfamiliar = true)")
     if summary.from_defaults:
         console.print(f"{summary.from_defaults} rows had no engagement numbers: likes use the training medians (likes_from_defaults = true)")
     if summary.imputed:
