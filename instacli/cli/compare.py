@@ -11,7 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from instacli.cli.main import app, console
+from instacli.cli.common import console
 from instacli.cli.progress import RunBar
 from instacli.compare import DEFAULT_ENCODERS, DEFAULT_REGRESSORS, SEED_PRESET_KEY, CompareReporter, Plan, compare, parse_overrides
 from instacli.errors import InstacliError
@@ -115,6 +115,9 @@ def print_table(results: dict[str, Any]) -> None:
         console.print(f"[dim]{legend}[/]", highlight=False)
     for name, message in failures(results):
         console.print(f"[red]✗[/] {name}: {message}", highlight=False, soft_wrap=True)
+
+
+app = typer.Typer()
 
 
 @app.command("compare")

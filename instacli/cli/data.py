@@ -10,14 +10,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from instacli.cli.main import app
 
-data_app = typer.Typer(help="Build datasets from photo folders and inspect them.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
+app = typer.Typer(help="Build datasets from photo folders and inspect them.", no_args_is_help=True)
 console = Console()
 
 
-@data_app.command("build")
+@app.command("build")
 def build(
     src: Annotated[Path, typer.Argument(help="Folder with one sub-folder per category, photos + metadata.csv/.jsonl, or an instaloader download.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to create.")],
@@ -78,7 +76,7 @@ def _number(value: float | None) -> str:
     return "–" if value is None else f"{value:,.6g}"
 
 
-@data_app.command("info")
+@app.command("info")
 def info(data: Annotated[Path, typer.Argument(help="Dataset folder made by 'instacli data build'.")]) -> None:
     """Show the splits, class balance and engagement statistics of a dataset."""
     from instacli_datasets.summary import summarize

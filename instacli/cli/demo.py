@@ -8,8 +8,11 @@ from typing import Optional
 import typer
 
 from instacli.cli.evaluate import print_evaluation
-from instacli.cli.main import app, console
+from instacli.cli.common import console
 from instacli.cli.progress import RichReporter
+
+
+app = typer.Typer()
 
 
 @app.command("demo")

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from instacli.cli.main import TTA_HELP, app, console
+from instacli.cli.common import TTA_HELP, console
 
 
 def _fmt(value: Any) -> str:
@@ -64,6 +64,9 @@ def print_evaluation(result: dict[str, Any]) -> None:
         console.print(groups)
     if result["outputs"] is not None:
         console.print(f"plots and metrics.json in {result['outputs']}")
+
+
+app = typer.Typer()
 
 
 @app.command("evaluate")

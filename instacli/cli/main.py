@@ -1,4 +1,4 @@
-"""Entry point of the ``instacli`` command: assembles the sub-commands and turns user errors into one line.
+"""Entry point of the ``instacli`` command: joins the command modules and turns user errors into one line.
 
 Usage errors (a missing option, a typo'd command, ``--epochs two``) are left to typer's standalone
 mode, which prints click's usage message and exits 2 whatever click typer uses (typer 0.26+
@@ -17,17 +17,14 @@ from types import FrameType
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
 from instacli import __version__
+from instacli.cli import compare, data, demo, evaluate, models, predict, train
+from instacli.cli.common import err_console
 from instacli.errors import InstacliError, os_error_message
 
-console = Console()
-err_console = Console(stderr=True)
-#: ``--tta`` of predict and evaluate (the views: :data:`instacli.augment.TTA_DEFAULT`).
-TTA_HELP = "Test-time augmentation: average each photo's answer with its mirror image's (2 forward passes per run)."
 
 
 class Interrupted(KeyboardInterrupt):
@@ -86,11 +83,11 @@ def root(
     """Tell what a post's photo shows and how many likes it will get."""
 
 
-def _register_commands() -> None:
-    """Import the command modules; each adds itself to ``app``."""
-    from instacli.cli import data, demo, evaluate, predict, train  # noqa: F401
-    from instacli.cli import compare  # noqa: F401
-    from instacli.cli import models  # noqa: F401
+# One module per command (or group), each with its own ``typer.Typer()``; ``data`` and ``models`` are groups.
+for command in (data, models):
+    app.add_typer(command.app, name=command.__name__.rsplit(".", 1)[-1])
+for command in (train, evaluate, predict, compare, demo):
+    app.add_typer(command.app)
 
 
 @contextmanager
@@ -122,6 +119,5 @@ def main() -> None:
         # second job) wants the same cores: predict of 2,000 photos on 2 shared cores ran at 59 images/s
         # spinning and 226-258 passive; on idle cores passive costs ≈ 3%.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    _register_commands()
     with sigterm_interrupts():
         app()

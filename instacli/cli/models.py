@@ -19,12 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from instacli import registry
-from instacli.cli.main import app
 from instacli.errors import InstacliError
 from instacli.registry import Entry, Registry
 
-models_app = typer.Typer(help="Image encoders, likes regressors and text encoders you can plug in.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
+app = typer.Typer(help="Image encoders, likes regressors and text encoders you can plug in.", no_args_is_help=True)
 console = Console()
 
 REGISTRIES: tuple[Registry, ...] = (registry.encoders, registry.regressors, registry.text_encoders)
@@ -89,7 +87,7 @@ def _count(summary: Summary) -> str:
     return str(n)
 
 
-@models_app.command("list")
+@app.command("list")
 def list_models() -> None:
     """Every encoder, regressor and text encoder, with its size and where pretrained weights come from."""
     table = Table(title="instacli models", title_justify="left")
@@ -118,7 +116,7 @@ def list_models() -> None:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
-@models_app.command("show")
+@app.command("show")
 def show(name: Annotated[str, typer.Argument(help="Name from `instacli models list`.")]) -> None:
     """A component's options with their defaults, its presets and the module it comes from."""
     for entry in find(name):

@@ -8,8 +8,11 @@ from typing import Optional
 import typer
 from rich.progress import Progress
 
-from instacli.cli.main import TTA_HELP, app, console
+from instacli.cli.common import TTA_HELP, console
 from instacli.errors import InstacliError
+
+
+app = typer.Typer()
 
 
 @app.command("predict")

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from instacli.cli.main import app, console
+from instacli.cli.common import console
 from instacli.cli.progress import RichReporter
 from instacli.errors import InstacliError
 from instacli.settings import load_settings, shown_default
@@ -28,6 +28,9 @@ def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any] | None:
         except json.JSONDecodeError:
             options[key.strip().replace("-", "_")] = value
     return options
+
+
+app = typer.Typer()
 
 
 @app.command("train")

@@ -1,0 +1,13 @@
+"""What the command modules share: the consoles and the help of options that several commands take.
+
+It imports nothing of theirs, so that each command module stands alone (``main.py`` joins them).
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+#: ``--tta`` of predict and evaluate (the views: :data:`instacli.augment.TTA_DEFAULT`).
+TTA_HELP = "Test-time augmentation: average each photo's answer with its mirror image's (2 forward passes per run)."
