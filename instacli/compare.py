@@ -40,6 +40,7 @@ from instacli.eval_folders import METRICS, eval_folder, figures
 from instacli.io import output_lock, write_json
 from instacli.settings import TrainSettings, apply_recipe, check_components, parse_duration
 from instacli.reporting import Reporter
+from instacli.run_folder import CONFIG, EPOCH_METRICS, SETTINGS, WEIGHTS
 
 #: The encoders compared when none are named.
 DEFAULT_ENCODERS = ("vit-scratch", "hf-vit", "inception-v3", "efficientnet-lite0")
@@ -222,7 +223,7 @@ def run_state(run: Path) -> str:
     if not run.exists():
         return "absent"
     has_checkpoint = (run / "checkpoint").exists()
-    if (run / "model.safetensors").is_file() and (run / "config.json").is_file() and not has_checkpoint:
+    if (run / WEIGHTS).is_file() and (run / CONFIG).is_file() and not has_checkpoint:
         return "finished"
     if (run / "checkpoint" / "trainer_state.json").is_file():
         return "resumable"
@@ -250,7 +251,7 @@ def _read_json(path: Path) -> Any:
 
 
 def read_history(run: Path) -> list[dict[str, Any]]:
-    path = run / "metrics.jsonl"
+    path = run / EPOCH_METRICS
     if not path.is_file():
         return []
     out = []
@@ -268,7 +269,7 @@ def count_parameters(run: Path) -> tuple[int, int | None]:
 
     model = load_run(run).model
     total = sum(p.numel() for p in model.parameters())
-    settings = _read_json(run / "settings.json") or {}
+    settings = _read_json(run / SETTINGS) or {}
     trainable = total - sum(p.numel() for p in model.encoder.parameters()) if settings.get("freeze_encoder") else total
     return total, trainable
 
@@ -383,7 +384,7 @@ def _evaluation(run: Path, data: Path, split: str) -> dict[str, Any]:
     from instacli.evaluation import evaluate
 
     saved = eval_folder(run, data, split) / METRICS
-    weights = run / "model.safetensors"
+    weights = run / WEIGHTS
     cached = _read_json(saved) if saved.is_file() else None
     if (
         cached
@@ -436,7 +437,7 @@ def score_run(plan: Plan, run: Path, data: Path, split: str, root: Path, n_train
     history = read_history(run)
     evaluation = _evaluation(run, data, split)
     total, trainable = count_parameters(run)
-    config = _read_json(run / "config.json") or {}
+    config = _read_json(run / CONFIG) or {}
     return {
         "name": plan.name, "group": plan.group, "label": plan.label, "kind": plan.kind,
         "encoder": plan.encoder, "regressor": plan.regressor, "seed": plan.seed,
@@ -445,7 +446,7 @@ def score_run(plan: Plan, run: Path, data: Path, split: str, root: Path, n_train
         "parameters": total, "trainable_parameters": trainable,
         **timing(run, history, n_train),
         "history": history,
-        "settings": _read_json(run / "settings.json"),
+        "settings": _read_json(run / SETTINGS),
         "encoder_options": config.get("encoder_options"),
         "figures": {k: _relative(path, root) for k, path in figures(eval_folder(run, data, split)).items()},
     }
@@ -466,7 +467,7 @@ STOPPED_KEYS = ("error", "train_seconds", "images_per_second", "parameters", "tr
 def _stopped_before(run: Path, wanted: dict[str, Any] | None) -> dict[str, Any] | None:
     """The recorded outcome of a run stopped as too slow with these same settings, if any."""
     info = _read_json(run / RUN_INFO) or {}
-    saved = _read_json(run / "settings.json")
+    saved = _read_json(run / SETTINGS)
     if not info.get("stopped") or saved is None or wanted is None or settings_difference(saved, wanted):
         return None
     return info["stopped"]
@@ -481,7 +482,7 @@ def _decide(plan: Plan, run: Path, wanted: dict[str, Any] | None, overwrite: boo
     state = run_state(run)
     if plan.kind == "external":
         return ("evaluate" if state == "finished" else "skip"), None
-    differs = bool(wanted is not None and settings_difference(_read_json(run / "settings.json") or {}, wanted))
+    differs = bool(wanted is not None and settings_difference(_read_json(run / SETTINGS) or {}, wanted))
     if state == "finished" and not (overwrite and differs):
         return "reuse", None
     if state == "resumable" and not (overwrite and differs):
@@ -600,9 +601,9 @@ def compare(
                       include_seed_preset)
     for path in runs:
         path = Path(path)
-        config = _read_json(path / "config.json") or {}
+        config = _read_json(path / CONFIG) or {}
         encoder, regressor = config.get("encoder", "?"), config.get("regressor", "?")
-        settings = _read_json(path / "settings.json") or {}
+        settings = _read_json(path / SETTINGS) or {}
         group = f"external:{path.resolve()}"
         plans.append(Plan(path.name, group, f"{encoder} + {regressor} ({path.name})", "external",
                           encoder, regressor, settings.get("seed"), settings, path=path))
@@ -622,7 +623,7 @@ def compare(
         wanted[plan.name] = apply_recipe(settings).model_dump(mode="json")  # as train records them
         run = out / "runs" / plan.name
         if run_state(run) in ("finished", "resumable") and not overwrite:
-            saved = _read_json(run / "settings.json") or {}
+            saved = _read_json(run / SETTINGS) or {}
             diff = settings_difference(saved, wanted[plan.name])
             if diff:
                 raise InstacliError(

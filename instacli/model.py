@@ -25,6 +25,7 @@ from instacli.errors import InstacliError, invalid_file
 from instacli.features import Scaler
 from instacli.io import atomic_file, atomic_path
 from instacli.registry import PositiveFloat
+from instacli.run_folder import CONFIG, WEIGHTS, is_run
 from instacli.semantic import PriorKind, SemanticPrior
 
 
@@ -239,9 +240,9 @@ def save_model(run: Path, model: MultiTaskModel, config: ModelConfig) -> None:
     config.encoder_options = dict(model.encoder.saved_options or config.encoder_options)
     config.preprocess = model.encoder.preprocess.to_dict()
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(run / "model.safetensors") as tmp:
+    with atomic_path(run / WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "instacli_version": __version__})
-    with atomic_file(run / "config.json") as handle:
+    with atomic_file(run / CONFIG) as handle:
         json.dump(config.to_json(), handle, indent=2)
 
 
@@ -266,16 +267,11 @@ def read_config(path: Path) -> tuple[ModelConfig, Scaler]:
         raise invalid_file(path, exc, _DAMAGED, key="scaler") from None
 
 
-def is_run(path: Path | str) -> bool:
-    """Whether ``path`` is a trained run's folder (``config.json`` and ``model.safetensors``)."""
-    return (Path(path) / "config.json").is_file() and (Path(path) / "model.safetensors").is_file()
-
-
 def load_run(run: Path | str) -> LoadedRun:
     """Rebuild a trained network from a run folder, with no network access. A tampered or damaged
     ``config.json`` or ``model.safetensors`` is a one-line error naming the file, never a traceback."""
     run = Path(run)
-    config_path, weights = run / "config.json", run / "model.safetensors"
+    config_path, weights = run / CONFIG, run / WEIGHTS
     if not is_run(run):
         raise InstacliError(f"{run}: not a trained run (needs config.json and model.safetensors); train one with `instacli train --out {run}`")
     config, scaler = read_config(config_path)

@@ -24,9 +24,10 @@ from instacli.errors import InstacliError
 from instacli.features import as_float
 from instacli.images import FileDataset
 from instacli.io import atomic_file, check_writable_target, output_lock
-from instacli.model import LoadedRun, is_run, load_run
+from instacli.model import LoadedRun, load_run
 from instacli.photo_files import relative_name
 from instacli.registry import Count
+from instacli.run_folder import CONFIG, is_run
 from instacli.settings import check_flag
 from instacli.training import resolve_mixed_precision
 
@@ -158,7 +159,7 @@ def _resize_size(run_path: Path) -> int | None:
     from instacli.encoders import Preprocess
 
     try:
-        return Preprocess(**json.loads((Path(run_path) / "config.json").read_text())["preprocess"]).resize_size
+        return Preprocess(**json.loads((Path(run_path) / CONFIG).read_text())["preprocess"]).resize_size
     except Exception:  # no or old config: load_run reports it
         return None
 

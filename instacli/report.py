@@ -32,6 +32,7 @@ from instacli.errors import InstacliError  # noqa: E402
 from instacli.eval_folders import METRICS, figures, latest_evaluation, subset  # noqa: E402
 from instacli.io import atomic_file  # noqa: E402
 from instacli.plots import save_figure  # noqa: E402
+from instacli.run_folder import CONFIG, EPOCH_METRICS, SETTINGS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -621,8 +622,8 @@ def single_run_results(run: Path) -> dict[str, Any]:
     from instacli.compare import Plan, _read_json, aggregate, count_parameters, read_history, run_state, timing
 
     run = Path(run)
-    config = _read_json(run / "config.json") or {}
-    settings = _read_json(run / "settings.json") or {}
+    config = _read_json(run / CONFIG) or {}
+    settings = _read_json(run / SETTINGS) or {}
     evaluated = latest_evaluation(run)
     evaluation = _read_json(evaluated / METRICS) if evaluated else None
     history = read_history(run)
@@ -671,7 +672,7 @@ def load_results(path: Path | str) -> tuple[dict[str, Any], Path, Path]:
         except json.JSONDecodeError as exc:
             raise InstacliError(f"{path / 'results.json'}: unreadable ({exc}); rerun `instacli compare` with the same --out") from None
         return results, path, path
-    if (path / "config.json").is_file() or (path / "metrics.jsonl").is_file():
+    if (path / CONFIG).is_file() or (path / EPOCH_METRICS).is_file():
         return single_run_results(path), path, path / "report"
     raise InstacliError(
         f"{path}: neither a comparison folder (results.json) nor a run folder (config.json, metrics.jsonl); "

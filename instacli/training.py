@@ -42,6 +42,7 @@ from instacli.launch import launched_on_cpu, process_state
 from instacli.encoders import ImageEncoder, Preprocess
 from instacli.reporting import Reporter
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
+from instacli.run_folder import CONFIG, CURVES, EPOCH_METRICS, SETTINGS, WEIGHTS
 from instacli.settings import TrainSettings, apply_recipe, check_components, encoder_options
 
 if TYPE_CHECKING:  # the splits module brings in `datasets` (≈ 100 MB): predict imports this module without it
@@ -326,7 +327,7 @@ def fit_classical_regressor(
     run: Path, net: MultiTaskModel, config: ModelConfig, split: SplitArrays, inputs: torch.Tensor, frozen: bool, accelerator: Accelerator
 ) -> None:
     """Fit the scikit-learn regressor on the best epoch's network (embedding the images unless frozen), then save."""
-    net.load_state_dict(load_file(str(run / "model.safetensors")))
+    net.load_state_dict(load_file(str(run / WEIGHTS)))
     embeddings = inputs if frozen else embed_images(net.encoder, inputs, accelerator.device, accelerator.mixed_precision)
     fit_regressor(net, split, embeddings, accelerator)
     save_model(run, net, config)
@@ -372,7 +373,7 @@ def fit_directly(
     if accelerator.is_main_process:
         _start_run_folder(run, settings)
         save_model(run, net, config)
-        with atomic_file(run / "metrics.jsonl") as handle:
+        with atomic_file(run / EPOCH_METRICS) as handle:
             handle.write(json.dumps(record) + "\n")
     accelerator.wait_for_everyone()
     reporter.epoch_end({**record, "best": True})
@@ -384,9 +385,9 @@ def fit_directly(
 def with_run_settings(flags: dict[str, Any]) -> dict[str, Any]:
     """For ``--resume``: the run's own ``settings.json`` supplies every flag not given again (``None``)."""
     out = flags.get("out")
-    if not flags.get("resume") or out is None or not (Path(out) / "settings.json").is_file():
+    if not flags.get("resume") or out is None or not (Path(out) / SETTINGS).is_file():
         return flags
-    path = Path(out) / "settings.json"
+    path = Path(out) / SETTINGS
     try:
         saved = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -509,8 +510,8 @@ def _start_run_folder(run: Path, settings: TrainSettings) -> None:
     run.mkdir(parents=True, exist_ok=True)
     for folder in _checkpoint_folders(run):  # --overwrite of an interrupted run
         shutil.rmtree(folder, ignore_errors=True)
-    (run / "metrics.jsonl").unlink(missing_ok=True)
-    write_json(run / "settings.json", settings.model_dump(mode="json"))
+    (run / EPOCH_METRICS).unlink(missing_ok=True)
+    write_json(run / SETTINGS, settings.model_dump(mode="json"))
 
 
 def check_run_folder(run: Path) -> None:
@@ -518,7 +519,7 @@ def check_run_folder(run: Path) -> None:
     training writes its files there and removes a ``metrics.jsonl`` and ``checkpoint`` folders it finds."""
     if run.exists() and not run.is_dir():
         raise InstacliError(f"--out {run}: is a file, not a run folder; choose a new folder for the run")
-    if run.is_dir() and not any((run / name).exists() for name in ("settings.json", "config.json")) and any(
+    if run.is_dir() and not any((run / name).exists() for name in (SETTINGS, CONFIG)) and any(
         not entry.name.startswith(".") for entry in run.iterdir()
     ):
         raise InstacliError(f"--out {run}: exists and is not an instacli run (no settings.json); choose a new folder for the run")
@@ -552,7 +553,7 @@ def _train_into(run: Path, settings: TrainSettings, reporter: Reporter, wall_sta
     )
     if not settings.resume:  # every process checks, so that all of them stop with the same message
         check_writable_target(run / "checkpoint", settings.overwrite, "a run in progress (use --resume)")
-        check_writable_target(run / "model.safetensors", settings.overwrite, "a trained run")
+        check_writable_target(run / WEIGHTS, settings.overwrite, "a trained run")
     set_seed(settings.seed)
 
     text = (settings.text_encoder, dict(settings.text_options)) if settings.text else None
@@ -607,7 +608,7 @@ def _train_into(run: Path, settings: TrainSettings, reporter: Reporter, wall_sta
     if settings.resume:
         state = load_checkpoint(accelerator, run)
         if accelerator.is_main_process:  # forget records of an epoch that ran past the checkpoint
-            with atomic_file(run / "metrics.jsonl") as handle:
+            with atomic_file(run / EPOCH_METRICS) as handle:
                 handle.writelines(json.dumps(r) + "\n" for r in state["history"])
     elif accelerator.is_main_process:
         _start_run_folder(run, settings)
@@ -684,7 +685,7 @@ def _train_into(run: Path, settings: TrainSettings, reporter: Reporter, wall_sta
         if accelerator.is_main_process:
             if improved:
                 save_model(run, net, config)
-            with open(run / "metrics.jsonl", "a") as handle:
+            with open(run / EPOCH_METRICS, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
         state["seconds"] = time.perf_counter() - started
         save_checkpoint(accelerator, run, state)
@@ -700,7 +701,7 @@ def _train_into(run: Path, settings: TrainSettings, reporter: Reporter, wall_sta
     if net.classifier is not None:  # temperature and unfamiliarity threshold of the best epoch's weights
         with reporter.stage(f"calibrating on {len(val_split)} validation images", len(val_split)) as advance:
             accelerator.wait_for_everyone()
-            net.load_state_dict(load_file(str(run / "model.safetensors")))
+            net.load_state_dict(load_file(str(run / WEIGHTS)))
             out = run_inference(model, val_loader, accelerator, settings.freeze_encoder)
             advance(len(val_split))
             if accelerator.is_main_process:
@@ -711,7 +712,7 @@ def _train_into(run: Path, settings: TrainSettings, reporter: Reporter, wall_sta
     if accelerator.is_main_process:
         from instacli.plots import plot_curves
 
-        plot_curves(history, run / "curves.png")
+        plot_curves(history, run / CURVES)
         # The resume checkpoint is accelerate's format (it pickles RNG and optimizer state); a finished
         # run keeps only safetensors and JSON.
         for folder in _checkpoint_folders(run):
