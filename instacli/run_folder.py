@@ -1,8 +1,9 @@
 """The run folder that ``instacli train`` writes: the one home of its file names.
 
 A finished run holds the weights (safetensors, no pickles), the config that rebuilds the network
-offline, the settings it was trained with, one metrics record per epoch and their plot; evaluations
-go to ``eval/<data>-<split>/`` inside it, and an unfinished run keeps its resume state in ``checkpoint/``.
+offline, the settings it was trained with, one metrics record per epoch and their plot. Evaluations
+go inside it too (:mod:`instacli.eval_folders`), and an unfinished run keeps its resume state in
+``checkpoint/`` (:mod:`instacli.training`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ CONFIG = "config.json"
 SETTINGS = "settings.json"
 EPOCH_METRICS = "metrics.jsonl"
 CURVES = "curves.png"
-EVALUATIONS = "eval"
 
 
 def is_run(path: Path | str) -> bool:
