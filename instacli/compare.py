@@ -38,7 +38,7 @@ from instacli import __version__, registry
 from instacli.errors import InstacliError
 from instacli.eval_folders import METRICS, eval_folder, figures
 from instacli.io import output_lock, write_json
-from instacli.settings import TrainSettings, apply_recipe, check_components, parse_duration
+from instacli.settings import TrainSettings, apply_recipe, check_components, option_value, parse_duration
 from instacli.reporting import Reporter
 from instacli.run_folder import CONFIG, EPOCH_METRICS, SETTINGS, WEIGHTS
 
@@ -93,13 +93,6 @@ ERROR_FILE = "error.txt"
 # Parsing what the user typed
 
 
-def _json_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def parse_overrides(pairs: Iterable[str], models: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``["efficientnet-lite0.freeze_encoder=true"]`` → ``{"efficientnet-lite0": {"freeze_encoder": True}}``.
 
@@ -123,13 +116,13 @@ def parse_overrides(pairs: Iterable[str], models: Sequence[str]) -> dict[str, di
         if model not in models:
             raise InstacliError(f"--set {pair!r}: '{model}' is not compared here; it must be one of {', '.join(models)}")
         if group:
-            out.setdefault(model, {}).setdefault(group, {})[key.replace("-", "_")] = _json_value(value)
+            out.setdefault(model, {}).setdefault(group, {})[key.replace("-", "_")] = option_value(value)
             continue
         key = key.replace("-", "_")
         if key in MANAGED:
             raise InstacliError(f"--set {pair!r}: '{key}' is decided by compare for every run and cannot be set per encoder")
         if key in fields:
-            out.setdefault(model, {})[key] = _json_value(value)
+            out.setdefault(model, {})[key] = option_value(value)
             continue
         encoder = SEED_PRESET_SETTINGS["encoder"] if model == SEED_PRESET_KEY else model
         if encoder in registry.encoders.names():
@@ -139,7 +132,7 @@ def parse_overrides(pairs: Iterable[str], models: Sequence[str]) -> dict[str, di
                     f"--set {pair!r}: '{key}' is neither a training setting nor an option of encoder '{encoder}' "
                     f"(its options: {', '.join(known) or 'none'})"
                 )
-        out.setdefault(model, {}).setdefault("encoder_options", {})[key] = _json_value(value)
+        out.setdefault(model, {}).setdefault("encoder_options", {})[key] = option_value(value)
     return out
 
 
@@ -265,12 +258,12 @@ def read_history(run: Path) -> list[dict[str, Any]]:
 
 def count_parameters(run: Path) -> tuple[int, int | None]:
     """(parameters, trainable ones) of a trained run; trainable is None when unknown."""
-    from instacli.model import load_run
+    from instacli.model import load_run, parameter_count
 
     model = load_run(run).model
-    total = sum(p.numel() for p in model.parameters())
+    total = parameter_count(model)
     settings = _read_json(run / SETTINGS) or {}
-    trainable = total - sum(p.numel() for p in model.encoder.parameters()) if settings.get("freeze_encoder") else total
+    trainable = total - parameter_count(model.encoder) if settings.get("freeze_encoder") else total
     return total, trainable
 
 
@@ -496,6 +489,8 @@ def _decide(plan: Plan, run: Path, wanted: dict[str, Any] | None, overwrite: boo
 
 def _encoder_parameters(plan: Plan) -> int | None:
     """Parameters of the encoder of ``plan`` (random weights; the heads are small beside it)."""
+    from instacli.model import parameter_count
+
     try:
         options = dict(plan.settings.get("encoder_options") or {})
         for key in ("image_size", "pretrained"):
@@ -504,7 +499,7 @@ def _encoder_parameters(plan: Plan) -> int | None:
         options["pretrained"] = None if "pretrained" in registry.encoders.get(plan.encoder).options() else options.get("pretrained")
         options = {k: v for k, v in options.items() if v is not None}
         encoder = registry.encoders.create(plan.encoder, **registry.encoders.resolve_options(plan.encoder, plan.settings.get("preset"), **options))
-        return sum(p.numel() for p in encoder.parameters())
+        return parameter_count(encoder)
     except Exception:  # noqa: BLE001 — only decoration for the table
         return None
 

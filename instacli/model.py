@@ -196,6 +196,11 @@ class MultiTaskModel(nn.Module):
         return self.heads(inputs if embedded else self.encoder(inputs), features, text)
 
 
+def parameter_count(module: nn.Module) -> int:
+    """Number of weights of ``module`` (every parameter, trainable or not)."""
+    return sum(p.numel() for p in module.parameters())
+
+
 def build_model(config: ModelConfig) -> MultiTaskModel:
     """Instantiate the network described by ``config`` (weights initialized or pretrained, not loaded).
 

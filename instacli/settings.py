@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -102,6 +103,27 @@ def check_flag(flag: str, value: Any, kind: Any) -> Any:
         return TypeAdapter(kind).validate_python(value)
     except ValidationError as exc:
         raise InstacliError(f"{flag} {value!r}: {exc.errors()[0]['msg']}") from None
+
+
+def option_value(text: str) -> Any:
+    """A ``KEY=VALUE`` option's value as JSON when it parses (``128``, ``true``, ``[8, 4]``), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any] | None:
+    """``["width=128", "pool=cls"]`` → ``{"width": 128, "pool": "cls"}`` (``-E``/``-R``/``--text-option`` of train)."""
+    if not pairs:
+        return None
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InstacliError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {flag} width=128")
+        options[key.strip().replace("-", "_")] = option_value(value)
+    return options
 
 
 def shown_default(name: str) -> str:

@@ -46,6 +46,8 @@ def summarize(entry: Entry) -> Summary:
     Text encoders, and components that declare a pretrained source but offer no ``pretrained``
     option to turn it off, are not built: that would load (or download) weights.
     """
+    from instacli.model import parameter_count
+
     has_switch = "pretrained" in entry.options()
     if entry.kind == registry.text_encoders.kind or (entry.pretrained and not has_switch):
         return Summary(entry, input_size=entry.input_size)
@@ -59,7 +61,7 @@ def summarize(entry: Entry) -> Summary:
     preprocess = getattr(model, "preprocess", None)
     return Summary(
         entry,
-        parameters=sum(p.numel() for p in model.parameters()),
+        parameters=parameter_count(model),
         input_size=preprocess.image_size if preprocess is not None else entry.input_size,
     )
 

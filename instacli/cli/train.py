@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
 from instacli.cli.common import console
 from instacli.cli.progress import RichReporter
-from instacli.errors import InstacliError
-from instacli.settings import load_settings, shown_default
-
-
-def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any] | None:
-    """``["width=128", "pool=cls"]`` → ``{"width": 128, "pool": "cls"}`` (values parsed as JSON when possible)."""
-    if not pairs:
-        return None
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InstacliError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {flag} width=128")
-        try:
-            options[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip().replace("-", "_")] = value
-    return options
+from instacli.settings import load_settings, parse_options, shown_default
 
 
 app = typer.Typer()
