@@ -37,7 +37,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from instacli.reporting import Reporter  # noqa: E402
+from instacli.progress import Reporter  # noqa: E402
 
 GOOD_PER_CLASS = 3
 CAP_BYTES = 2**30

@@ -39,7 +39,7 @@ from instacli.errors import InstacliError
 from instacli.eval_folders import METRICS, eval_folder, figures
 from instacli.io import output_lock, write_json
 from instacli.settings import TrainSettings, apply_recipe, check_components, option_value, parse_duration
-from instacli.reporting import Reporter
+from instacli.progress import Reporter
 from instacli.run_folder import CONFIG, EPOCH_METRICS, SETTINGS, WEIGHTS
 
 #: The encoders compared when none are named.

@@ -17,7 +17,7 @@ from typing import Any
 from instacli.evaluation import evaluate
 from instacli.prediction import PredictSummary, predict_folder
 from instacli.settings import TrainSettings
-from instacli.reporting import Reporter
+from instacli.progress import Reporter
 from instacli.training import TrainResult, train
 
 

@@ -40,7 +40,7 @@ from instacli.errors import InstacliError, invalid_file
 from instacli.io import atomic_file, check_writable_target, output_lock, write_json
 from instacli.launch import launched_on_cpu, process_state
 from instacli.encoders import ImageEncoder, Preprocess
-from instacli.reporting import Reporter
+from instacli.progress import Reporter
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
 from instacli.run_folder import CONFIG, CURVES, EPOCH_METRICS, SETTINGS, WEIGHTS
 from instacli.settings import TrainSettings, apply_recipe, check_components, encoder_options

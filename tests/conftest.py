@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from instacli.reporting import Reporter
+from instacli.progress import Reporter
 
 # Tests never touch the network, and never write the user's decode cache.
 os.environ["HF_HUB_OFFLINE"] = "1"

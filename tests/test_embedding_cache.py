@@ -14,7 +14,7 @@ import torch
 
 from instacli import training
 from instacli.embedding_cache import load_embeddings
-from instacli.reporting import Reporter
+from instacli.progress import Reporter
 from instacli.settings import TrainSettings
 from instacli.training import train
 from tests.conftest import make_photo_tree

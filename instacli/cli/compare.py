@@ -15,7 +15,7 @@ from instacli.cli.common import console
 from instacli.cli.progress import RunBar
 from instacli.compare import DEFAULT_ENCODERS, DEFAULT_REGRESSORS, SEED_PRESET_KEY, CompareReporter, Plan, compare, parse_overrides
 from instacli.errors import InstacliError
-from instacli.reporting import Reporter
+from instacli.progress import Reporter
 from instacli.settings import shown_default
 
 
