@@ -690,8 +690,9 @@ def _train_into(run: Path, settings: TrainSettings, reporter: Reporter, wall_sta
         state["seconds"] = time.perf_counter() - started
         save_checkpoint(accelerator, run, state)
         reporter.epoch_end({**record, "best": improved})
-        out_of_time = settings.time_budget is not None and state["seconds"] > settings.time_budget
-        if state["bad_epochs"] >= settings.patience or out_of_time:
+        if settings.time_budget is not None and state["seconds"] > settings.time_budget:
+            accelerator.set_trigger()  # each process reads its own clock: one out of time stops them all, together
+        if state["bad_epochs"] >= settings.patience or accelerator.check_trigger():  # bad_epochs: from gathered metrics, alike everywhere
             break
 
     train_seconds = time.perf_counter() - started

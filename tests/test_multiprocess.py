@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,33 @@ def test_cpu_launcher_size_is_read_from_the_launcher_command_line(tmp_path: Path
     cmdline.write_bytes(b"\0".join([b"accelerate", b"launch", b"--cpu", b"train.py"]))  # N from a config file
     with pytest.raises(InstacliError, match="--multi_gpu"):
         requested_cpu_processes(cmdline)
+
+
+def test_one_process_out_of_time_stops_both_together(dataset: Path, tmp_path: Path) -> None:
+    """Each process reads its own clock for ``--time-budget``: here process 1's runs 10⁵ times fast, so it is
+    out of time after the first epoch while process 0 is not. Both must stop after that epoch (a process
+    that went on alone would wait forever in the next collective call; the launch times out instead)."""
+    fast_clock = tmp_path / "fast_clock.py"
+    fast_clock.write_text(
+        "import os, sys, time\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    real = time.perf_counter\n"
+        "    time.perf_counter = lambda: real() * 1e5\n"
+        "sys.argv = ['instacli', *sys.argv[1:]]\n"
+        "from instacli.cli.main import main\n"
+        "main()\n"
+    )
+    env = {**os.environ, "INSTACLI_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env.pop("ACCELERATE_CONFIG_FILE", None)
+    with socket.socket() as probe:  # a free port for the two processes to meet on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [  # torchrun itself: `accelerate launch --cpu` would restart instacli without the fast clock
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(port), str(fast_clock), "train", "--data", str(dataset),
+        "--out", str(tmp_path / "run"), "--epochs", "4", "--batch-size", "8", "--time-budget", "600", "--quiet",
+        *[arg for key, value in TINY_VIT.items() for arg in ("-E", f"{key}={value}")],
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["epoch"] for r in _records(tmp_path / "run")] == [1]
