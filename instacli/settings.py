@@ -58,6 +58,9 @@ class TrainSettings(BaseSettings):
     #: None: the encoder's recommended recipe (its registry entry), else fine-tune end to end.
     freeze_encoder: bool | None = None
     semantic_prior: Literal["auto", "none", "grouped", "raw", "both"] = "auto"
+    #: LP-FT: with a trained encoder, fit the category head as the frozen encoder's linear probe first
+    #: (``instacli.probe``), then fine-tune everything from there.
+    probe_first: bool = False
     #: timm.data augmentations on top of crop/flip/jitter (``instacli.augment``); for encoders trained end to end.
     auto_augment: str = "none"
     random_erasing: Annotated[float, Field(ge=0, le=1)] = 0.0

@@ -163,7 +163,7 @@ def _model_config(settings: TrainSettings, split: SplitArrays, text: tuple[str, 
         text_to_classifier=settings.text_to_classifier,
         class_to_regressor=split.task == "both",
         semantic_prior=settings.semantic_prior,
-        probe_head=bool(settings.freeze_encoder) and split.task != "likes" and not settings.text_to_classifier,
+        probe_head=bool(settings.freeze_encoder or settings.probe_first) and split.task != "likes" and not settings.text_to_classifier,
     )
 
 
@@ -584,10 +584,20 @@ def _train_into(run: Path, settings: TrainSettings, reporter: Reporter, wall_sta
             raise InstacliError("--distill-from teaches the category head; this data has no categories (drop --distill-from)")
         with accelerator.main_process_first():
             teacher = teacher_targets(train_split, model.encoder.preprocess, settings, accelerator, reporter)
+    if settings.probe_first and not config.probe_head:
+        raise InstacliError("--probe-first fits the category head from the image alone; it needs categories and no --text-to-classifier")
     if config.probe_head:
         from instacli.probe import fit_category_probe
 
-        fit_category_probe(model, train_inputs, train_split.labels)
+        embeddings = train_inputs if settings.freeze_encoder else cached_embeddings(
+            train_split, model.encoder, config.encoder_options, accelerator.mixed_precision, settings, accelerator, reporter,
+            f"{config.encoder}, before fine-tuning",
+        )
+        fit_category_probe(model, embeddings, train_split.labels)
+        if not settings.freeze_encoder:  # LP-FT: the probe is where fine-tuning starts
+            for module in (model.classifier, model.prior_classifier):
+                if module is not None:
+                    module.requires_grad_(True)
     if not any(p.requires_grad for p in model.parameters()):  # frozen: probe fitted, regressor absent or fitted below
         return fit_directly(run, model, config, settings, (train_split, val_split), (train_inputs, val_inputs), accelerator, reporter, wall_started)
     train_loader = _loader(train_split, train_inputs, settings.batch_size, shuffle=True, seed=settings.seed, teacher=teacher)
