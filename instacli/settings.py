@@ -135,10 +135,17 @@ def shown_default(name: str) -> str:
 
 
 def apply_recipe(settings: TrainSettings) -> TrainSettings:
-    """Fill the settings the user left unset (``None``) from the encoder's registered recipe."""
+    """Fill the settings the user left unset (``None``) from the encoder's registered recipe.
+
+    A recipe that freezes the encoder is for its pretrained weights: with ``--pretrained none``
+    (random weights) a frozen encoder would give the heads noise, so such an encoder is trained.
+    """
     from instacli import registry  # plugins load on the first lookup, not when settings are read
 
     recipe = {"freeze_encoder": False, **registry.encoders.get(settings.encoder).recipe}  # without one: fine-tune
+    options = encoder_options(settings)
+    if "pretrained" in options and str(options["pretrained"]).lower() == "none":
+        recipe["freeze_encoder"] = False
     unset = {key: value for key, value in recipe.items() if key in TrainSettings.model_fields and getattr(settings, key) is None}
     return settings.model_copy(update=unset)
 

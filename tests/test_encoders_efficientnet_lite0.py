@@ -95,3 +95,13 @@ def test_random_weights_get_no_semantic_prior() -> None:
                          class_names=["animal", "landscape"], scaler={"features": []}, task="category", semantic_prior="auto")
     model = build_model(config)
     assert config.semantic_prior == "none" and model.prior is None
+
+
+def test_its_frozen_recipe_is_for_the_pretrained_weights_only() -> None:
+    """With --pretrained none the recipe's frozen encoder would feed the heads random features: it is trained instead."""
+    from instacli.settings import TrainSettings, apply_recipe
+
+    base = {"data": Path("."), "encoder": "efficientnet-lite0"}
+    assert apply_recipe(TrainSettings(**base)).freeze_encoder is True
+    assert apply_recipe(TrainSettings(**base, pretrained="none")).freeze_encoder is False
+    assert apply_recipe(TrainSettings(**base, pretrained="none", freeze_encoder=True)).freeze_encoder is True  # a flag wins
