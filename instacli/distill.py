@@ -32,6 +32,7 @@ from instacli import registry
 from instacli.augment import crop, normalize, random_boxes
 from instacli.encoders import Preprocess
 from instacli.errors import InstacliError
+from instacli.launch import precision_autocast
 from instacli.model import ModelConfig, MultiTaskModel, build_model, load_run
 
 #: Crops per training photo the teacher labels: the central view and 3 random resized crops.
@@ -82,13 +83,12 @@ def view_probabilities(
 ) -> torch.Tensor:
     """The teacher's calibrated category probabilities ``(n, VIEWS, C)`` for each box of each photo."""
     preprocess = teacher.encoder.preprocess
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     out = []
     for start in range(0, len(images), batch_size):
         photos, photo_boxes = images[start : start + batch_size].to(device), boxes[start : start + batch_size]
         views = photos.repeat_interleave(VIEWS, dim=0)
         pixels = normalize(crop(views, photo_boxes.reshape(-1, 2, 3), preprocess.image_size), preprocess)
-        with torch.autocast(device.type, dtype=half, enabled=half is not None):
+        with precision_autocast(device, precision):
             embedding = teacher.encoder(pixels)
             logits = teacher.classify(embedding, embedding)
         out.append((logits.float() / temperature).softmax(dim=1).view(len(photos), VIEWS, -1).cpu())

@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import NonNegativeInt
-from accelerate import Accelerator
 
 from instacli.calibration import expected_calibration_error
 from instacli.ensemble import Member, check_compatible, combine, score_views
 from instacli.errors import InstacliError, os_error_message
 from instacli.eval_folders import FIGURES, METRICS, eval_folder, evaluation_title
 from instacli.io import atomic_dir, check_writable_target, write_json
+from instacli.launch import precision_autocast
 from instacli.metrics import accuracy_by_group, classification_metrics, likes_metrics
 from instacli.model import LoadedRun, load_run
 from instacli.plots import plot_confusion, plot_likes, plot_reliability
@@ -86,14 +86,15 @@ def split_members(run: LoadedRun, split: SplitArrays, batch_size: int = 128, wor
 
     The encoder always sees pixels here: a frozen run's cached training embeddings are of the eval view
     alone, so they would answer neither a mirrored view nor another split."""
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision("auto", run.config.encoder))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_mixed_precision("auto", run.config.encoder)
     images = split.images(run.preprocess.resize_size, workers)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, split.features, split.text), batch_size=batch_size)
-    run.model.eval().to(accelerator.device)
+    run.model.eval().to(device)
     views: list[list[Member]] = []
     for pixels, features, text in loader:
-        with torch.inference_mode(), accelerator.autocast():
-            views.append(score_views(run, pixels.to(accelerator.device), features.to(accelerator.device), text.to(accelerator.device), tta))
+        with torch.inference_mode(), precision_autocast(device, precision):
+            views.append(score_views(run, pixels.to(device), features.to(device), text.to(device), tta))
     return [{key: np.concatenate([batch[v][key] for batch in views]) for key in views[0][v]} for v in range(len(views[0]))]
 
 

@@ -28,6 +28,13 @@ def launched_on_cpu() -> bool:
     return launched and not gpu
 
 
+def precision_autocast(device: torch.device, precision: str) -> torch.autocast:
+    """torch's autocast for one of accelerate's precision names (``no``/``bf16``/``fp16``), for code that
+    runs outside an ``Accelerator`` (embedding a split, a distillation teacher, predict)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def process_state() -> PartialState:
     """This process's place in a launch; without a GPU, several processes join over gloo (accelerate's MULTI_CPU)."""
     return PartialState(cpu=launched_on_cpu())

@@ -24,6 +24,7 @@ from instacli.errors import InstacliError
 from instacli.features import as_float
 from instacli.images import FileDataset
 from instacli.io import atomic_file, check_writable_target, output_lock
+from instacli.launch import precision_autocast
 from instacli.model import LoadedRun, load_run
 from instacli.photo_files import relative_name
 from instacli.registry import Count
@@ -172,7 +173,7 @@ class _Scorer:
     features: torch.Tensor
     from_defaults: np.ndarray
     text_encoder: Any
-    dtype: torch.dtype | None
+    precision: str  # accelerate's name: no, bf16 or fp16
 
     @classmethod
     def prepare(cls, run: LoadedRun, meta: Sequence[dict[str, Any]], device: torch.device) -> _Scorer:
@@ -183,8 +184,7 @@ class _Scorer:
 
             text_encoder = registry.text_encoders.create(run.config.text_encoder, **run.config.text_options)
         run.model.eval().to(device)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_mixed_precision("auto", run.config.encoder))
-        return cls(run, torch.from_numpy(features), from_defaults, text_encoder, dtype)
+        return cls(run, torch.from_numpy(features), from_defaults, text_encoder, resolve_mixed_precision("auto", run.config.encoder))
 
 
 def iter_predictions(
@@ -208,7 +208,7 @@ def iter_predictions(
         errors = [next((e for e in row if e), "") for row in zip(*(batch_errors for _, _, batch_errors in decoded))]
         members = []
         for scorer in scorers:
-            with torch.inference_mode(), torch.autocast(device.type, dtype=scorer.dtype or torch.bfloat16, enabled=scorer.dtype is not None):
+            with torch.inference_mode(), precision_autocast(device, scorer.precision):
                 text = None
                 if scorer.text_encoder is not None:
                     captions = [meta[i].get("caption") or "" for i in index.tolist()]

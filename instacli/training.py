@@ -36,9 +36,9 @@ from instacli.augment import Augmentation, eval_view
 from instacli.calibration import calibrate
 from instacli.distill import distill_loss, pick_views
 from instacli.embedding_cache import embeddings_path, load_embeddings, save_embeddings
-from instacli.errors import InstacliError, invalid_file
+from instacli.errors import InstacliError, exception_line, invalid_file
 from instacli.io import atomic_file, check_writable_target, output_lock, write_json
-from instacli.launch import launched_on_cpu, process_state
+from instacli.launch import launched_on_cpu, precision_autocast, process_state
 from instacli.encoders import ImageEncoder, Preprocess
 from instacli.progress import Reporter
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
@@ -175,11 +175,10 @@ def embed_images(
     """Embeddings of cached uint8 images (eval view), in ``precision`` (accelerate's ``no``/``bf16``/``fp16``):
     the inputs of heads trained on a frozen encoder, and a distillation teacher's targets."""
     encoder = encoder.eval()  # batch norm must use its stored statistics
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     out = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device)
-        with torch.autocast(device.type, dtype=half, enabled=half is not None):
+        with precision_autocast(device, precision):
             out.append(encoder(eval_view(batch, encoder.preprocess)).float().cpu())
         if on_batch:
             on_batch(len(batch))
@@ -192,16 +191,24 @@ def cached_embeddings(
 ) -> torch.Tensor:
     """``encoder``'s embeddings of every photo of ``split``: from the embedding cache when an earlier
     run computed them (then the photos are not even decoded), else decoded, embedded and cached."""
-    path = embeddings_path(split.cache_key, encoder, options, precision)
-    cached = load_embeddings(path, len(split)) if path is not None else None
+    def embed() -> torch.Tensor:
+        pixels = decoded_images(split, encoder.preprocess.resize_size, settings, reporter)
+        with reporter.stage(f"embedding {len(split)} {split.name} images ({who})", len(split)) as advance:
+            return embed_images(encoder.to(accelerator.device), pixels, accelerator.device, precision, on_batch=advance)
+
+    return _cached(embeddings_path(split.cache_key, encoder, options, precision), len(split), embed, accelerator)
+
+
+def _cached(path: Path | None, rows: int, compute: Callable[[], torch.Tensor], accelerator: Accelerator) -> torch.Tensor:
+    """The ``(rows, D)`` tensor cached at ``path`` (:mod:`instacli.embedding_cache`), else ``compute()``'s,
+    cached by the main process (``path`` None: the split has no fingerprint to key a cache on)."""
+    cached = load_embeddings(path, rows) if path is not None else None
     if cached is not None:
         return cached
-    pixels = decoded_images(split, encoder.preprocess.resize_size, settings, reporter)
-    with reporter.stage(f"embedding {len(split)} {split.name} images ({who})", len(split)) as advance:
-        embeddings = embed_images(encoder.to(accelerator.device), pixels, accelerator.device, precision, on_batch=advance)
+    tensor = compute()
     if path is not None and accelerator.is_main_process:
-        save_embeddings(path, embeddings)
-    return embeddings
+        save_embeddings(path, tensor)
+    return tensor
 
 
 def decoded_images(split: SplitArrays, size: int, settings: TrainSettings, reporter: Reporter) -> torch.Tensor:
@@ -237,16 +244,15 @@ def teacher_targets(
     boxes = view_boxes(len(split), student, settings.seed)
     key = {**config.encoder_options, "views": VIEWS, "seed": settings.seed, "student": student.to_dict(), "temperature": config.temperature,
            "head": head_digest(teacher)}
-    path = embeddings_path(split.cache_key, teacher.encoder, key, precision)
-    cached = load_embeddings(path, len(split)) if path is not None else None
-    if cached is not None:
-        return boxes, cached.view(len(split), VIEWS, -1)
-    images = decoded_images(split, teacher.encoder.preprocess.resize_size, settings, reporter)
-    with reporter.stage(f"teacher {config.encoder} labels {VIEWS} crops of {len(split)} {split.name} images", len(split)) as advance:
-        probabilities = view_probabilities(teacher.to(device), config.temperature, images, boxes, device, precision, on_batch=advance)
-    if path is not None and accelerator.is_main_process:
-        save_embeddings(path, probabilities.reshape(len(split), -1))
-    return boxes, probabilities
+
+    def ask() -> torch.Tensor:
+        images = decoded_images(split, teacher.encoder.preprocess.resize_size, settings, reporter)
+        with reporter.stage(f"teacher {config.encoder} labels {VIEWS} crops of {len(split)} {split.name} images", len(split)) as advance:
+            answers = view_probabilities(teacher.to(device), config.temperature, images, boxes, device, precision, on_batch=advance)
+        return answers.reshape(len(split), -1)  # the cache holds (rows, D) tensors
+
+    probabilities = _cached(embeddings_path(split.cache_key, teacher.encoder, key, precision), len(split), ask, accelerator)
+    return boxes, probabilities.view(len(split), VIEWS, -1)
 
 
 def training_augmentation(settings: TrainSettings, config: ModelConfig, model: MultiTaskModel, accelerator: Accelerator) -> Augmentation:
@@ -256,9 +262,10 @@ def training_augmentation(settings: TrainSettings, config: ModelConfig, model: M
     given = [f"--{name.replace('_', '-')}" for name, on in extras.items() if on]
     if given and settings.freeze_encoder:
         raise InstacliError(f"{', '.join(given)}: a frozen encoder embeds each photo once, unaugmented; add --no-freeze-encoder or drop the flag")
-    if (settings.mixup > 0 or settings.cutmix > 0) and config.task != "category":
+    blends = extras["mixup"] or extras["cutmix"]
+    if blends and config.task != "category":
         raise InstacliError("--mixup/--cutmix blend two photos, and a blend has no likes count; train with --task category or drop the flag")
-    if (settings.mixup > 0 or settings.cutmix > 0) and settings.distill_from is not None:
+    if blends and settings.distill_from is not None:
         raise InstacliError("--mixup/--cutmix blend photos the --distill-from teacher has not seen; use one or the other")
     return Augmentation.create(
         model.encoder.preprocess, settings.auto_augment, settings.random_erasing, settings.mixup, settings.cutmix,
@@ -454,9 +461,8 @@ def load_checkpoint(accelerator: Accelerator, run: Path) -> TrainerState:
         raise invalid_file(found / "trainer_state.json", exc, "start the run over with --overwrite") from None
     except pickle.UnpicklingError:  # torch's message advises weights_only=False: code execution, never for us
         raise InstacliError(f"{found}: a checkpoint file holds more than tensors (refused, not run); start the run over with --overwrite") from None
-    except ( SafetensorError, RuntimeError, EOFError, KeyError, OSError) as exc:
-        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)  # torch's are 15 lines
-        raise InstacliError(f"{found}: damaged checkpoint ({reason}); start the run over with --overwrite") from None
+    except (SafetensorError, RuntimeError, EOFError, KeyError, OSError) as exc:  # torch's messages run to 15 lines
+        raise InstacliError(f"{found}: damaged checkpoint ({exception_line(exc)}); start the run over with --overwrite") from None
     return state
 
 
