@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except InstacliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from instacli.report import render_report
+
+    render_report(result.results, result.out)
     print_table(result.results)
     minutes = (time.perf_counter() - started) / 60
     print(f"{len(result.trained)} trained, {len(result.reused)} reused, {len(result.failed)} failed/stopped in {minutes:.1f} min")

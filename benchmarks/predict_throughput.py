@@ -68,7 +68,7 @@ def child_bare(run: Path, folder: Path) -> dict:
     from instacli.augment import eval_view
     from instacli.images import decode_square
     from instacli.model import load_run
-    from instacli.training import resolve_mixed_precision
+    from instacli.launch import resolve_mixed_precision
 
     files = common.photos(folder)
     config = json.loads((run / "config.json").read_text())

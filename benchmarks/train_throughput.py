@@ -57,7 +57,7 @@ def bare_rate(run: Path, data: Path, images: int, batch: int) -> float:
     from instacli.augment import eval_view
     from instacli.model import load_run
     from instacli.splits import load_split_arrays
-    from instacli.training import resolve_mixed_precision
+    from instacli.launch import resolve_mixed_precision
 
     loaded = load_run(run)
     torch.manual_seed(0)

@@ -13,16 +13,15 @@ from pydantic import NonNegativeInt
 from instacli.calibration import expected_calibration_error
 from instacli.ensemble import Member, check_compatible, combine, score_views
 from instacli.errors import InstacliError, os_error_message
-from instacli.eval_folders import FIGURES, METRICS, eval_folder, evaluation_title
+from instacli.run_folder import FIGURES, METRICS, RunFolder, evaluation_title
 from instacli.io import atomic_dir, check_writable_target, write_json
-from instacli.launch import precision_autocast
+from instacli.launch import precision_autocast, resolve_mixed_precision
 from instacli.metrics import accuracy_by_group, classification_metrics, likes_metrics
 from instacli.model import LoadedRun, load_run
 from instacli.plots import plot_confusion, plot_likes, plot_reliability
 from instacli.registry import Count
 from instacli.settings import check_flag
 from instacli.splits import SplitArrays, load_split_arrays
-from instacli.training import resolve_mixed_precision
 
 
 class EvaluationNotSaved(InstacliError):
@@ -109,7 +108,7 @@ def evaluate(
     tta: str = "none", out: Path | str | None = None, overwrite: bool = False,
 ) -> dict[str, Any]:
     """Metrics of ``run_path`` on ``data``; also writes metrics.json and plots into the run's folder for
-    this data and split (:func:`instacli.eval_folders.eval_folder`), or into ``out`` when given (then
+    this data and split (:meth:`instacli.run_folder.RunFolder.evaluation`), or into ``out`` when given (then
     never over an existing folder unless ``overwrite``). ``split`` is ignored, and recorded as None,
     for a plain photo folder: it is evaluated whole.
 
@@ -156,7 +155,7 @@ def evaluate(
     result["imputed_values"] = max(a.imputed for a in splits)  # cells of a run's numeric inputs filled with the training median
     skipped = arrays.info.skipped if arrays.info is not None else []  # files of a plain folder that could not be used
     result["skipped"] = [{"file": s.file, "reason": s.reason} for s in skipped]
-    out_dir = Path(out) if out is not None else eval_folder(run_paths[0], data, split_name, tta)
+    out_dir = Path(out) if out is not None else RunFolder(run_paths[0]).evaluation(data, split_name, tta)
     title = evaluation_title(data, split_name, len(arrays))
     calibrated_by = f"T = {temperatures[0]:.2f}" if len(runs) == 1 else f"ensemble of {len(runs)} runs"
     try:

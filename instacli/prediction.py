@@ -24,13 +24,12 @@ from instacli.errors import InstacliError
 from instacli.features import as_float
 from instacli.images import FileDataset
 from instacli.io import atomic_file, check_writable_target, output_lock
-from instacli.launch import precision_autocast
+from instacli.launch import precision_autocast, resolve_mixed_precision
 from instacli.model import LoadedRun, load_run
 from instacli.photo_files import relative_name
 from instacli.registry import Count
 from instacli.run_folder import CONFIG, is_run
 from instacli.settings import check_flag
-from instacli.training import resolve_mixed_precision
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 #: Decimals of the class probabilities written (more is noise to a reader, and bloats a CSV).

@@ -1,51 +1,48 @@
 """Training through ``accelerate``: the same code on a CPU, one GPU or many processes.
 
-Flow: load the splits → fit the scaler on train → build the model from the registry → decode every
-image once (the cache) → train with AdamW, warm-up + cosine, early stopping on validation loss →
-keep the best weights in the run folder. Metrics are gathered across processes and only the main
-process writes files.
+:func:`train` reads top to bottom: prepare the inputs once (:mod:`instacli.training_inputs`: the
+splits, the network, every photo decoded or embedded once), build the loop (loaders, AdamW with
+warm-up + cosine), then per epoch train, validate, keep the best weights and checkpoint
+(:mod:`instacli.checkpoint`), and stop on patience, the time budget or the caller's ``should_stop``
+(every process together, through accelerate's trigger); finally fit a scikit-learn regressor,
+calibrate and draw the curves. Metrics are gathered across processes and only the main process
+writes files (:mod:`instacli.run_folder`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import pickle
-import shutil
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, TypeAdapter, ValidationError
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from accelerate.utils import set_seed
-from typing_extensions import TypedDict  # pydantic validates typing's TypedDict from Python 3.12 only
+from safetensors.torch import load_file
 
-from instacli import registry
 from instacli.augment import Augmentation, eval_view
 from instacli.calibration import calibrate
+from instacli.checkpoint import TrainerState, load_checkpoint, new_trainer_state, save_checkpoint
 from instacli.distill import distill_loss, pick_views
-from instacli.embedding_cache import embeddings_path, load_embeddings, save_embeddings
-from instacli.errors import InstacliError, exception_line, invalid_file
-from instacli.io import atomic_file, check_writable_target, output_lock, write_json
-from instacli.launch import launched_on_cpu, precision_autocast, process_state
-from instacli.encoders import ImageEncoder, Preprocess
-from instacli.progress import Reporter
+from instacli.errors import InstacliError
+from instacli.io import check_writable_target, output_lock
+from instacli.launch import launched_on_cpu, process_state, resolve_mixed_precision
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
-from instacli.run_folder import CONFIG, CURVES, EPOCH_METRICS, SETTINGS, WEIGHTS
-from instacli.settings import TrainSettings, apply_recipe, check_components, encoder_options
+from instacli.progress import Reporter
+from instacli.run_folder import CHECKPOINT, CURVES, SETTINGS, WEIGHTS, RunFolder
+from instacli.settings import TrainSettings, apply_recipe, check_components
+from instacli.training_inputs import (
+    cached_embeddings, embed_images, loader, model_config, split_inputs, teacher_targets, training_augmentation,
+)
 
-if TYPE_CHECKING:  # the splits module brings in `datasets` (≈ 100 MB): predict imports this module without it
+if TYPE_CHECKING:  # the splits module brings in `datasets` (≈ 100 MB)
     from instacli.splits import SplitArrays
 
 LIKES_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -69,22 +66,12 @@ class TrainResult:
     optimizer_steps: int = 0
 
 
-def resolve_mixed_precision(choice: str, encoder: str | None = None) -> str:
-    """``auto`` → bf16 where the hardware runs it fast (CUDA with bf16, or a CPU with AVX512-BF16/AMX), else no.
+class TrainingStopped(Exception):
+    """``should_stop`` ended a run before its first epoch finished: there is no model to keep."""
 
-    On a CPU, an encoder whose recipe says ``cpu_bf16: False`` stays in fp32: oneDNN's bf16
-    depthwise convolutions are far slower than fp32 ones (EfficientNet-Lite0 on the 2-core AMX
-    machine, torch 2.14: 0.9 vs 12.6 images/s per thread), while matrix products gain ~5×.
-    """
-    if choice != "auto":
-        return choice
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if encoder is not None and not registry.encoders.get(encoder).recipe.get("cpu_bf16", True):
-        return "no"
-    cpu = torch.cpu
-    fast_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-    return "bf16" if fast_bf16 else "no"
+    def __init__(self, images_seen: int, seconds: float) -> None:
+        super().__init__(f"stopped after {seconds:.0f} s, before the first epoch ended")
+        self.images_seen, self.seconds = images_seen, seconds
 
 
 def stale_epochs(bad_epochs: int, improved: bool, epoch: int, epochs: int) -> int:
@@ -146,145 +133,6 @@ def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
         return 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
-
-
-def _model_config(settings: TrainSettings, split: SplitArrays, text: tuple[str, dict] | None) -> ModelConfig:
-    return ModelConfig(
-        encoder=settings.encoder,
-        encoder_options=encoder_options(settings),
-        regressor=settings.regressor,
-        regressor_options=dict(settings.regressor_options),
-        class_names=split.class_names,
-        scaler=split.scaler.to_dict(),
-        task=split.task,
-        text_encoder=text[0] if text else None,
-        text_options=text[1] if text else {},
-        text_dim=split.text.shape[1],
-        text_to_classifier=settings.text_to_classifier,
-        class_to_regressor=split.task == "both",
-        semantic_prior=settings.semantic_prior,
-        probe_head=bool(settings.freeze_encoder or settings.probe_first) and split.task != "likes" and not settings.text_to_classifier,
-    )
-
-
-@torch.inference_mode()
-def embed_images(
-    encoder: ImageEncoder, images: torch.Tensor, device: torch.device, precision: str, batch_size: int = 128,
-    on_batch: Callable[[int], None] | None = None,
-) -> torch.Tensor:
-    """Embeddings of cached uint8 images (eval view), in ``precision`` (accelerate's ``no``/``bf16``/``fp16``):
-    the inputs of heads trained on a frozen encoder, and a distillation teacher's targets."""
-    encoder = encoder.eval()  # batch norm must use its stored statistics
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(device)
-        with precision_autocast(device, precision):
-            out.append(encoder(eval_view(batch, encoder.preprocess)).float().cpu())
-        if on_batch:
-            on_batch(len(batch))
-    return torch.cat(out)
-
-
-def cached_embeddings(
-    split: SplitArrays, encoder: ImageEncoder, options: dict[str, Any], precision: str, settings: TrainSettings,
-    accelerator: Accelerator, reporter: Reporter, who: str,
-) -> torch.Tensor:
-    """``encoder``'s embeddings of every photo of ``split``: from the embedding cache when an earlier
-    run computed them (then the photos are not even decoded), else decoded, embedded and cached."""
-    def embed() -> torch.Tensor:
-        pixels = decoded_images(split, encoder.preprocess.resize_size, settings, reporter)
-        with reporter.stage(f"embedding {len(split)} {split.name} images ({who})", len(split)) as advance:
-            return embed_images(encoder.to(accelerator.device), pixels, accelerator.device, precision, on_batch=advance)
-
-    return _cached(embeddings_path(split.cache_key, encoder, options, precision), len(split), embed, accelerator)
-
-
-def _cached(path: Path | None, rows: int, compute: Callable[[], torch.Tensor], accelerator: Accelerator) -> torch.Tensor:
-    """The ``(rows, D)`` tensor cached at ``path`` (:mod:`instacli.embedding_cache`), else ``compute()``'s,
-    cached by the main process (``path`` None: the split has no fingerprint to key a cache on)."""
-    cached = load_embeddings(path, rows) if path is not None else None
-    if cached is not None:
-        return cached
-    tensor = compute()
-    if path is not None and accelerator.is_main_process:
-        save_embeddings(path, tensor)
-    return tensor
-
-
-def decoded_images(split: SplitArrays, size: int, settings: TrainSettings, reporter: Reporter) -> torch.Tensor:
-    with reporter.stage(f"decoding {len(split)} {split.name} images", len(split)) as advance:
-        return split.images(size, settings.workers, advance)
-
-
-def split_inputs(
-    split: SplitArrays, net: MultiTaskModel, config: ModelConfig, settings: TrainSettings, accelerator: Accelerator, reporter: Reporter
-) -> torch.Tensor:
-    """What the loaders of ``split`` feed: its decoded images, or with a frozen encoder their (cached) embeddings."""
-    if not settings.freeze_encoder:
-        return decoded_images(split, net.encoder.preprocess.resize_size, settings, reporter)
-    return cached_embeddings(
-        split, net.encoder, config.encoder_options, accelerator.mixed_precision, settings, accelerator, reporter, f"{config.encoder}, frozen"
-    )
-
-
-def teacher_targets(
-    split: SplitArrays, student: Preprocess, settings: TrainSettings, accelerator: Accelerator, reporter: Reporter
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``--distill-from``'s teacher on crops of the training photos (:mod:`instacli.distill`): the crop
-    boxes ``(N, VIEWS, 2, 3)`` and its probabilities ``(N, VIEWS, C)``, cached like embeddings."""
-    from instacli.distill import VIEWS, head_digest, teacher_model, view_boxes, view_probabilities
-    from instacli.probe import fit_category_probe
-
-    teacher, config, needs_head = teacher_model(str(settings.distill_from), split.class_names, split.scaler.to_dict())
-    device = accelerator.device
-    precision = resolve_mixed_precision("auto", config.encoder) if device.type == "cpu" else accelerator.mixed_precision
-    if needs_head:
-        embeddings = cached_embeddings(split, teacher.encoder, config.encoder_options, precision, settings, accelerator, reporter, f"teacher {config.encoder}")
-        fit_category_probe(teacher, embeddings, split.labels)
-    boxes = view_boxes(len(split), student, settings.seed)
-    key = {**config.encoder_options, "views": VIEWS, "seed": settings.seed, "student": student.to_dict(), "temperature": config.temperature,
-           "head": head_digest(teacher)}
-
-    def ask() -> torch.Tensor:
-        images = decoded_images(split, teacher.encoder.preprocess.resize_size, settings, reporter)
-        with reporter.stage(f"teacher {config.encoder} labels {VIEWS} crops of {len(split)} {split.name} images", len(split)) as advance:
-            answers = view_probabilities(teacher.to(device), config.temperature, images, boxes, device, precision, on_batch=advance)
-        return answers.reshape(len(split), -1)  # the cache holds (rows, D) tensors
-
-    probabilities = _cached(embeddings_path(split.cache_key, teacher.encoder, key, precision), len(split), ask, accelerator)
-    return boxes, probabilities.view(len(split), VIEWS, -1)
-
-
-def training_augmentation(settings: TrainSettings, config: ModelConfig, model: MultiTaskModel, accelerator: Accelerator) -> Augmentation:
-    """The training view of the settings (:class:`instacli.augment.Augmentation`), checked against what it can apply to."""
-    extras = {"auto_augment": settings.auto_augment != "none", "random_erasing": settings.random_erasing > 0,
-              "mixup": settings.mixup > 0, "cutmix": settings.cutmix > 0}
-    given = [f"--{name.replace('_', '-')}" for name, on in extras.items() if on]
-    if given and settings.freeze_encoder:
-        raise InstacliError(f"{', '.join(given)}: a frozen encoder embeds each photo once, unaugmented; add --no-freeze-encoder or drop the flag")
-    blends = extras["mixup"] or extras["cutmix"]
-    if blends and config.task != "category":
-        raise InstacliError("--mixup/--cutmix blend two photos, and a blend has no likes count; train with --task category or drop the flag")
-    if blends and settings.distill_from is not None:
-        raise InstacliError("--mixup/--cutmix blend photos the --distill-from teacher has not seen; use one or the other")
-    return Augmentation.create(
-        model.encoder.preprocess, settings.auto_augment, settings.random_erasing, settings.mixup, settings.cutmix,
-        len(config.class_names), settings.label_smoothing, accelerator.device,
-    )
-
-
-def _loader(
-    arrays: SplitArrays, inputs: torch.Tensor, batch_size: int, shuffle: bool, seed: int,
-    teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.utils.data.DataLoader:
-    """Batches of (inputs, features, targets, labels, text), and the teacher's crop boxes and answers when distilling."""
-    columns = (inputs, arrays.features, arrays.targets, arrays.labels, arrays.text) + (teacher or ())
-    dataset = torch.utils.data.TensorDataset(*columns)
-    generator = torch.Generator().manual_seed(seed)
-    global_batch = batch_size * process_state().num_processes  # N processes must drop (or keep) what one process would
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(dataset) >= 4 * global_batch, generator=generator
-    )
 
 
 @torch.inference_mode()
@@ -352,43 +200,6 @@ def heads_outputs(net: MultiTaskModel, split: SplitArrays, embeddings: torch.Ten
     }
 
 
-def fit_directly(
-    run: Path, net: MultiTaskModel, config: ModelConfig, settings: TrainSettings, splits: tuple[SplitArrays, SplitArrays],
-    inputs: tuple[torch.Tensor, torch.Tensor], accelerator: Accelerator, reporter: Reporter, wall_started: float,
-) -> TrainResult:
-    """Frozen encoder with nothing left for gradients (the category probe already fitted, the likes
-    regressor ``ridge``/``gbrt`` or absent): there are no epochs (an optimizer would even refuse the
-    empty parameter list). Fit the regressor on the training embeddings, score both splits once, and
-    write an ordinary run folder with one metrics record."""
-    (train_split, val_split), (train_inputs, val_inputs) = splits, inputs
-    reporter.start(0, 0, _run_info(run, accelerator))
-    with reporter.stage(f"fitting {settings.regressor if net.regressor is not None else 'the category head'} on {len(train_split)} training embeddings"):
-        if net.regressor is not None:
-            fit_regressor(net, train_split, train_inputs, accelerator)
-        trained = validation_metrics(heads_outputs(net, train_split, train_inputs, accelerator.device), settings)
-    validation = heads_outputs(net, val_split, val_inputs, accelerator.device)
-    if validation["logits"].shape[1]:
-        config.temperature, config.unfamiliar_threshold = calibrate(validation["logits"], validation["labels"])
-    seconds = time.perf_counter() - wall_started  # the one "epoch" is the whole run: reading, embedding, fitting
-    record: dict[str, Any] = {
-        "epoch": 0,  # no epochs: fitted directly
-        **{key.replace("val_", "train_"): value for key, value in trained.items()},
-        **validation_metrics(validation, settings),
-        "optimizer_steps": 0, "seconds": seconds, "images_per_second": len(train_split) / seconds,
-        "images_seen": len(train_split), "elapsed": seconds,
-    }
-    if accelerator.is_main_process:
-        _start_run_folder(run, settings)
-        save_model(run, net, config)
-        with atomic_file(run / EPOCH_METRICS) as handle:
-            handle.write(json.dumps(record) + "\n")
-    accelerator.wait_for_everyone()
-    reporter.epoch_end({**record, "best": True})
-    result = TrainResult(run=run, best_epoch=0, epochs_run=0, best=record, seconds=seconds, images_per_second=len(train_split) / seconds)
-    reporter.finish(result.__dict__)
-    return result
-
-
 def with_run_settings(flags: dict[str, Any]) -> dict[str, Any]:
     """For ``--resume``: the run's own ``settings.json`` supplies every flag not given again (``None``)."""
     out = flags.get("out")
@@ -406,94 +217,6 @@ def with_run_settings(flags: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-class TrainerState(TypedDict):
-    """Everything besides accelerate's state that a resumed run needs: position, early stopping,
-    counters. Typed so that a damaged ``trainer_state.json`` is refused on ``--resume`` (pydantic)."""
-
-    epoch: NonNegativeInt
-    batch: NonNegativeInt
-    best_val: float
-    best_epoch: NonNegativeInt
-    bad_epochs: NonNegativeInt
-    optimizer_steps: NonNegativeInt
-    images_seen: NonNegativeInt
-    seconds: NonNegativeFloat
-    sums: Annotated[list[float], Field(min_length=3, max_length=3)]
-    steps: NonNegativeInt
-    epoch_seconds: NonNegativeFloat
-    history: list[dict[str, Any]]
-
-
-_TRAINER_STATE = TypeAdapter(TrainerState)
-
-
-def new_trainer_state() -> TrainerState:
-    """The state of a run that has not trained yet."""
-    return {
-        "epoch": 0,  # last finished epoch
-        "batch": 0,  # batches of the next epoch already trained (a mid-epoch checkpoint)
-        "best_val": float("inf"), "best_epoch": 0, "bad_epochs": 0,
-        "optimizer_steps": 0, "images_seen": 0, "seconds": 0.0,
-        "sums": [0.0, 0.0, 0.0], "steps": 0, "epoch_seconds": 0.0,  # the unfinished epoch's running loss
-        "history": [],  # one record per finished epoch, as in metrics.jsonl
-    }
-
-
-def _checkpoint_folders(run: Path) -> tuple[Path, Path, Path]:
-    return run / "checkpoint", run / "checkpoint.tmp", run / "checkpoint.old"
-
-
-def load_checkpoint(accelerator: Accelerator, run: Path) -> TrainerState:
-    """Restore the newest checkpoint of ``run`` into ``accelerator``'s objects and return its trainer state.
-
-    Any file of it that is truncated, empty, replaced (a pickle that ``weights_only`` refuses) or
-    missing is a one-line error: the checkpoint cannot be trusted, the run has to start over.
-    """
-    found = find_checkpoint(run)
-    if found is None:
-        raise InstacliError(f"{run}: nothing to resume (no checkpoint/trainer_state.json); start a new run instead")
-    try:
-        state = _TRAINER_STATE.validate_json((found / "trainer_state.json").read_bytes())
-        with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it then refuses
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            accelerator.load_state(str(found))  # weights, optimizer, scheduler, RNG of every process
-    except ValidationError as exc:
-        raise invalid_file(found / "trainer_state.json", exc, "start the run over with --overwrite") from None
-    except pickle.UnpicklingError:  # torch's message advises weights_only=False: code execution, never for us
-        raise InstacliError(f"{found}: a checkpoint file holds more than tensors (refused, not run); start the run over with --overwrite") from None
-    except (SafetensorError, RuntimeError, EOFError, KeyError, OSError) as exc:  # torch's messages run to 15 lines
-        raise InstacliError(f"{found}: damaged checkpoint ({exception_line(exc)}); start the run over with --overwrite") from None
-    return state
-
-
-def find_checkpoint(run: Path) -> Path | None:
-    """The newest complete checkpoint of ``run`` (``trainer_state.json`` is written last), if any."""
-    final, _, old = _checkpoint_folders(run)
-    return next((folder for folder in (final, old) if (folder / "trainer_state.json").is_file()), None)
-
-
-def save_checkpoint(accelerator: Accelerator, run: Path, state: dict[str, Any]) -> None:
-    """``accelerate.save_state`` (model, optimizer, scheduler, every process's RNG) + ``trainer_state.json``.
-
-    Written to ``checkpoint.tmp`` and swapped in by renames, so that a kill at any moment leaves a
-    complete checkpoint behind (``checkpoint`` or, during the swap, ``checkpoint.old``).
-    """
-    final, tmp, old = _checkpoint_folders(run)
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_json(tmp / "trainer_state.json", state)
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
 def check_built_dataset(data: Path) -> None:
     """Refuse a plain photo folder: it has no validation split, so accuracy, early stopping and the
     best epoch would all be measured on the training photos themselves."""
@@ -506,50 +229,116 @@ def check_built_dataset(data: Path) -> None:
         )
 
 
-def _run_info(run: Path, accelerator: Accelerator) -> dict[str, Any]:
-    return {"run": str(run), "mixed_precision": accelerator.mixed_precision, "processes": accelerator.num_processes,
+def _run_info(folder: RunFolder, accelerator: Accelerator) -> dict[str, Any]:
+    return {"run": str(folder.path), "mixed_precision": accelerator.mixed_precision, "processes": accelerator.num_processes,
             "device": str(accelerator.device)}
 
 
-def _start_run_folder(run: Path, settings: TrainSettings) -> None:
-    """A new (or ``--overwrite``) run: the folder, no leftover checkpoint or metrics, this run's settings."""
-    run.mkdir(parents=True, exist_ok=True)
-    for folder in _checkpoint_folders(run):  # --overwrite of an interrupted run
-        shutil.rmtree(folder, ignore_errors=True)
-    (run / EPOCH_METRICS).unlink(missing_ok=True)
-    write_json(run / SETTINGS, settings.model_dump(mode="json"))
+# ----------------------------------------------------------------------------------------------
+# The training run, in accelerate's by-feature shape: prepare the inputs, build the loop, then per
+# epoch train, validate, keep the best and checkpoint, and stop on patience, time or request.
 
 
-def check_run_folder(run: Path) -> None:
-    """Refuse an ``--out`` that holds something other than a run (the dataset folder, a photo folder):
-    training writes its files there and removes a ``metrics.jsonl`` and ``checkpoint`` folders it finds."""
-    if run.exists() and not run.is_dir():
-        raise InstacliError(f"--out {run}: is a file, not a run folder; choose a new folder for the run")
-    if run.is_dir() and not any((run / name).exists() for name in (SETTINGS, CONFIG)) and any(
-        not entry.name.startswith(".") for entry in run.iterdir()
-    ):
-        raise InstacliError(f"--out {run}: exists and is not an instacli run (no settings.json); choose a new folder for the run")
+@dataclass
+class Job:
+    """One training run's fixed parts, shared by the steps below."""
+
+    settings: TrainSettings
+    folder: RunFolder
+    accelerator: Accelerator
+    reporter: Reporter
+    should_stop: Callable[[], bool] | None = None
 
 
-def train(settings: TrainSettings, reporter: Reporter | None = None) -> TrainResult:
+@dataclass
+class Inputs:
+    """What the epochs read, prepared once: the splits, the network and what its loaders feed."""
+
+    train_split: SplitArrays
+    val_split: SplitArrays
+    config: ModelConfig
+    model: MultiTaskModel
+    train_inputs: torch.Tensor
+    val_inputs: torch.Tensor
+    augmentation: Augmentation
+    teacher: tuple[torch.Tensor, torch.Tensor] | None
+
+
+@dataclass
+class Loop:
+    """The objects ``accelerator.prepare`` returned, and the unwrapped network."""
+
+    model: torch.nn.Module
+    net: MultiTaskModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+
+
+def train(
+    settings: TrainSettings, reporter: Reporter | None = None, should_stop: Callable[[], bool] | None = None
+) -> TrainResult:
     """Train one model as ``settings`` says and write the run folder; returns a summary.
 
+    ``should_stop``, asked after every batch, stops the run at once in every process: the best
+    epoch so far becomes the run, or :class:`TrainingStopped` is raised before the first epoch ends.
     The main process holds the run folder's lock throughout: a second ``train --out`` to the same
     folder fails at once instead of mixing its settings and weights with this run's."""
     wall_started = time.perf_counter()  # the summary's time counts reading, decoding and embedding too
-    reporter = reporter or Reporter()
     settings = apply_recipe(settings)
     check_components(settings)
     check_built_dataset(settings.data)
-    run = settings.out or Path("runs") / f"{settings.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
-    check_run_folder(run)
-    with output_lock(run) if process_state().is_main_process else nullcontext():
-        return _train_into(run, settings, reporter, wall_started)
+    folder = RunFolder(settings.out or Path("runs") / f"{settings.encoder}-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder.check_usable_as_out()
+    with output_lock(folder.path) if process_state().is_main_process else nullcontext():
+        job = Job(settings, folder, make_accelerator(settings), reporter or Reporter(), should_stop)
+        return _train(job, wall_started)
 
 
-def _train_into(run: Path, settings: TrainSettings, reporter: Reporter, wall_started: float) -> TrainResult:
-    """:func:`train` once the run folder is checked and locked."""
-    accelerator = Accelerator(
+def _train(job: Job, wall_started: float) -> TrainResult:
+    """:func:`train` once the run folder is checked and locked: the whole run, top to bottom."""
+    settings, folder, accelerator, reporter = job.settings, job.folder, job.accelerator, job.reporter
+    if not settings.resume:  # every process checks, so that all of them stop with the same message
+        check_writable_target(folder / CHECKPOINT, settings.overwrite, "a run in progress (use --resume)")
+        check_writable_target(folder / WEIGHTS, settings.overwrite, "a trained run")
+    set_seed(settings.seed)
+    inputs = prepare_inputs(job)
+    if not any(p.requires_grad for p in inputs.model.parameters()):  # frozen: probe fitted, regressor absent or fitted after
+        return fit_directly(job, inputs, wall_started)
+    loop = prepare_loop(job, inputs)
+    set_seed(settings.seed, device_specific=True)  # augmentation and dropout differ between processes
+    state = start_or_resume(job, loop)
+    reporter.start(settings.epochs, len(loop.train_loader), _run_info(folder, accelerator))
+    resumed_seconds = state["seconds"]
+    started = time.perf_counter() - resumed_seconds  # the time budget counts the time before an interruption
+    for epoch in range(state["epoch"] + 1, settings.epochs + 1):
+        epoch_started = time.perf_counter() - state["epoch_seconds"]
+        sums, steps, stopped = train_epoch(job, inputs, loop, state, epoch, started)
+        if stopped and not state["history"]:
+            raise TrainingStopped(state["images_seen"], time.perf_counter() - started)
+        if stopped:  # a partial epoch is not scored: the best finished epoch is the run
+            break
+        record = end_epoch(job, inputs, loop, state, epoch, sums, steps, time.perf_counter() - epoch_started, started)
+        reporter.epoch_end(record)
+        if settings.time_budget is not None and state["seconds"] > settings.time_budget:
+            accelerator.set_trigger()  # each process reads its own clock: one out of time stops them all, together
+        if state["bad_epochs"] >= settings.patience or accelerator.check_trigger():  # bad_epochs: from gathered metrics, alike everywhere
+            break
+    train_seconds = time.perf_counter() - started
+    finish_run(job, inputs, loop, state["history"])
+    best = next(r for r in state["history"] if r["epoch"] == state["best_epoch"])
+    result = TrainResult(
+        run=folder.path, best_epoch=state["best_epoch"], epochs_run=state["epoch"], best=best,
+        seconds=resumed_seconds + time.perf_counter() - wall_started,  # wall time, before an interruption too
+        images_per_second=state["images_seen"] / max(train_seconds, 1e-9), optimizer_steps=state["optimizer_steps"],
+    )
+    reporter.finish(result.__dict__)
+    return result
+
+
+def make_accelerator(settings: TrainSettings) -> Accelerator:
+    return Accelerator(
         cpu=launched_on_cpu(),
         mixed_precision=resolve_mixed_precision(settings.mixed_precision, settings.encoder),
         gradient_accumulation_steps=settings.grad_accum,
@@ -557,18 +346,19 @@ def _train_into(run: Path, settings: TrainSettings, reporter: Reporter, wall_sta
         # The shuffle of epoch e depends on seed + e only, so a resumed epoch skips exactly the batches it had done.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=settings.seed),
     )
-    if not settings.resume:  # every process checks, so that all of them stop with the same message
-        check_writable_target(run / "checkpoint", settings.overwrite, "a run in progress (use --resume)")
-        check_writable_target(run / WEIGHTS, settings.overwrite, "a trained run")
-    set_seed(settings.seed)
 
+
+def prepare_inputs(job: Job) -> Inputs:
+    """Read the splits, build the network, decode (or embed) every photo once, ask the distillation
+    teacher, and fit the category probe of a frozen or LP-FT encoder."""
+    settings, accelerator, reporter = job.settings, job.accelerator, job.reporter
     text = (settings.text_encoder, dict(settings.text_options)) if settings.text else None
     from instacli.splits import load_split_arrays
 
     with reporter.stage(f"reading {settings.data}"):
         train_split = load_split_arrays(settings.data, "train", settings, text=text)
         val_split = load_split_arrays(settings.data, "validation", settings, scaler=train_split.scaler, task=train_split.task, text=text)
-    config = _model_config(settings, train_split, text)
+    config = model_config(settings, train_split, text)
     model = build_model(config)
     if getattr(model.regressor, "fits_after_training", False) and config.task == "likes" and not settings.freeze_encoder:
         raise InstacliError(
@@ -590,154 +380,211 @@ def _train_into(run: Path, settings: TrainSettings, reporter: Reporter, wall_sta
             raise InstacliError("--distill-from teaches the category head; this data has no categories (drop --distill-from)")
         with accelerator.main_process_first():
             teacher = teacher_targets(train_split, model.encoder.preprocess, settings, accelerator, reporter)
-    if settings.probe_first and not config.probe_head:
+    inputs = Inputs(train_split, val_split, config, model, train_inputs, val_inputs, augmentation, teacher)
+    fit_probe(job, inputs)
+    return inputs
+
+
+def fit_probe(job: Job, inputs: Inputs) -> None:
+    """A frozen encoder's category head is a linear probe fitted on its embeddings; with ``--probe-first``
+    (LP-FT) that probe is where fine-tuning starts."""
+    settings, model = job.settings, inputs.model
+    if settings.probe_first and not inputs.config.probe_head:
         raise InstacliError("--probe-first fits the category head from the image alone; it needs categories and no --text-to-classifier")
-    if config.probe_head:
-        from instacli.probe import fit_category_probe
+    if not inputs.config.probe_head:
+        return
+    from instacli.probe import fit_category_probe
 
-        embeddings = train_inputs if settings.freeze_encoder else cached_embeddings(
-            train_split, model.encoder, config.encoder_options, accelerator.mixed_precision, settings, accelerator, reporter,
-            f"{config.encoder}, before fine-tuning",
-        )
-        fit_category_probe(model, embeddings, train_split.labels)
-        if not settings.freeze_encoder:  # LP-FT: the probe is where fine-tuning starts
-            for module in (model.classifier, model.prior_classifier):
-                if module is not None:
-                    module.requires_grad_(True)
-    if not any(p.requires_grad for p in model.parameters()):  # frozen: probe fitted, regressor absent or fitted below
-        return fit_directly(run, model, config, settings, (train_split, val_split), (train_inputs, val_inputs), accelerator, reporter, wall_started)
-    train_loader = _loader(train_split, train_inputs, settings.batch_size, shuffle=True, seed=settings.seed, teacher=teacher)
-    val_loader = _loader(val_split, val_inputs, settings.batch_size * 2, shuffle=False, seed=settings.seed)
+    embeddings = inputs.train_inputs if settings.freeze_encoder else cached_embeddings(
+        inputs.train_split, model.encoder, inputs.config.encoder_options, job.accelerator.mixed_precision, settings,
+        job.accelerator, job.reporter, f"{inputs.config.encoder}, before fine-tuning",
+    )
+    fit_category_probe(model, embeddings, inputs.train_split.labels)
+    if not settings.freeze_encoder:
+        for module in (model.classifier, model.prior_classifier):
+            if module is not None:
+                module.requires_grad_(True)
 
-    optimizer = torch.optim.AdamW(_param_groups(model, settings), betas=(0.9, 0.999))
+
+def prepare_loop(job: Job, inputs: Inputs) -> Loop:
+    """Data loaders, AdamW with warm-up + cosine, all through ``accelerator.prepare``."""
+    settings, accelerator = job.settings, job.accelerator
+    train_loader = loader(inputs.train_split, inputs.train_inputs, settings.batch_size, shuffle=True, seed=settings.seed, teacher=inputs.teacher)
+    val_loader = loader(inputs.val_split, inputs.val_inputs, settings.batch_size * 2, shuffle=False, seed=settings.seed)
+    optimizer = torch.optim.AdamW(_param_groups(inputs.model, settings), betas=(0.9, 0.999))
     # optimizer steps per epoch and process: accelerate gives each process ceil(batches / processes) batches
     steps_per_epoch = math.ceil(math.ceil(len(train_loader) / accelerator.num_processes) / settings.grad_accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _warmup_cosine(int(settings.warmup_epochs * steps_per_epoch), settings.epochs * steps_per_epoch)
     )
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, val_loader, scheduler)
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(inputs.model, optimizer, train_loader, val_loader, scheduler)
     if settings.compile:
         model = torch.compile(model)
+    return Loop(model, accelerator.unwrap_model(model), optimizer, scheduler, train_loader, val_loader)
 
-    set_seed(settings.seed, device_specific=True)  # augmentation and dropout differ between processes
-    state = new_trainer_state()
-    if settings.resume:
-        state = load_checkpoint(accelerator, run)
-        if accelerator.is_main_process:  # forget records of an epoch that ran past the checkpoint
-            with atomic_file(run / EPOCH_METRICS) as handle:
-                handle.writelines(json.dumps(r) + "\n" for r in state["history"])
-    elif accelerator.is_main_process:
-        _start_run_folder(run, settings)
 
-    reporter.start(settings.epochs, len(train_loader), _run_info(run, accelerator))
-    resumed_seconds = state["seconds"]
-    started = time.perf_counter() - resumed_seconds  # the time budget counts the time before an interruption
-    net = accelerator.unwrap_model(model)
-    accum, n_batches = settings.grad_accum, len(train_loader)
-    for epoch in range(state["epoch"] + 1, settings.epochs + 1):
-        model.train()
-        if settings.freeze_encoder:
-            net.encoder.eval()
-        train_loader.set_epoch(epoch)
-        done = state["batch"]
-        loader = accelerator.skip_first_batches(train_loader, done) if done else train_loader
-        accelerator.step = done  # accumulation groups start with the epoch (accelerate resets at its end)
-        epoch_start = time.perf_counter() - state["epoch_seconds"]
-        sums, steps = np.array(state["sums"], dtype=np.float64), state["steps"]
-        for index, (inputs, features, targets, labels, text, *distill) in enumerate(loader, start=done):
-            with accelerator.accumulate(model):
-                boxes, teacher_probabilities = pick_views(*distill) if distill else (None, None)
-                pixels, soft_labels = (inputs, None) if settings.freeze_encoder else augmentation.mix(augmentation.view(inputs, boxes), labels)
-                with accelerator.autocast():
-                    logits, likes = model(pixels, features, text, embedded=settings.freeze_encoder)
-                    aux = None if settings.freeze_encoder else net.encoder.auxiliary_loss()
-                total, ce, reg = multitask_loss(logits, likes, labels, targets, settings, soft_labels)
-                if aux is not None:
-                    total = total + aux
-                if teacher_probabilities is not None:
-                    total = total + settings.distill_weight * distill_loss(logits, teacher_probabilities)
-                # accelerate divides every loss by grad_accum; the epoch's last group may be shorter
-                group = min(accum, n_batches - index // accum * accum)
-                accelerator.backward(total if group == accum else total * (accum / group))
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            sums += [total.item(), ce.item(), reg.item()]
-            steps += 1
-            state["images_seen"] += len(labels) * accelerator.num_processes
-            reporter.step(epoch, sums[0] / steps)
+def start_or_resume(job: Job, loop: Loop) -> TrainerState:
+    """A new run's state and folder, or the state of ``--resume``'s checkpoint."""
+    if not job.settings.resume:
+        if job.accelerator.is_main_process:
+            job.folder.start(job.settings.model_dump(mode="json"))
+        return new_trainer_state()
+    state = load_checkpoint(job.accelerator, job.folder)
+    if job.accelerator.is_main_process:  # forget records of an epoch that ran past the checkpoint
+        job.folder.write_history(state["history"])
+    return state
+
+
+def train_epoch(
+    job: Job, inputs: Inputs, loop: Loop, state: TrainerState, epoch: int, started: float
+) -> tuple[np.ndarray, int, bool]:
+    """One epoch of optimizer steps (from a mid-epoch checkpoint's batch on a resume); returns the
+    summed (total, CE, likes) losses, the batches run, and whether ``should_stop`` cut it short."""
+    settings, accelerator, model, net = job.settings, job.accelerator, loop.model, loop.net
+    model.train()
+    if settings.freeze_encoder:
+        net.encoder.eval()
+    loop.train_loader.set_epoch(epoch)
+    done = state["batch"]
+    batches = accelerator.skip_first_batches(loop.train_loader, done) if done else loop.train_loader
+    accelerator.step = done  # accumulation groups start with the epoch (accelerate resets at its end)
+    epoch_start = time.perf_counter() - state["epoch_seconds"]
+    sums, steps = np.array(state["sums"], dtype=np.float64), state["steps"]
+    accum, n_batches = settings.grad_accum, len(loop.train_loader)
+    for index, (pixels_or_embeddings, features, targets, labels, text, *distill) in enumerate(batches, start=done):
+        with accelerator.accumulate(model):
+            boxes, teacher_probabilities = pick_views(*distill) if distill else (None, None)
+            if settings.freeze_encoder:
+                pixels, soft_labels = pixels_or_embeddings, None
+            else:
+                pixels, soft_labels = inputs.augmentation.mix(inputs.augmentation.view(pixels_or_embeddings, boxes), labels)
+            with accelerator.autocast():
+                logits, likes = model(pixels, features, text, embedded=settings.freeze_encoder)
+                aux = None if settings.freeze_encoder else net.encoder.auxiliary_loss()
+            total, ce, reg = multitask_loss(logits, likes, labels, targets, settings, soft_labels)
+            if aux is not None:
+                total = total + aux
+            if teacher_probabilities is not None:
+                total = total + settings.distill_weight * distill_loss(logits, teacher_probabilities)
+            # accelerate divides every loss by grad_accum; the epoch's last group may be shorter
+            group = min(accum, n_batches - index // accum * accum)
+            accelerator.backward(total if group == accum else total * (accum / group))
             if accelerator.sync_gradients:
-                state["optimizer_steps"] += 1
-                every = settings.checkpoint_every
-                if every and state["optimizer_steps"] % every == 0 and index + 1 < n_batches:
-                    now = time.perf_counter()
-                    state.update(batch=index + 1, steps=steps, epoch_seconds=now - epoch_start, seconds=now - started,
-                                 sums=accelerator.reduce(torch.from_numpy(sums), "mean").tolist())
-                    save_checkpoint(accelerator, run, state)
-        epoch_seconds = time.perf_counter() - epoch_start
-        sums = accelerator.reduce(torch.from_numpy(sums), "mean").numpy()  # every process's mean loss
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": sums[0] / max(steps, 1),
-            "train_ce": sums[1] / max(steps, 1),
-            "train_likes_loss": sums[2] / max(steps, 1),
-            **validation_metrics(run_inference(model, val_loader, accelerator, settings.freeze_encoder), settings),
-            "lr": scheduler.get_last_lr()[0],
-            "optimizer_steps": state["optimizer_steps"],
-            "seconds": epoch_seconds,
-            "images_per_second": steps * settings.batch_size * accelerator.num_processes / max(epoch_seconds, 1e-9),
-            "images_seen": state["images_seen"],  # since the start, every process
-            "elapsed": time.perf_counter() - started,  # training so far, validation and checkpoints included
-        }
-        improved = record["val_loss"] < state["best_val"] - 1e-4
-        state.update(epoch=epoch, batch=0, sums=[0.0, 0.0, 0.0], steps=0, epoch_seconds=0.0,
-                     bad_epochs=stale_epochs(state["bad_epochs"], improved, epoch, settings.epochs))
-        if improved:
-            state.update(best_val=record["val_loss"], best_epoch=epoch)
-        state["history"].append(record)
-        if accelerator.is_main_process:
-            if improved:
-                save_model(run, net, config)
-            with open(run / EPOCH_METRICS, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-        state["seconds"] = time.perf_counter() - started
-        save_checkpoint(accelerator, run, state)
-        reporter.epoch_end({**record, "best": improved})
-        if settings.time_budget is not None and state["seconds"] > settings.time_budget:
-            accelerator.set_trigger()  # each process reads its own clock: one out of time stops them all, together
-        if state["bad_epochs"] >= settings.patience or accelerator.check_trigger():  # bad_epochs: from gathered metrics, alike everywhere
-            break
+                accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            loop.optimizer.step()
+            if accelerator.sync_gradients:
+                loop.scheduler.step()
+            loop.optimizer.zero_grad(set_to_none=True)
+        sums += [total.item(), ce.item(), reg.item()]
+        steps += 1
+        state["images_seen"] += len(labels) * accelerator.num_processes
+        job.reporter.step(epoch, sums[0] / steps)
+        if accelerator.sync_gradients:
+            state["optimizer_steps"] += 1
+            every = settings.checkpoint_every
+            if every and state["optimizer_steps"] % every == 0 and index + 1 < n_batches:
+                now = time.perf_counter()
+                state.update(batch=index + 1, steps=steps, epoch_seconds=now - epoch_start, seconds=now - started,
+                             sums=accelerator.reduce(torch.from_numpy(sums), "mean").tolist())
+                save_checkpoint(accelerator, job.folder, state)
+        if job.should_stop is not None:  # asked in every process, agreed on by all of them
+            if job.should_stop():
+                accelerator.set_trigger()
+            if accelerator.check_trigger():
+                return sums, steps, True
+    return sums, steps, False
 
-    train_seconds = time.perf_counter() - started
+
+def end_epoch(
+    job: Job, inputs: Inputs, loop: Loop, state: TrainerState, epoch: int, sums: np.ndarray, steps: int,
+    epoch_seconds: float, started: float,
+) -> dict[str, Any]:
+    """Validate, count towards early stopping, keep the best weights, append the epoch's record and
+    checkpoint; returns the record (with ``best``: whether it improved)."""
+    settings, accelerator = job.settings, job.accelerator
+    sums = accelerator.reduce(torch.from_numpy(sums), "mean").numpy()  # every process's mean loss
+    record: dict[str, Any] = {
+        "epoch": epoch,
+        "train_loss": sums[0] / max(steps, 1),
+        "train_ce": sums[1] / max(steps, 1),
+        "train_likes_loss": sums[2] / max(steps, 1),
+        **validation_metrics(run_inference(loop.model, loop.val_loader, accelerator, settings.freeze_encoder), settings),
+        "lr": loop.scheduler.get_last_lr()[0],
+        "optimizer_steps": state["optimizer_steps"],
+        "seconds": epoch_seconds,
+        "images_per_second": steps * settings.batch_size * accelerator.num_processes / max(epoch_seconds, 1e-9),
+        "images_seen": state["images_seen"],  # since the start, every process
+        "elapsed": time.perf_counter() - started,  # training so far, validation and checkpoints included
+    }
+    improved = record["val_loss"] < state["best_val"] - 1e-4
+    state.update(epoch=epoch, batch=0, sums=[0.0, 0.0, 0.0], steps=0, epoch_seconds=0.0,
+                 bad_epochs=stale_epochs(state["bad_epochs"], improved, epoch, settings.epochs))
+    if improved:
+        state.update(best_val=record["val_loss"], best_epoch=epoch)
+    state["history"].append(record)
+    if accelerator.is_main_process:
+        if improved:
+            save_model(job.folder.path, loop.net, inputs.config)
+        job.folder.append_history(record)
+    state["seconds"] = time.perf_counter() - started
+    save_checkpoint(accelerator, job.folder, state)
+    return {**record, "best": improved}
+
+
+def finish_run(job: Job, inputs: Inputs, loop: Loop, history: list[dict[str, Any]]) -> None:
+    """After the last epoch: fit a scikit-learn regressor on the best weights, calibrate the category
+    head on validation, draw the curves, and delete the checkpoint."""
+    settings, accelerator, folder, net = job.settings, job.accelerator, job.folder, loop.net
     if getattr(net.regressor, "fits_after_training", False) and accelerator.is_main_process:
-        with reporter.stage(f"fitting {settings.regressor} on {len(train_split)} training embeddings"):
-            fit_classical_regressor(run, net, config, train_split, train_inputs, settings.freeze_encoder, accelerator)
+        with job.reporter.stage(f"fitting {settings.regressor} on {len(inputs.train_split)} training embeddings"):
+            fit_classical_regressor(folder.path, net, inputs.config, inputs.train_split, inputs.train_inputs, settings.freeze_encoder, accelerator)
     if net.classifier is not None:  # temperature and unfamiliarity threshold of the best epoch's weights
-        with reporter.stage(f"calibrating on {len(val_split)} validation images", len(val_split)) as advance:
+        n = len(inputs.val_split)
+        with job.reporter.stage(f"calibrating on {n} validation images", n) as advance:
             accelerator.wait_for_everyone()
-            net.load_state_dict(load_file(str(run / WEIGHTS)))
-            out = run_inference(model, val_loader, accelerator, settings.freeze_encoder)
-            advance(len(val_split))
+            net.load_state_dict(load_file(str(folder / WEIGHTS)))
+            out = run_inference(loop.model, loop.val_loader, accelerator, settings.freeze_encoder)
+            advance(n)
             if accelerator.is_main_process:
-                config.temperature, config.unfamiliar_threshold = calibrate(out["logits"], out["labels"])
-                save_model(run, net, config)
-    history = state["history"]
-    best = next(r for r in history if r["epoch"] == state["best_epoch"])
+                inputs.config.temperature, inputs.config.unfamiliar_threshold = calibrate(out["logits"], out["labels"])
+                save_model(folder.path, net, inputs.config)
     if accelerator.is_main_process:
         from instacli.plots import plot_curves
 
-        plot_curves(history, run / CURVES)
-        # The resume checkpoint is accelerate's format (it pickles RNG and optimizer state); a finished
-        # run keeps only safetensors and JSON.
-        for folder in _checkpoint_folders(run):
-            shutil.rmtree(folder, ignore_errors=True)
-    result = TrainResult(
-        run=run, best_epoch=state["best_epoch"], epochs_run=state["epoch"], best=best,
-        seconds=resumed_seconds + time.perf_counter() - wall_started,  # wall time, before an interruption too
-        images_per_second=state["images_seen"] / max(train_seconds, 1e-9), optimizer_steps=state["optimizer_steps"],
-    )
+        plot_curves(history, folder / CURVES)
+        folder.remove_checkpoints()  # accelerate's pickles: a finished run keeps only safetensors and JSON
+
+
+def fit_directly(job: Job, inputs: Inputs, wall_started: float) -> TrainResult:
+    """Frozen encoder with nothing left for gradients (the category probe already fitted, the likes
+    regressor ``ridge``/``gbrt`` or absent): there are no epochs (an optimizer would even refuse the
+    empty parameter list). Fit the regressor on the training embeddings, score both splits once, and
+    write an ordinary run folder with one metrics record."""
+    settings, accelerator, reporter, net = job.settings, job.accelerator, job.reporter, inputs.model
+    train_split, val_split = inputs.train_split, inputs.val_split
+    reporter.start(0, 0, _run_info(job.folder, accelerator))
+    with reporter.stage(f"fitting {settings.regressor if net.regressor is not None else 'the category head'} on {len(train_split)} training embeddings"):
+        if net.regressor is not None:
+            fit_regressor(net, train_split, inputs.train_inputs, accelerator)
+        trained = validation_metrics(heads_outputs(net, train_split, inputs.train_inputs, accelerator.device), settings)
+    validation = heads_outputs(net, val_split, inputs.val_inputs, accelerator.device)
+    if validation["logits"].shape[1]:
+        inputs.config.temperature, inputs.config.unfamiliar_threshold = calibrate(validation["logits"], validation["labels"])
+    seconds = time.perf_counter() - wall_started  # the one "epoch" is the whole run: reading, embedding, fitting
+    record: dict[str, Any] = {
+        "epoch": 0,  # no epochs: fitted directly
+        **{key.replace("val_", "train_"): value for key, value in trained.items()},
+        **validation_metrics(validation, settings),
+        "optimizer_steps": 0, "seconds": seconds, "images_per_second": len(train_split) / seconds,
+        "images_seen": len(train_split), "elapsed": seconds,
+    }
+    if accelerator.is_main_process:
+        job.folder.start(settings.model_dump(mode="json"))
+        save_model(job.folder.path, net, inputs.config)
+        job.folder.write_history([record])
+    accelerator.wait_for_everyone()
+    reporter.epoch_end({**record, "best": True})
+    result = TrainResult(run=job.folder.path, best_epoch=0, epochs_run=0, best=record, seconds=seconds,
+                         images_per_second=len(train_split) / seconds)
     reporter.finish(result.__dict__)
     return result

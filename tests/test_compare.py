@@ -11,7 +11,9 @@ import pytest
 
 from instacli import registry
 from instacli.baselines import SplitColumns, class_median, majority, numeric_only
-from instacli.compare import CompareReporter, Plan, compare, parse_overrides, run_state
+from instacli.compare import CompareReporter, Plan, compare, parse_overrides
+from instacli.report import render_report
+from instacli.run_folder import RunFolder
 from instacli.errors import InstacliError
 from instacli.settings import parse_duration
 from instacli.training import Reporter
@@ -51,6 +53,7 @@ def compared(dataset: Path, tmp_path_factory: pytest.TempPathFactory, failing_en
     """One tiny combination with two seeds, one encoder that fails, and the baselines."""
     out = tmp_path_factory.mktemp("compare") / "report"
     result = compare(dataset, out, ["vit-scratch", FAILING], ["conv1d"], epochs=1, seeds=2, base=BASE)
+    render_report(result.results, out)
     assert sorted(result.trained) == ["vit-scratch__conv1d__seed1", "vit-scratch__conv1d__seed2"]
     assert sorted(result.failed) == [f"{FAILING}__conv1d__seed1", f"{FAILING}__conv1d__seed2"]
     return out
@@ -79,7 +82,7 @@ def test_results_json_holds_the_table_runs_and_provenance(compared: Path, datase
     assert seed2["settings"]["encoder_options"] == TINY_VIT and Path(seed2["settings"]["data"]) == dataset.resolve()
     assert len(seed2["history"]) == 1 and seed2["metrics"]["n"] == results["n_test"]
     for name in ("vit-scratch__conv1d__seed1", "vit-scratch__conv1d__seed2"):
-        assert run_state(compared / "runs" / name) == "finished"
+        assert RunFolder(compared / "runs" / name).state() == "finished"
 
 
 def test_a_failing_run_is_a_failed_row_not_a_crash(compared: Path) -> None:
@@ -150,18 +153,18 @@ def test_interrupted_compare_resumes_and_partial_runs_retrain(dataset: Path, tmp
     with pytest.raises(KeyboardInterrupt):
         compare(dataset, out, ["vit-scratch"], ["conv1d"], epochs=2, base=BASE, reporter=_InterruptAfterFirstEpoch())
     run = out / "runs" / "vit-scratch__conv1d__seed1"
-    assert run_state(run) == "resumable"
+    assert RunFolder(run).state() == "resumable"
     result = compare(dataset, out, ["vit-scratch"], ["conv1d"], epochs=2, base=BASE)
     entry = json.loads((out / "results.json").read_text())["runs"][0]
     assert result.trained == ["vit-scratch__conv1d__seed1"] and entry["action"] == "resume"
-    assert [r["epoch"] for r in entry["history"]] == [1, 2] and run_state(run) == "finished"
+    assert [r["epoch"] for r in entry["history"]] == [1, 2] and RunFolder(run).state() == "finished"
     # a folder with settings but neither weights nor checkpoint (killed before its first epoch) is retrained
     partial = out / "runs" / "vit-scratch__mlp__seed1"
     partial.mkdir(parents=True)
     (partial / "settings.json").write_text("{}")
     result = compare(dataset, out, ["vit-scratch"], ["mlp"], epochs=1, base=BASE, baselines=False)
     entry = json.loads((out / "results.json").read_text())["runs"][0]
-    assert entry["action"] == "retrain" and entry["status"] == "ok" and run_state(partial) == "finished"
+    assert entry["action"] == "retrain" and entry["status"] == "ok" and RunFolder(partial).state() == "finished"
 
 
 def test_a_crashing_plugin_is_reported_with_its_message(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,8 +181,8 @@ def test_a_crashing_plugin_is_reported_with_its_message(dataset: Path, tmp_path:
 
 
 def test_a_first_epoch_over_the_hard_limit_is_stopped_and_remembered(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli) -> None:
-    monkeypatch.setattr("instacli.compare.HARD_LIMIT_FACTOR", 0.0)
-    monkeypatch.setattr("instacli.compare.HARD_LIMIT_GRACE", 0.0)
+    monkeypatch.setattr("instacli.compare.execution.HARD_LIMIT_FACTOR", 0.0)
+    monkeypatch.setattr("instacli.compare.execution.HARD_LIMIT_GRACE", 0.0)
     out = tmp_path / "r"
     kwargs = dict(epochs=1, time_budget="1s", base=BASE, baselines=False)
     result = compare(dataset, out, ["vit-scratch"], ["conv1d"], **kwargs)
@@ -188,7 +191,7 @@ def test_a_first_epoch_over_the_hard_limit_is_stopped_and_remembered(dataset: Pa
     assert row["status"] == "stopped" and "too slow" in row["error"] and "into its first epoch" in row["error"]
     assert row["parameters"] > 1000 and row["images_per_second"] > 0 and row["train_seconds"] > 0
     monkeypatch.setattr("instacli.training.train", lambda *a, **k: pytest.fail("a stopped run was retried with the same settings"))
-    compare(dataset, out, ["vit-scratch"], ["conv1d"], **kwargs)
+    render_report(compare(dataset, out, ["vit-scratch"], ["conv1d"], **kwargs).results, out)
     assert _rows(out)["vit-scratch__conv1d"]["status"] == "stopped"
     assert "stopped: too slow" in (out / "report.md").read_text()
     # a run stopped as too slow for the budget is a result, not a failed command

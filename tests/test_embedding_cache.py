@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import torch
 
-from instacli import training
+from instacli import training_inputs
 from instacli.embedding_cache import load_embeddings
 from instacli.progress import Reporter
 from instacli.settings import TrainSettings
-from instacli.training import train
+from instacli.training import TrainResult, train
 from tests.conftest import make_photo_tree
 
 TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2}
@@ -56,7 +56,7 @@ class Recorder(Reporter):
         self.finished = time.perf_counter()
 
 
-def _train(data: Path, out: Path, reporter: Reporter | None = None, **overrides: Any) -> training.TrainResult:
+def _train(data: Path, out: Path, reporter: Reporter | None = None, **overrides: Any) -> TrainResult:
     settings = TrainSettings(data=data, out=out, encoder_options=TINY_VIT, freeze_encoder=True, epochs=2, batch_size=8,
                              workers=0, **overrides)
     return train(settings, reporter)
@@ -88,7 +88,7 @@ def test_a_second_run_reuses_the_embeddings(data: Path, tmp_path: Path, cache: P
     def no_embedding(*args: Any, **kwargs: Any) -> torch.Tensor:
         raise AssertionError("embeddings were computed again")
 
-    monkeypatch.setattr(training, "embed_images", no_embedding)
+    monkeypatch.setattr(training_inputs, "embed_images", no_embedding)
     recorder = Recorder()
     second = _train(data, tmp_path / "b", recorder)
     assert not any(s["description"].startswith(("decoding", "embedding")) for s in recorder.stages)  # no image decoded either

@@ -38,6 +38,7 @@ def test_every_output_of_build_train_evaluate_predict_and_compare_is_readable_un
     from instacli_datasets import build_dataset
 
     from instacli.compare import compare
+    from instacli.report import render_report
     from instacli.evaluation import evaluate
     from instacli.prediction import predict_folder
     from instacli.settings import TrainSettings
@@ -50,7 +51,7 @@ def test_every_output_of_build_train_evaluate_predict_and_compare_is_readable_un
     evaluate(run, tmp_path / "data", workers=0)
     for suffix in ("csv", "jsonl", "parquet"):
         predict_folder(run, photos, tmp_path / f"predictions.{suffix}", workers=0)
-    compare(tmp_path / "data", tmp_path / "report", [], runs=[run], baselines=False)
+    render_report(compare(tmp_path / "data", tmp_path / "report", [], runs=[run], baselines=False).results, tmp_path / "report")
     outputs = {p.relative_to(tmp_path).parts[0] for p in tmp_path.iterdir()}
     assert {"data", "run", "predictions.csv", "predictions.jsonl", "predictions.parquet", "report"} <= outputs
     assert {"model.safetensors", "config.json", "eval"} <= {p.name for p in run.iterdir()}

@@ -27,7 +27,7 @@ import pytest
 from tests.conftest import make_photo_tree
 from tests.test_cli_layer import STALLED_BUILD
 from instacli.errors import InstacliError
-from instacli.eval_folders import eval_folder
+from instacli.run_folder import RunFolder
 from instacli.io import atomic_dir, atomic_file
 from instacli_datasets import build_dataset
 
@@ -108,7 +108,7 @@ def test_every_command_refuses_an_output_that_another_process_is_writing(made: S
 
 
 def test_evaluate_whose_eval_folder_is_being_written_prints_its_metrics_then_fails(made: SimpleNamespace, run_cli) -> None:
-    with held_by_another_process(eval_folder(made.run, made.data, "test")) as pid:
+    with held_by_another_process(RunFolder(made.run).evaluation(made.data, "test")) as pid:
         result = run_cli("evaluate", made.run, "--data", made.data, "--json", "--workers", "0")
     one_line_error(result, "not saved", f"(pid {pid})")
     assert json.loads(result.stdout)["n"] > 0
@@ -195,7 +195,7 @@ def test_a_full_disk_is_one_line_naming_the_output(made: SimpleNamespace, tmp_pa
         monkeypatch.setattr("instacli.prediction._writer", _fail_writer)
         out, args = tmp_path / "p.csv", ["predict", made.run, made.src, "--out", tmp_path / "p.csv", "--workers", "0"]
     else:
-        monkeypatch.setattr("instacli.training.write_json", full)
+        monkeypatch.setattr("instacli.run_folder.write_json", full)
         out, args = tmp_path / "run", ["train", "--data", made.data, "--out", tmp_path / "run", *TINY]
     one_line_error(run_cli(*args), str(out), "No space left on device", "free some space")
     assert hidden_leftovers(tmp_path) == []

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from instacli.errors import InstacliError
-from instacli.report import fmt_params, fmt_seconds, load_results, render_report, rerender, table_rows
+from instacli.report import render_report, rerender, table_rows
+from instacli.report.table import fmt_params, fmt_seconds
+from instacli.results import load_results
 
 
 def _history(n: int, seconds: float) -> list[dict]:

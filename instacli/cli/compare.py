@@ -161,6 +161,10 @@ def compare_command(
         include_seed_preset=include_seed_preset, runs=run_paths, overrides=overrides, base=base,
         overwrite=overwrite, baselines=not no_baselines, reporter=reporter,
     )
+    from instacli.report import render_report
+
+    reporter.stage("report")
+    render_report(result.results, result.out)
     print_table(result.results)
     # A run stopped as too slow for the budget is a result (the table shows it); a run that failed is not.
     errors = [run["name"] for run in result.results["runs"] if run["status"] == "failed"]

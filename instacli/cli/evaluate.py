@@ -23,7 +23,7 @@ def _fmt(value: Any) -> str:
 
 def print_evaluation(result: dict[str, Any]) -> None:
     """Summary, per-class table and confusion matrix as rich tables."""
-    from instacli.eval_folders import subset
+    from instacli.run_folder import subset
 
     summary = Table(title=f"Evaluation on {result['data']} ({subset(result['split'])}, n={result['n']})", show_header=False)
     for key in ("accuracy", "f1_macro", "ece_uncalibrated", "ece", "temperature", "unfamiliar_share", "likes_mae", "oracle_likes_mae", "likes_mae_class_median", "likes_rmse", "likes_r2",
