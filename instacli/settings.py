@@ -27,6 +27,15 @@ def parse_duration(text: str | float | int | None) -> float | None:
     return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
 
 
+
+def setting(default: Any, help: str, **cli: Any) -> Any:
+    """A :class:`TrainSettings` field: its default and its help, the one home of both (the train
+    command's flags are generated from them, :mod:`instacli.cli.settings_flags`). ``cli`` says how
+    the flag differs from ``--field-name``: ``flag`` (its names), ``show`` (the default as help
+    shows it, False: none), ``switch_only`` (``--x`` without ``--no-x``), ``text`` (read as text)."""
+    return Field(default, description=help, json_schema_extra=cli or None)
+
+
 class TrainSettings(BaseSettings):
     """Everything ``instacli train`` accepts. Defaults are measured on real photos (see README)."""
 
@@ -34,54 +43,61 @@ class TrainSettings(BaseSettings):
     # infinity too: ``--lr nan`` trained a model of NaNs).
     model_config = SettingsConfigDict(env_prefix="INSTACLI_", extra="forbid", allow_inf_nan=False)
 
-    data: Path
-    out: Path | None = None
-    encoder: str = "vit-scratch"
-    preset: str | None = None
-    encoder_options: dict[str, Any] = {}
-    pretrained: str | None = None
-    regressor: str = "conv1d"
-    regressor_options: dict[str, Any] = {}
-    task: Literal["auto", "both", "category", "likes"] = "auto"
-    features: list[str] | None = None
-    image_size: ImageSize | None = None
-    epochs: Count = 30
-    batch_size: Count = 64
-    lr: PositiveFloat = 2e-3
-    encoder_lr: PositiveFloat | None = None
-    weight_decay: NonNegativeFloat = 0.05
-    warmup_epochs: NonNegativeFloat = 3.0
-    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    likes_loss: Literal["l1", "huber", "mse"] = "l1"
-    likes_weight: NonNegativeFloat = 1.0
-    patience: Count = 10
+    data: Path = setting(..., "Dataset folder from `instacli data build` (needed unless --resume, which reads the run's settings).",
+                         flag="--data", show=False, required_on_cli=False)
+    out: Path | None = setting(None, "Run folder to create.", flag="--out", show="runs/<encoder>-<time>")
+    encoder: str = setting("vit-scratch", "Image encoder name (`instacli models list`).")
+    preset: str | None = setting(None, "Named encoder preset, e.g. seed-512 (the original design).")
+    encoder_options: dict[str, Any] = setting({}, "Encoder option KEY=VALUE (repeatable).", flag=("--encoder-option", "-E"), show=False)
+    pretrained: str | None = setting(None, "Pretrained weights for the encoder: hub id, local path or 'imagenet'.")
+    regressor: str = setting("conv1d", "Likes regressor name.")
+    regressor_options: dict[str, Any] = setting({}, "Regressor option KEY=VALUE (repeatable).", flag=("--regressor-option", "-R"), show=False)
+    task: Literal["auto", "both", "category", "likes"] = setting("auto", "What to learn; auto trains what the data supports.")
+    features: list[str] | None = setting(None, "Numeric inputs, comma-separated (comments,shares,followers).", show="all present")
+    image_size: ImageSize | None = setting(None, "Override the encoder's input size.")
+    epochs: Count = setting(30, "Maximum epochs (early stopping may end sooner).")
+    batch_size: Count = setting(64, "Images per batch and process.")
+    lr: PositiveFloat = setting(2e-3, "Peak learning rate of AdamW.")
+    encoder_lr: PositiveFloat | None = setting(None, "Separate learning rate for the encoder (fine-tuning).", show="--lr")
+    weight_decay: NonNegativeFloat = setting(0.05, "AdamW weight decay.")
+    warmup_epochs: NonNegativeFloat = setting(3.0, "Epochs of linear learning-rate warm-up before the cosine decay.")
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = setting(0.1, "Label smoothing of the category loss.")
+    likes_loss: Literal["l1", "huber", "mse"] = setting("l1", "Loss on standardized log1p(likes).")
+    likes_weight: NonNegativeFloat = setting(1.0, "Weight w in loss = CE + w·likes loss.")
+    patience: Count = setting(10, "Epochs without validation-loss improvement before stopping, counted in the second half of --epochs.")
     #: None: the encoder's recommended recipe (its registry entry), else fine-tune end to end.
-    freeze_encoder: bool | None = None
-    semantic_prior: Literal["auto", "none", "grouped", "raw", "both"] = "auto"
+    freeze_encoder: bool | None = setting(None, "Train the heads only on cached embeddings.",
+                                          show="the encoder's recipe: frozen for efficientnet-lite0")
+    semantic_prior: Literal["auto", "none", "grouped", "raw", "both"] = setting(
+        "auto", "What the category head reads of a pretrained ImageNet head; auto: the encoder's recipe.")
     #: LP-FT: with a trained encoder, fit the category head as the frozen encoder's linear probe first
     #: (``instacli.probe``), then fine-tune everything from there.
-    probe_first: bool = False
+    probe_first: bool = setting(False, "LP-FT: fit the category head as a linear probe on the frozen encoder, then fine-tune "
+                                       "everything (with --no-freeze-encoder).", switch_only=True)
     #: timm.data augmentations on top of crop/flip/jitter (``instacli.augment``); for encoders trained end to end.
-    auto_augment: str = "none"
-    random_erasing: Annotated[float, Field(ge=0, le=1)] = 0.0
-    mixup: NonNegativeFloat = 0.0
-    cutmix: NonNegativeFloat = 0.0
+    auto_augment: str = setting("none", "timm auto-augment policy for encoders trained end to end: none|randaugment|trivialaugment "
+                                        "or a timm string (rand-m9-mstd0.5, augmix-m5, original).")
+    random_erasing: Annotated[float, Field(ge=0, le=1)] = setting(0.0, "Probability of timm random erasing per photo.")
+    mixup: NonNegativeFloat = setting(0.0, "timm mixup alpha (0 = off; --task category only: a blend has no likes count).")
+    cutmix: NonNegativeFloat = setting(0.0, "timm cutmix alpha (0 = off; --task category only).")
     #: A pretrained encoder or a trained run that teaches the category head its answers (``instacli.distill``).
-    distill_from: str | None = None
-    distill_weight: NonNegativeFloat = 1.0
-    text: bool = False
-    text_encoder: str = "minilm"
-    text_options: dict[str, Any] = {}
-    text_to_classifier: bool = False
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42  # numpy's seeds
-    workers: NonNegativeInt = 2
-    grad_accum: Count = 1
-    checkpoint_every: NonNegativeInt = 0
-    time_budget: Annotated[PositiveFloat | None, BeforeValidator(parse_duration)] = None
-    compile: bool = False
-    overwrite: bool = False
-    resume: bool = False
+    distill_from: str | None = setting(None, "Teacher whose answers on crops of the training photos the model also learns: a trained "
+                                             "run folder or an encoder name (e.g. efficientnet-lite0, its frozen-probe recipe fitted first). See README.")
+    distill_weight: NonNegativeFloat = setting(1.0, "Weight of the teacher's answers beside the labels in the category loss.")
+    text: bool = setting(False, "Use captions as a third input (frozen text encoder).")
+    text_encoder: str = setting("minilm", "Caption encoder name (minilm is bundled, works offline).")
+    text_options: dict[str, Any] = setting({}, "Text encoder option KEY=VALUE, e.g. pretrained=bert-base-uncased.", flag=("--text-option",), show=False)
+    text_to_classifier: bool = setting(False, "Feed captions to the category head too.", switch_only=True)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = setting("auto", "auto picks bf16 where the hardware is fast at it.")
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = setting(42, "Random seed.")  # numpy's seeds
+    workers: NonNegativeInt = setting(2, "Processes that decode images.")
+    grad_accum: Count = setting(1, "Gradient accumulation steps.")
+    checkpoint_every: NonNegativeInt = setting(0, "Also checkpoint every N optimizer steps for --resume (0 = at epoch ends only).")
+    time_budget: Annotated[PositiveFloat | None, BeforeValidator(parse_duration)] = setting(
+        None, "Training time, e.g. 600, 90s, 10m, 1h30m (checked after each epoch).", text=True)
+    compile: bool = setting(False, "torch.compile the model.")
+    overwrite: bool = setting(False, "Replace an existing run at --out.", switch_only=True)
+    resume: bool = setting(False, "Continue the run at --out from its last checkpoint.", switch_only=True)
 
     @classmethod
     def settings_customise_sources(
@@ -127,11 +143,6 @@ def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any] | None:
             raise InstacliError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {flag} width=128")
         options[key.strip().replace("-", "_")] = option_value(value)
     return options
-
-
-def shown_default(name: str) -> str:
-    """The default of setting ``name`` as ``--help`` shows it, read from :class:`TrainSettings` (its one home)."""
-    return str(TrainSettings.model_fields[name].default)
 
 
 def apply_recipe(settings: TrainSettings) -> TrainSettings:

@@ -190,6 +190,28 @@ def test_help_shows_the_defaults_of_the_settings_model(run_cli, monkeypatch: pyt
     assert f"[default: ({TrainSettings.model_fields[field].default})]" in _help_line(run_cli, command, option)
 
 
+def test_every_setting_is_a_train_flag_with_the_help_of_its_field(run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flags are generated from TrainSettings: a new setting is a flag, with its field's help, without a second definition."""
+    monkeypatch.setenv("COLUMNS", "400")
+    text = _flat(run_cli("train", "--help").stdout)
+    for name, field in TrainSettings.model_fields.items():
+        flags = (field.json_schema_extra or {}).get("flag") or "--" + name.replace("_", "-")
+        assert (flags if isinstance(flags, str) else flags[0]) in text, name
+        assert " ".join(field.description.split()) in text, name
+
+
+def test_generated_flags_reach_the_settings_converted(run_cli, trained_with: list[TrainSettings], tmp_path: Path) -> None:
+    result = run_cli("train", "--data", tmp_path, "--features", "comments, followers", "-E", "width=96", "-E", "pool=cls",
+                     "--text-option", "pretrained=x", "--no-freeze-encoder", "--probe-first", "--task", "category")
+    assert result.code == 0, result.stderr
+    settings = trained_with[0]
+    assert settings.features == ["comments", "followers"] and settings.encoder_options == {"width": 96, "pool": "cls"}
+    assert settings.text_options == {"pretrained": "x"} and settings.freeze_encoder is False and settings.probe_first
+    assert settings.task == "category" and settings.epochs == TrainSettings.model_fields["epochs"].default
+    result = run_cli("train", "--data", tmp_path, "--task", "everything")
+    assert result.code == 2 and "task='everything'" in _flat(result.stderr)
+
+
 def test_train_help_does_not_call_data_required(run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "250")
     line = _help_line(run_cli, "train", "--data")

@@ -16,7 +16,8 @@ from instacli.cli.progress import RunBar
 from instacli.compare import DEFAULT_ENCODERS, DEFAULT_REGRESSORS, SEED_PRESET_KEY, CompareReporter, Plan, compare, parse_overrides
 from instacli.errors import InstacliError
 from instacli.progress import Reporter
-from instacli.settings import shown_default
+from instacli.cli.settings_flags import setting_option
+from instacli.settings import TrainSettings
 
 
 def _names(text: str | None, flag: str) -> list[str]:
@@ -128,8 +129,8 @@ def compare_command(
         None, help=f"Encoders to compare, comma-separated (default: {','.join(DEFAULT_ENCODERS)}; none when only --runs is given)."
     ),
     regressors: Optional[str] = typer.Option(None, help=f"Likes regressors, comma-separated; every encoder is trained with each (default: {','.join(DEFAULT_REGRESSORS)})."),
-    epochs: Optional[int] = typer.Option(None, help="Maximum epochs of every run; early stopping may end sooner.", show_default=shown_default("epochs")),
-    time_budget: Optional[str] = typer.Option(None, help="Training time of every run, e.g. 600, 90s, 10m (checked after each epoch)."),
+    epochs: Optional[int] = setting_option(TrainSettings, "epochs", "The same for every run."),
+    time_budget: Optional[str] = setting_option(TrainSettings, "time_budget", "The same for every run."),
     seeds: int = typer.Option(1, help="Train each combination with seeds 1..K and report mean ± std."),
     include_seed_preset: bool = typer.Option(False, "--include-seed-preset", help="Also train the original design (vit-scratch --preset seed-512) with a small budget."),
     runs: Optional[list[str]] = typer.Option(None, "--runs", help="Finished run folders to evaluate alongside (repeatable, or comma-separated); they are not retrained."),
@@ -137,8 +138,8 @@ def compare_command(
         None, "--set", help="Per-encoder setting ENCODER.KEY=VALUE (repeatable), e.g. efficientnet-lite0.freeze_encoder=true, "
         f"hf-vit.epochs=20, {SEED_PRESET_KEY}.time_budget=300; keys other than training settings are encoder options."
     ),
-    batch_size: Optional[int] = typer.Option(None, help="Images per batch for every run (a --set per encoder wins)."),
-    workers: Optional[int] = typer.Option(None, help="Processes that decode images.", show_default=shown_default("workers")),
+    batch_size: Optional[int] = setting_option(TrainSettings, "batch_size", "The same for every run (a --set per encoder wins)."),
+    workers: Optional[int] = setting_option(TrainSettings, "workers"),
     no_baselines: bool = typer.Option(False, "--no-baselines", help="Leave the baselines out of the table."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain runs in --out whose settings differ from this command's."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
