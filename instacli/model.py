@@ -25,6 +25,7 @@ from instacli.errors import InstacliError, invalid_file
 from instacli.features import Scaler
 from instacli.io import atomic_file, atomic_path
 from instacli.registry import PositiveFloat
+from instacli.regressors import LikesRegressor
 from instacli.run_folder import CONFIG, WEIGHTS, is_run
 from instacli.semantic import PriorKind, SemanticPrior
 
@@ -113,7 +114,7 @@ class MultiTaskModel(nn.Module):
     def __init__(
         self,
         encoder: ImageEncoder,
-        regressor: nn.Module | None,
+        regressor: LikesRegressor | None,
         num_classes: int,
         text_dim: int = 0,
         text_to_classifier: bool = False,

@@ -99,6 +99,9 @@ class Registry(Generic[F]):
 
     kind: str
     group: str
+    #: ``module:Class`` every built component is an instance of (imported when first needed: the
+    #: base classes import torch, the registry must not).
+    contract: str
     entries: dict[str, Entry] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     _discovered: bool = False
@@ -200,15 +203,28 @@ class Registry(Generic[F]):
         error, and so is a combination the factory refuses with ``ValueError`` (e.g. an image size that
         is not a multiple of the patch size)."""
         valid = self.check(name, options)
+        entry = self.get(name)
         try:
-            return self.get(name).factory(**valid)
+            built = entry.factory(**valid)
         except ValueError as exc:
             raise InstacliError(f"{self.kind} '{name}': {str(exc).strip().splitlines()[0]}; fix its options") from None
+        base = self.base_class()
+        if not isinstance(built, base):
+            raise InstacliError(
+                f"{self.kind} '{name}' ({entry.source}) built a {type(built).__name__}, not a {base.__module__}.{base.__name__}; "
+                "the plugin must return a subclass of it"
+            )
+        return built
+
+    def base_class(self) -> type:
+        """The class every component of this kind derives from (:attr:`contract`)."""
+        module, _, name = self.contract.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
-encoders: Registry = Registry(kind="encoder", group="instacli.encoders")
-regressors: Registry = Registry(kind="regressor", group="instacli.regressors")
-text_encoders: Registry = Registry(kind="text encoder", group="instacli.text_encoders")
+encoders: Registry = Registry(kind="encoder", group="instacli.encoders", contract="instacli.encoders:ImageEncoder")
+regressors: Registry = Registry(kind="regressor", group="instacli.regressors", contract="instacli.regressors:LikesRegressor")
+text_encoders: Registry = Registry(kind="text encoder", group="instacli.text_encoders", contract="instacli.text:TextEncoder")
 
 register_encoder = encoders.register
 register_regressor = regressors.register

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -20,15 +20,17 @@ from instacli.images import cache_dir, write_cache
 from instacli.io import load_npy, save_npy
 
 
-class TextEncoder(Protocol):
-    """What a registered text encoder factory returns."""
+class TextEncoder:
+    """Base class of what a registered text encoder factory returns: frozen, so not an ``nn.Module``.
+
+    Subclasses set ``embed_dim`` and ``saved_options`` (what the run stores to rebuild it offline)."""
 
     embed_dim: int
     saved_options: dict[str, Any]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Captions → ``(N, embed_dim)`` float32; an empty caption is a valid input."""
-        ...
+        raise NotImplementedError
 
 
 def embed_texts(name: str, options: dict[str, Any], texts: Sequence[str], key: str | None) -> np.ndarray:
@@ -40,7 +42,7 @@ def embed_texts(name: str, options: dict[str, Any], texts: Sequence[str], key: s
         cached = load_npy(path)
         if cached is not None and cached.ndim == 2 and len(cached) == len(texts):
             return cached
-    encoder: TextEncoder = registry.text_encoders.create(name, **options)
+    encoder = registry.text_encoders.create(name, **options)
     vectors = np.asarray(encoder.encode([t or "" for t in texts]), dtype=np.float32)
     if path is not None:
         write_cache(path, lambda p: save_npy(p, vectors))

@@ -360,7 +360,7 @@ def prepare_inputs(job: Job) -> Inputs:
         val_split = load_split_arrays(settings.data, "validation", settings, scaler=train_split.scaler, task=train_split.task, text=text)
     config = model_config(settings, train_split, text)
     model = build_model(config)
-    if getattr(model.regressor, "fits_after_training", False) and config.task == "likes" and not settings.freeze_encoder:
+    if model.regressor is not None and model.regressor.fits_after_training and config.task == "likes" and not settings.freeze_encoder:
         raise InstacliError(
             f"regressor '{settings.regressor}' is fitted after training and gives the encoder no gradient; "
             "with --task likes add --freeze-encoder or pick a neural regressor (conv1d, mlp, linear)"
@@ -535,7 +535,7 @@ def finish_run(job: Job, inputs: Inputs, loop: Loop, history: list[dict[str, Any
     """After the last epoch: fit a scikit-learn regressor on the best weights, calibrate the category
     head on validation, draw the curves, and delete the checkpoint."""
     settings, accelerator, folder, net = job.settings, job.accelerator, job.folder, loop.net
-    if getattr(net.regressor, "fits_after_training", False) and accelerator.is_main_process:
+    if net.regressor is not None and net.regressor.fits_after_training and accelerator.is_main_process:
         with job.reporter.stage(f"fitting {settings.regressor} on {len(inputs.train_split)} training embeddings"):
             fit_classical_regressor(folder.path, net, inputs.config, inputs.train_split, inputs.train_inputs, settings.freeze_encoder, accelerator)
     if net.classifier is not None:  # temperature and unfamiliarity threshold of the best epoch's weights

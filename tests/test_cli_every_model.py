@@ -12,16 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_photo_tree
+from tests.conftest import make_photo_tree, tiny_options
 
-TINY = {
-    "vit-scratch": ["-E", "image_size=32", "-E", "width=32", "-E", "heads=2"],
-    "hf-vit": ["-E", "image_size=32", "-E", "hidden_size=32", "-E", "num_hidden_layers=1",
-               "-E", "num_attention_heads=2", "-E", "intermediate_size=64"],
-    "inception-v3": ["--image-size", "75"],  # the smallest input its stride-2 stem and pools accept
-    "efficientnet-lite0": ["--image-size", "64"],  # the bundled ImageNet weights, smaller input
-}
-CASES = [(encoder, "conv1d") for encoder in TINY] + [("vit-scratch", r) for r in ("mlp", "linear", "ridge", "gbrt")]
+from instacli import registry
+
+#: Every registered encoder with the default regressor, and every regressor with the tiny ViT.
+CASES = [(encoder, "conv1d") for encoder in registry.encoders.names()] + [
+    ("vit-scratch", r) for r in registry.regressors.names() if r != "conv1d"
+]
+
+
+def tiny_flags(encoder: str) -> list[str]:
+    return [arg for key, value in tiny_options(encoder).items() for arg in ("-E", f"{key}={value}")]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def dataset(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_evaluate_predict(encoder: str, regressor: str, dataset: Path, photos: Path, tmp_path: Path, run_cli) -> None:
     run = tmp_path / "run"
     result = run_cli("train", "--data", dataset, "--out", run, "--encoder", encoder, "--regressor", regressor,
-                     "--epochs", "1", "--batch-size", "4", "--quiet", *TINY[encoder])
+                     "--epochs", "1", "--batch-size", "4", "--quiet", *tiny_flags(encoder))
     assert result.code == 0, result.stderr
     config = json.loads((run / "config.json").read_text())
     assert (config["encoder"], config["regressor"]) == (encoder, regressor)

@@ -16,9 +16,8 @@ from instacli.errors import InstacliError
 from instacli.model import load_run
 from instacli.settings import TrainSettings
 from instacli.training import train
-from tests.conftest import CliResult, make_photo_tree
+from tests.conftest import CliResult, TINY_VIT, make_photo_tree
 
-TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2, "drop_path": 0.0}
 COUNTS = {"animal": 12, "landscape": 12}
 
 

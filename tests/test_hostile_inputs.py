@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tests.conftest import make_photo, make_photo_tree
+from tests.conftest import TINY_VIT, make_photo, make_photo_tree
 from instacli.errors import InstacliError
 from instacli.images import decode_square
 from instacli.photo_files import NOT_UTF8, UnusableFile, read_text_limited
@@ -34,7 +34,6 @@ from instacli_datasets.images import encode_photo
 
 #: How much a capped child may allocate beyond its imports: enough for the work, far below a regression.
 CAP_MB = 300
-TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2, "drop_path": 0.0}
 POSTSCRIPT = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n"
 #: Start of an HEIC file (an ISO-BMFF ``ftyp`` box of brand heic); no plugin here decodes it.
 HEIC = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)

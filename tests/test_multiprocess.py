@@ -23,8 +23,8 @@ from PIL import Image
 from instacli.model import load_run
 from instacli.settings import TrainSettings
 from instacli.training import train
+from tests.conftest import TINY_VIT
 
-TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2, "drop_path": 0.0}
 EPOCHS = 8
 
 pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None, reason="needs the accelerate launcher")

@@ -17,8 +17,8 @@ from instacli.model import load_run
 from instacli.prediction import predict_folder
 from instacli.settings import TrainSettings
 from instacli.training import train
+from tests.conftest import TINY_VIT
 
-TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2, "drop_path": 0.0}
 
 
 def learnable_photo(path: Path, category: str, rng: np.random.Generator) -> None:

@@ -33,7 +33,7 @@ def toy_registry(monkeypatch: pytest.MonkeyPatch) -> Registry:
     monkeypatch.delitem(sys.modules, "instacli_toy_encoder", raising=False)
     installed = declared_entry_points()
     monkeypatch.setattr(instacli.registry, "entry_points", lambda group: [ep for ep in installed if ep.group == group])
-    return Registry(kind="encoder", group="instacli.encoders")
+    return Registry(kind="encoder", group="instacli.encoders", contract="instacli.encoders:ImageEncoder")
 
 
 def test_toy_encoder_is_discovered_and_trains(toy_registry: Registry) -> None:

@@ -13,9 +13,8 @@ from instacli.errors import InstacliError
 from instacli.model import load_run
 from instacli.settings import TrainSettings
 from instacli.training import train
-from tests.conftest import make_photo_tree
+from tests.conftest import TINY_VIT, make_photo_tree
 
-TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2, "drop_path": 0.0}
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def test_builtins_are_registered() -> None:
 
 
 def test_duplicate_name_is_an_error_naming_both_sources() -> None:
-    fresh = Registry(kind="encoder", group="instacli.test")
+    fresh = Registry(kind="encoder", group="instacli.test", contract="instacli.encoders:ImageEncoder")
     fresh.add("same", first)
     fresh.add("same", first)  # re-registering the very same factory (a re-import) is harmless
     with pytest.raises(InstacliError) as info:
@@ -55,7 +55,7 @@ def test_broken_plugin_is_reported_by_name_and_others_keep_working(monkeypatch: 
         EntryPoint(name="vit-alias", value="instacli_plugins.encoders.vit_scratch:vit_scratch", group="instacli.encoders"),
     ]
     monkeypatch.setattr(instacli.registry, "entry_points", lambda group: installed)
-    fresh = Registry(kind="encoder", group="instacli.encoders")
+    fresh = Registry(kind="encoder", group="instacli.encoders", contract="instacli.encoders:ImageEncoder")
     with pytest.warns(UserWarning, match="encoder plugin 'broken'.*failed to import"):
         assert fresh.names() == ["vit-alias"]
     assert "ModuleNotFoundError" in fresh.failures["broken"]
@@ -105,3 +105,28 @@ def test_models_show_options_presets_and_source() -> None:
 
     unknown = CliRunner().invoke(app, ["models", "show", "nope"])
     assert unknown.exit_code == 2 and "error: unknown model 'nope'; known: conv1d, efficientnet-lite0" in unknown.output
+
+
+@pytest.mark.parametrize("name", registry.encoders.names())
+def test_every_encoder_builds_its_contract(name: str) -> None:
+    from tests.conftest import tiny_options
+
+    encoder = registry.encoders.create(name, **tiny_options(name))
+    assert isinstance(encoder, registry.encoders.base_class()) and encoder.embed_dim > 0
+
+
+@pytest.mark.parametrize("name", registry.regressors.names())
+def test_every_regressor_builds_its_contract(name: str) -> None:
+    regressor = registry.regressors.create(name, embed_dim=8, num_features=2)
+    assert isinstance(regressor, registry.regressors.base_class())
+
+
+@pytest.mark.parametrize("kind", [registry.encoders, registry.regressors, registry.text_encoders])
+def test_a_plugin_that_builds_something_else_is_one_line(kind: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    def wrong(**_: object) -> object:
+        """Returns a plain object."""
+        return object()
+
+    monkeypatch.setitem(kind.entries, "wrong-test", registry.Entry("wrong-test", kind.kind, wrong, "tests.wrong"))
+    with pytest.raises(InstacliError, match=r"built a object, not a instacli\.\w+\.\w+; the plugin must return a subclass of it"):
+        kind.create("wrong-test")

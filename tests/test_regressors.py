@@ -9,7 +9,8 @@ from instacli import registry
 from instacli.errors import InstacliError
 from instacli_plugins.regressors.fusion import LateFusion
 
-NAMES = ["conv1d", "linear", "mlp"]
+#: The regressors that learn by gradients (the others are fitted after training: tests/test_sklearn_regressors.py).
+NAMES = [n for n in registry.regressors.names() if not registry.regressors.create(n, embed_dim=4, num_features=1).fits_after_training]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -141,7 +141,7 @@ def toy(*, width: Annotated[int, Field(ge=2, le=8)] = 4, act: Literal["relu", "g
 
 
 def test_third_party_factory_annotations_are_enforced_and_values_converted() -> None:
-    fresh = Registry(kind="encoder", group="instacli.test-ranges")
+    fresh = Registry(kind="encoder", group="instacli.test-ranges", contract="builtins:dict")  # its toy components are dicts
     fresh.add("toy", toy)
     with pytest.raises(InstacliError, match=r"^encoder 'toy' option width=9: Input should be less than or equal to 8$"):
         fresh.create("toy", width=9)

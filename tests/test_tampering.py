@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import Crash, CrashAt, make_photo_tree
+from tests.conftest import Crash, CrashAt, TINY_VIT, make_photo_tree
 from instacli.errors import InstacliError
 from instacli.model import load_run
 
-TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2, "drop_path": 0.0}
 
 
 @pytest.fixture(scope="module")

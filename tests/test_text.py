@@ -12,9 +12,8 @@ from instacli.evaluation import evaluate
 from instacli.prediction import predict_folder
 from instacli.settings import TrainSettings
 from instacli.training import train
-from tests.conftest import make_photo_tree
+from tests.conftest import TINY_VIT, make_photo_tree
 
-TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2, "drop_path": 0.0}
 CAPTIONS = {True: "this post went viral, everyone loved and shared it", False: "a quiet ordinary afternoon, nothing special"}
 
 

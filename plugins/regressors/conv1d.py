@@ -13,10 +13,11 @@ from torch import nn
 from pydantic import NonNegativeInt
 
 from instacli.registry import Count, DropRate, register_regressor
+from instacli.regressors import LikesRegressor
 from instacli_plugins.regressors.fusion import LateFusion
 
 
-class Conv1dRegressor(nn.Module):
+class Conv1dRegressor(LikesRegressor):
     """Conv1d over numeric features ⊕ image embedding → standardized log1p(likes)."""
 
     def __init__(

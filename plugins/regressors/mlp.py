@@ -15,10 +15,11 @@ from torch import nn
 from pydantic import NonNegativeInt
 
 from instacli.registry import Count, DropRate, register_regressor
+from instacli.regressors import LikesRegressor
 from instacli_plugins.regressors.fusion import LateFusion
 
 
-class MLPRegressor(nn.Module):
+class MLPRegressor(LikesRegressor):
     """LateFusion → (Linear → GELU → Dropout) per hidden width → Linear → standardized log1p(likes)."""
 
     def __init__(

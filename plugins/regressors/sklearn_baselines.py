@@ -16,12 +16,12 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import torch
 from pydantic import Field
-from torch import nn
 
 from instacli.registry import Count, PositiveFloat, register_regressor
+from instacli.regressors import LikesRegressor
 
 
-class SklearnRegressor(nn.Module):
+class SklearnRegressor(LikesRegressor):
     """A scikit-learn estimator behind the regressor interface: ``(embedding, features) → (B,)``."""
 
     fits_after_training = True

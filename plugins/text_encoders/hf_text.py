@@ -16,9 +16,10 @@ import torch
 
 from instacli.errors import InstacliError
 from instacli.registry import Count, register_text_encoder
+from instacli.text import TextEncoder
 
 
-class HFTextEncoder:
+class HFTextEncoder(TextEncoder):
     """Frozen transformers encoder with mean pooling; runs in inference mode on CPU or GPU."""
 
     def __init__(self, pretrained: str, max_length: int, batch_size: int) -> None:
