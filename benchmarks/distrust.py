@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from instacli.calibration import expected_calibration_error
 from instacli.evaluation import _align_labels, predict_split
 from instacli.model import load_run
-from instacli.splits import load_split_arrays
+from instacli.split_arrays import load_split_arrays
 
 
 def main() -> None:

@@ -56,7 +56,7 @@ def bare_rate(run: Path, data: Path, images: int, batch: int) -> float:
 
     from instacli.augment import eval_view
     from instacli.model import load_run
-    from instacli.splits import load_split_arrays
+    from instacli.split_arrays import load_split_arrays
     from instacli.launch import resolve_mixed_precision
 
     loaded = load_run(run)

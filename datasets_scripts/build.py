@@ -23,9 +23,9 @@ from instacli.errors import InstacliError
 from instacli.io import atomic_dir, check_writable_target, output_lock, write_json
 from instacli_datasets.engagement import COUNT_COLUMNS, OPTIONAL_COLUMNS, Table, read_table
 from instacli_datasets.folder import Photo, Skipped, Source, discover
-from instacli_datasets.images import encode_photos
+from instacli_datasets.photo_bytes import encode_photos
 from instacli_datasets.instaloader import discover_instaloader, is_instaloader_folder
-from instacli_datasets.splits import HOLDOUT, SPLITS, group_split, needed_splits, stratified_split, time_split
+from instacli_datasets.split_assignment import HOLDOUT, SPLITS, group_split, needed_splits, stratified_split, time_split
 from instacli_datasets.synthetic import SYNTHETIC_COLUMNS, SYNTHETIC_KINDS, synthesize
 
 INFO_FILE = "instacli_dataset.json"

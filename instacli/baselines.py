@@ -30,12 +30,16 @@ from instacli.metrics import classification_metrics, likes_metrics
 
 #: Regressors on the numeric engagement columns only, in table order.
 NUMERIC_BASELINES = ("ridge", "gbrt")
+#: The numbers-only ridge has three standardized inputs and needs little shrinkage; the registered
+#: ``ridge`` regressor (α = 10, ``plugins/regressors/sklearn_regressors.py``) regularizes an image
+#: embedding of hundreds of dimensions beside them.
+NUMBERS_RIDGE_ALPHA = 1.0
 
 DESCRIPTIONS = {
     "majority": "most frequent training category; training median likes for every post",
     "class-median": "training median likes of the post's true category (reads the label: an oracle for likes, no classifier)",
     "generator": "the synthetic engagement generator's best prediction from category, followers and comments (an oracle: the floor of log-likes MAE)",
-    "ridge": "ridge regression on log1p(comments, shares, followers) → log1p(likes), no photo",
+    "ridge": f"ridge regression (α = {NUMBERS_RIDGE_ALPHA:g}) on log1p(comments, shares, followers) → log1p(likes), no photo",
     "gbrt": "gradient-boosted trees (scikit-learn HistGradientBoostingRegressor) on the same numbers, no photo",
 }
 
@@ -108,32 +112,52 @@ def majority(train: SplitColumns, test: SplitColumns) -> dict[str, Any]:
     return _row("majority", "majority class", metrics, likes_predictions=pairs)
 
 
-def class_median(train: SplitColumns, test: SplitColumns) -> dict[str, Any]:
-    """Each test row gets the training median likes of its true class (the global median when that
-    class has no likes in train; rows without a label get the global median too)."""
-    name = "per-class median likes"
+def class_median_likes(train: SplitColumns, test: SplitColumns) -> tuple[np.ndarray, dict[str, float]] | None:
+    """The one meaning of "class median" (the ``class-median`` row of compare, ``likes_mae_class_median``
+    of evaluate): each test row gets the *training* median likes of its true category, by name (the
+    overall training median for a category without likes in train, and for rows without a label).
+    Returns the predictions and the medians; None without labels and likes in train."""
     train_keep = (train.labels >= 0) & ~np.isnan(train.likes)
-    if not train_keep.any() or not ((test.labels >= 0) & ~np.isnan(test.likes)).any():
-        return _failed("class-median", name, "needs labels and likes in both train and test")
+    if not train_keep.any():
+        return None
     fallback = float(np.median(train.likes[~np.isnan(train.likes)]))
-    medians = {int(c): float(np.median(train.likes[train_keep & (train.labels == c)])) for c in np.unique(train.labels[train_keep])}
-    predicted = np.array([medians.get(int(c), fallback) for c in test.labels])
+    medians = {train.class_names[c]: float(np.median(train.likes[train_keep & (train.labels == c)])) for c in np.unique(train.labels[train_keep])}
+    names = [test.class_names[c] if c >= 0 else None for c in test.labels]
+    return np.array([medians.get(name, fallback) for name in names]), medians
+
+
+def class_median(train: SplitColumns, test: SplitColumns) -> dict[str, Any]:
+    """Each test row gets the training median likes of its true class (:func:`class_median_likes`)."""
+    name = "per-class median likes"
+    found = class_median_likes(train, test) if ((test.labels >= 0) & ~np.isnan(test.likes)).any() else None
+    if found is None:
+        return _failed("class-median", name, "needs labels and likes in both train and test")
+    predicted, medians = found
     likes, pairs = _likes_result(test, predicted)
-    metrics = {**_empty_classification(), **likes, "class_medians": {train.class_names[c]: m for c, m in medians.items()}}
+    metrics = {**_empty_classification(), **likes, "class_medians": medians}
     return _row("class-median", name, metrics, likes_predictions=pairs, oracle=True)
 
 
-def generator_oracle(test: SplitColumns) -> dict[str, Any] | None:
-    """On ``synthetic:realistic`` data, the generator's posterior mean of log1p(likes); else None."""
-    if test.engagement != "synthetic:realistic" or not test.params or not (~np.isnan(test.likes)).any():
+def generator_log_likes(split: SplitColumns) -> np.ndarray | None:
+    """The synthetic engagement generator's posterior mean of log1p(likes) for every row of ``split``
+    (it knows the true category): on ``synthetic:realistic`` data only, else None. The ``generator``
+    row of compare and the ``oracle_*`` figures of evaluate both come from here."""
+    if split.engagement != "synthetic:realistic" or not split.params or not (~np.isnan(split.likes)).any():
         return None
     from instacli_datasets import oracle_log_likes
 
-    columns = {"label": test.labels, "followers": test.numeric.get("followers"), "comments": test.numeric.get("comments")}
+    columns = {"label": split.labels, "followers": split.numeric.get("followers"), "comments": split.numeric.get("comments")}
     if any(v is None for v in columns.values()):
         return None
-    predicted = np.clip(np.expm1(oracle_log_likes(columns, test.params)), 0.0, None)
-    likes, pairs = _likes_result(test, predicted)
+    return oracle_log_likes(columns, split.params)
+
+
+def generator_oracle(test: SplitColumns) -> dict[str, Any] | None:
+    """On ``synthetic:realistic`` data, the generator's own guess as a baseline row (:func:`generator_log_likes`); else None."""
+    log_likes = generator_log_likes(test)
+    if log_likes is None:
+        return None
+    likes, pairs = _likes_result(test, np.clip(np.expm1(log_likes), 0.0, None))
     return _row("generator", "likes generator's own guess", {**_empty_classification(), **likes}, likes_predictions=pairs, oracle=True)
 
 
@@ -153,7 +177,7 @@ def make_regressor(kind: str, seed: int) -> Any:
     from sklearn.preprocessing import StandardScaler
 
     if kind == "ridge":
-        return make_pipeline(StandardScaler(), Ridge(alpha=1.0))
+        return make_pipeline(StandardScaler(), Ridge(alpha=NUMBERS_RIDGE_ALPHA))
     if kind == "gbrt":
         return HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, random_state=seed)
     raise InstacliError(f"unknown numeric baseline '{kind}'; known: {', '.join(NUMERIC_BASELINES)}")

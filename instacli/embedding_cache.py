@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from instacli.encoders import ImageEncoder
-from instacli.images import cache_dir, write_cache
+from instacli.decode_cache import cache_dir, write_cache
 from instacli.io import atomic_file
 
 _TENSOR = "embeddings"

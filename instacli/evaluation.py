@@ -21,7 +21,7 @@ from instacli.model import LoadedRun, load_run
 from instacli.plots import plot_confusion, plot_likes, plot_reliability
 from instacli.registry import Count
 from instacli.settings import check_flag
-from instacli.splits import SplitArrays, load_split_arrays
+from instacli.split_arrays import SplitArrays, load_split_arrays
 
 
 class EvaluationNotSaved(InstacliError):
@@ -48,36 +48,29 @@ def _align_labels(split: SplitArrays, run: LoadedRun) -> np.ndarray:
     return mapping[labels]
 
 
-def class_median_baseline(labels: np.ndarray, likes: np.ndarray) -> float | None:
-    """MAE of predicting each row's class median likes: the best a model that knows the true class can do."""
-    keep = (labels >= 0) & ~np.isnan(likes)
-    if not keep.any():
-        return None
-    predicted = np.empty(keep.sum())
-    for c in np.unique(labels[keep]):
-        rows = labels[keep] == c
-        predicted[rows] = np.median(likes[keep][rows])
-    return float(np.mean(np.abs(predicted - likes[keep])))
+def reference_metrics(data: Path, split: str | None, likes: np.ndarray) -> dict[str, float | None]:
+    """What the likes error is measured against, from the same functions as compare's baseline rows:
+    ``likes_mae_class_median`` (each post gets the training median likes of its true category,
+    :func:`instacli.baselines.class_median_likes`) and, on ``--synthetic-engagement realistic`` data,
+    the generator's own guess (``oracle_*``, :func:`instacli.baselines.generator_log_likes`; its
+    ``oracle_likes_mae`` scores ``expm1`` of a log-space guess, a reference, not the lowest possible
+    MAE on raw likes). None where they do not apply (a plain photo folder has no training split)."""
+    out: dict[str, float | None] = {"likes_mae_class_median": None, "oracle_log_likes_mae": None, "oracle_likes_mae": None}
+    keep = ~np.isnan(likes)
+    if split is None or not keep.any():
+        return out
+    from instacli.baselines import SplitColumns, class_median_likes, generator_log_likes
 
-
-def oracle_metrics(split: SplitArrays) -> dict[str, float | None]:
-    """Likes errors of the best possible predictor when the data came from ``--synthetic-engagement
-    realistic`` (:func:`instacli_datasets.oracle_log_likes`, which knows the generator and the true
-    category); None for any other data. ``oracle_likes_mae`` scores ``expm1`` of the oracle's log-space
-    prediction, so it is a reference, not the lowest possible MAE on raw likes."""
-    info = split.info
-    keep = ~np.isnan(split.likes)
-    if info is None or info.engagement != "synthetic:realistic" or not info.params or not keep.any():
-        return {"oracle_log_likes_mae": None, "oracle_likes_mae": None}
-    from instacli_datasets import oracle_log_likes
-
-    columns = {name: split.dataset[name] for name in ("label", "followers", "comments")}
-    predicted = oracle_log_likes(columns, info.params)[keep]
-    actual = split.likes[keep]
-    return {
-        "oracle_log_likes_mae": float(np.mean(np.abs(predicted - np.log1p(actual)))),
-        "oracle_likes_mae": float(np.mean(np.abs(np.expm1(predicted) - actual))),
-    }
+    evaluated = SplitColumns.load(data, split)
+    medians = class_median_likes(SplitColumns.load(data, "train"), evaluated)
+    labelled = keep & (evaluated.labels >= 0)
+    if medians is not None and labelled.any():
+        out["likes_mae_class_median"] = float(np.mean(np.abs(medians[0][labelled] - likes[labelled])))
+    oracle = generator_log_likes(evaluated)
+    if oracle is not None:
+        out["oracle_log_likes_mae"] = float(np.mean(np.abs(oracle[keep] - np.log1p(likes[keep]))))
+        out["oracle_likes_mae"] = float(np.mean(np.abs(np.expm1(oracle[keep]) - likes[keep])))
+    return out
 
 
 def split_members(run: LoadedRun, split: SplitArrays, batch_size: int = 128, workers: int = 2, tta: str = "none") -> list[Member]:
@@ -150,8 +143,7 @@ def evaluate(
     result["temperature"] = temperatures[0] if len(runs) == 1 else temperatures
     result["unfamiliar_share"] = float(np.mean(predicted["unfamiliar"])) if predicted["unfamiliar"] is not None else None
     result.update(likes_metrics(arrays.likes, predicted["likes"]))
-    result["likes_mae_class_median"] = class_median_baseline(labels, arrays.likes)
-    result.update(oracle_metrics(arrays))
+    result.update(reference_metrics(data, split_name, arrays.likes))
     result["imputed_values"] = max(a.imputed for a in splits)  # cells of a run's numeric inputs filled with the training median
     skipped = arrays.info.skipped if arrays.info is not None else []  # files of a plain folder that could not be used
     result["skipped"] = [{"file": s.file, "reason": s.reason} for s in skipped]

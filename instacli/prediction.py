@@ -22,7 +22,7 @@ from pydantic import NonNegativeInt
 from instacli.ensemble import check_compatible, combine, score_views
 from instacli.errors import InstacliError
 from instacli.features import as_float
-from instacli.images import FileDataset
+from instacli.decode_cache import FileDataset
 from instacli.io import atomic_file, check_writable_target, output_lock
 from instacli.launch import precision_autocast, resolve_mixed_precision
 from instacli.model import LoadedRun, load_run

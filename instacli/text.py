@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from instacli import registry
-from instacli.images import cache_dir, write_cache
+from instacli.decode_cache import cache_dir, write_cache
 from instacli.io import load_npy, save_npy
 
 

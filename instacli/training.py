@@ -43,7 +43,7 @@ from instacli.training_inputs import (
 )
 
 if TYPE_CHECKING:  # the splits module brings in `datasets` (≈ 100 MB)
-    from instacli.splits import SplitArrays
+    from instacli.split_arrays import SplitArrays
 
 LIKES_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss,
@@ -353,7 +353,7 @@ def prepare_inputs(job: Job) -> Inputs:
     teacher, and fit the category probe of a frozen or LP-FT encoder."""
     settings, accelerator, reporter = job.settings, job.accelerator, job.reporter
     text = (settings.text_encoder, dict(settings.text_options)) if settings.text else None
-    from instacli.splits import load_split_arrays
+    from instacli.split_arrays import load_split_arrays
 
     with reporter.stage(f"reading {settings.data}"):
         train_split = load_split_arrays(settings.data, "train", settings, text=text)

@@ -25,7 +25,7 @@ from instacli.progress import Reporter
 from instacli.settings import TrainSettings, encoder_options
 
 if TYPE_CHECKING:  # the splits module brings in `datasets` (≈ 100 MB)
-    from instacli.splits import SplitArrays
+    from instacli.split_arrays import SplitArrays
 
 
 def model_config(settings: TrainSettings, split: SplitArrays, text: tuple[str, dict] | None) -> ModelConfig:

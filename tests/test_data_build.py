@@ -164,7 +164,7 @@ def test_decode_pool_does_not_fork_the_calling_process(tmp_path: Path, monkeypat
     its queue lock; workers now start from a fork server (or spawn), and still encode every photo."""
     import multiprocessing
 
-    from instacli_datasets import images
+    from instacli_datasets import photo_bytes as images
 
     methods: list[str | None] = []
     real = multiprocessing.get_context

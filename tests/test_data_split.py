@@ -13,7 +13,7 @@ from tests.test_data_instaloader import make_download
 from instacli.errors import InstacliError
 from instacli_datasets import build_dataset, load_data
 from instacli_datasets.engagement import read_table
-from instacli_datasets.splits import group_split, time_split
+from instacli_datasets.split_assignment import group_split, time_split
 
 PATTERN = r"^([a-z]+-[a-z]+)_"
 

@@ -49,7 +49,7 @@ def contrary_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train_photos(data: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from instacli.splits import load_split_arrays
+    from instacli.split_arrays import load_split_arrays
 
     split = load_split_arrays(data, "train", TrainSettings(data=data))
     return split.images(size, 0), split.labels

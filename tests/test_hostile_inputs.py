@@ -26,11 +26,11 @@ from PIL import Image
 
 from tests.conftest import TINY_VIT, make_photo, make_photo_tree
 from instacli.errors import InstacliError
-from instacli.images import decode_square
+from instacli.decode_cache import decode_square
 from instacli.photo_files import NOT_UTF8, UnusableFile, read_text_limited
 from instacli_datasets import build_dataset, load_data
 from instacli_datasets.engagement import read_table
-from instacli_datasets.images import encode_photo
+from instacli_datasets.photo_bytes import encode_photo
 
 #: How much a capped child may allocate beyond its imports: enough for the work, far below a regression.
 CAP_MB = 300
@@ -102,7 +102,7 @@ def test_extreme_aspect_ratio_is_refused_and_crop_happens_before_resize(tmp_path
     assert (tmp_path / "wide.png").stat().st_size < 2000
     Image.new("RGB", (40, 1800), (10, 200, 30)).save(tmp_path / "tall.png")  # 1:45, a (very) long panorama
     result = run_capped(f"""
-        from instacli.images import decode_square
+        from instacli.decode_cache import decode_square
         from instacli.photo_files import UnusableFile
         try:
             decode_square({str(tmp_path / 'wide.png')!r}, 512)
@@ -111,7 +111,7 @@ def test_extreme_aspect_ratio_is_refused_and_crop_happens_before_resize(tmp_path
             refused = str(exc)
         tall = decode_square({str(tmp_path / 'tall.png')!r}, 512)  # upscaled whole it would be 512×23,040
         result = {{"refused": refused, "tall": [list(tall.shape), tall.reshape(3, -1).mean(1).round().tolist()]}}
-    """, "import instacli.images")
+    """, "import instacli.decode_cache")
     assert "1×200000 pixels: an aspect ratio over 50:1" in result["refused"]
     assert result["tall"] == [[3, 512, 512], [10.0, 200.0, 30.0]]
     assert "aspect ratio" in encode_photo(str(tmp_path / "wide.png"), 256)

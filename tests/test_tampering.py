@@ -218,7 +218,7 @@ CACHE_DAMAGE = {
 
 @pytest.mark.parametrize("damage", CACHE_DAMAGE.values(), ids=CACHE_DAMAGE.keys())
 def test_damaged_decode_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: Callable[[bytes], bytes]) -> None:
-    from instacli.images import decode_split
+    from instacli.decode_cache import decode_split
 
     monkeypatch.setenv("INSTACLI_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)

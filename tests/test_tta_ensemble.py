@@ -17,11 +17,11 @@ from instacli.calibration import probabilities, unfamiliarity
 from instacli.ensemble import combine
 from instacli.errors import InstacliError
 from instacli.evaluation import evaluate, predict_split
-from instacli.images import decode_square
+from instacli.decode_cache import decode_square
 from instacli.model import load_run
 from instacli.prediction import predict_folder
 from instacli.settings import TrainSettings
-from instacli.splits import load_split_arrays
+from instacli.split_arrays import load_split_arrays
 from instacli.training import train
 from tests.test_pipeline import TINY_VIT, dataset, learnable_tree, trained  # noqa: F401 (session fixtures, trained once)
 

@@ -2,4 +2,4 @@
 
 from instacli_plugins.regressors import conv1d  # noqa: F401
 from instacli_plugins.regressors import linear, mlp  # noqa: F401
-from instacli_plugins.regressors import sklearn_baselines  # noqa: F401
+from instacli_plugins.regressors import sklearn_regressors  # noqa: F401

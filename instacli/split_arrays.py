@@ -18,7 +18,7 @@ import torch
 
 from instacli.errors import InstacliError
 from instacli.features import NUMERIC_COLUMNS, Scaler, as_float
-from instacli.images import decode_split
+from instacli.decode_cache import decode_split
 
 
 @dataclass
