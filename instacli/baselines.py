@@ -27,6 +27,7 @@ import numpy as np
 from instacli.errors import InstacliError
 from instacli.features import NUMERIC_COLUMNS, as_float
 from instacli.metrics import classification_metrics, likes_metrics
+from instacli.results import ResultRow, baseline_row
 
 #: Regressors on the numeric engagement columns only, in table order.
 NUMERIC_BASELINES = ("ridge", "gbrt")
@@ -72,14 +73,12 @@ class SplitColumns:
                    engagement=info.engagement, params=dict(getattr(info, "params", None) or {}))
 
 
-def _row(key: str, name: str, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"key": key, "name": name, "kind": "baseline", "status": "ok", "error": None,
-            "description": DESCRIPTIONS[key], "metrics": metrics, **extra}
+def _row(key: str, name: str, metrics: dict[str, Any], **extra: Any) -> ResultRow:
+    return baseline_row(key, name, DESCRIPTIONS[key], metrics, **extra)
 
 
-def _failed(key: str, name: str, error: str) -> dict[str, Any]:
-    return {"key": key, "name": name, "kind": "baseline", "status": "failed", "error": error,
-            "description": DESCRIPTIONS[key], "metrics": {}}
+def _failed(key: str, name: str, error: str) -> ResultRow:
+    return baseline_row(key, name, DESCRIPTIONS[key], {}, error=error)
 
 
 def _empty_classification() -> dict[str, Any]:
@@ -93,7 +92,7 @@ def _likes_result(test: SplitColumns, predicted: np.ndarray) -> tuple[dict[str, 
     return likes_metrics(test.likes, predicted), pairs
 
 
-def majority(train: SplitColumns, test: SplitColumns) -> dict[str, Any]:
+def majority(train: SplitColumns, test: SplitColumns) -> ResultRow:
     """Most frequent training category and the training median likes, for every test row."""
     metrics: dict[str, Any] = _empty_classification()
     train_labelled, test_labelled = train.labels >= 0, test.labels >= 0
@@ -126,7 +125,7 @@ def class_median_likes(train: SplitColumns, test: SplitColumns) -> tuple[np.ndar
     return np.array([medians.get(name, fallback) for name in names]), medians
 
 
-def class_median(train: SplitColumns, test: SplitColumns) -> dict[str, Any]:
+def class_median(train: SplitColumns, test: SplitColumns) -> ResultRow:
     """Each test row gets the training median likes of its true class (:func:`class_median_likes`)."""
     name = "per-class median likes"
     found = class_median_likes(train, test) if ((test.labels >= 0) & ~np.isnan(test.likes)).any() else None
@@ -152,7 +151,7 @@ def generator_log_likes(split: SplitColumns) -> np.ndarray | None:
     return oracle_log_likes(columns, split.params)
 
 
-def generator_oracle(test: SplitColumns) -> dict[str, Any] | None:
+def generator_oracle(test: SplitColumns) -> ResultRow | None:
     """On ``synthetic:realistic`` data, the generator's own guess as a baseline row (:func:`generator_log_likes`); else None."""
     log_likes = generator_log_likes(test)
     if log_likes is None:
@@ -183,7 +182,7 @@ def make_regressor(kind: str, seed: int) -> Any:
     raise InstacliError(f"unknown numeric baseline '{kind}'; known: {', '.join(NUMERIC_BASELINES)}")
 
 
-def numeric_only(kind: str, train: SplitColumns, test: SplitColumns, seed: int = 0) -> dict[str, Any]:
+def numeric_only(kind: str, train: SplitColumns, test: SplitColumns, seed: int = 0) -> ResultRow:
     """``kind`` (ridge or gbrt) fitted on log1p(numeric columns) → log1p(likes) of train, scored on test."""
     name = f"numbers only ({kind})"
     columns = [c for c, v in train.numeric.items() if not np.isnan(v).all()]
@@ -200,7 +199,7 @@ def numeric_only(kind: str, train: SplitColumns, test: SplitColumns, seed: int =
     return _row(kind, name, {**_empty_classification(), **likes}, likes_predictions=pairs, features=columns)
 
 
-def all_baselines(data: Path, split: str = "test", seed: int = 0) -> list[dict[str, Any]]:
+def all_baselines(data: Path, split: str = "test", seed: int = 0) -> list[ResultRow]:
     """Every baseline row, fitted on ``train`` of ``data`` and scored on ``split``."""
     train, test = SplitColumns.load(data, "train"), SplitColumns.load(data, split)
     rows = [majority(train, test), class_median(train, test)]

@@ -227,6 +227,12 @@ def aggregate(entries: Sequence[RunEntry]) -> list[ResultRow]:
     return rows
 
 
+def baseline_row(key: str, name: str, description: str, metrics: dict[str, Any], error: str | None = None, **extra: Any) -> ResultRow:
+    """A baseline's table row (:mod:`instacli.baselines`): ``metrics`` on the split, or the ``error`` that kept it out."""
+    return {"key": key, "name": name, "kind": "baseline", "status": "failed" if error else "ok", "error": error,
+            "description": description, "metrics": metrics if not error else {}, **extra}  # type: ignore[typeddict-item]
+
+
 def save_results(folder: Path, results: Results) -> None:
     write_json(folder / RESULTS, results)
 
