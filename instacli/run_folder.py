@@ -9,6 +9,7 @@ files are read and found.
       settings.json       the settings it was trained with              instacli.settings.TrainSettings
       metrics.jsonl       one record per finished epoch
       curves.png          their plot
+      logs/               TensorBoard event files (--report-to tensorboard)
       checkpoint/         resume state of an unfinished run (accelerate's files + trainer_state.json);
                           checkpoint.tmp/ and checkpoint.old/ exist only while one is being swapped in
       eval/<data>-<split>/  one folder per evaluation: metrics.json and its figures (see below)
@@ -39,6 +40,8 @@ SETTINGS = "settings.json"
 EPOCH_METRICS = "metrics.jsonl"
 CURVES = "curves.png"
 CHECKPOINT = "checkpoint"
+#: TensorBoard's event files of ``--report-to tensorboard`` (:mod:`instacli.tracking`).
+TRACKER_LOGS = "logs"
 #: Written last into a checkpoint folder: a checkpoint without it is incomplete.
 TRAINER_STATE = "trainer_state.json"
 

@@ -95,6 +95,9 @@ class TrainSettings(BaseSettings):
     checkpoint_every: NonNegativeInt = setting(0, "Also checkpoint every N optimizer steps for --resume (0 = at epoch ends only).")
     time_budget: Annotated[PositiveFloat | None, BeforeValidator(parse_duration)] = setting(
         None, "Training time, e.g. 600, 90s, 10m, 1h30m (checked after each epoch).", text=True)
+    report_to: list[Literal["tensorboard", "mlflow", "trackio", "wandb"]] = setting(
+        [], "Experiment trackers, comma-separated: tensorboard (event files in RUN/logs), mlflow (to MLFLOW_TRACKING_URI), "
+            "trackio, wandb. Each gets the settings, per-step loss and learning rate, per-epoch metrics and the curves.", show="none")
     compile: bool = setting(False, "torch.compile the model.")
     overwrite: bool = setting(False, "Replace an existing run at --out.", switch_only=True)
     resume: bool = setting(False, "Continue the run at --out from its last checkpoint.", switch_only=True)

@@ -36,7 +36,8 @@ from instacli.io import check_writable_target, output_lock
 from instacli.launch import launched_on_cpu, process_state, resolve_mixed_precision
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
 from instacli.progress import Reporter
-from instacli.run_folder import CHECKPOINT, CURVES, SETTINGS, WEIGHTS, RunFolder
+from instacli.run_folder import CHECKPOINT, CURVES, SETTINGS, TRACKER_LOGS, WEIGHTS, RunFolder
+from instacli import tracking
 from instacli.settings import TrainSettings, apply_recipe, check_components
 from instacli.training_inputs import (
     cached_embeddings, embed_images, loader, model_config, split_inputs, teacher_targets, training_augmentation,
@@ -288,12 +289,16 @@ def train(
     wall_started = time.perf_counter()  # the summary's time counts reading, decoding and embedding too
     settings = apply_recipe(settings)
     check_components(settings)
+    tracking.check_installed(settings.report_to)
     check_built_dataset(settings.data)
     folder = RunFolder(settings.out or Path("runs") / f"{settings.encoder}-{time.strftime('%Y%m%d-%H%M%S')}")
     folder.check_usable_as_out()
     with output_lock(folder.path) if process_state().is_main_process else nullcontext():
-        job = Job(settings, folder, make_accelerator(settings), reporter or Reporter(), should_stop)
-        return _train(job, wall_started)
+        job = Job(settings, folder, make_accelerator(settings, folder), reporter or Reporter(), should_stop)
+        try:
+            return _train(job, wall_started)
+        finally:
+            job.accelerator.end_training()  # closes the trackers, also after an error
 
 
 def _train(job: Job, wall_started: float) -> TrainResult:
@@ -309,6 +314,7 @@ def _train(job: Job, wall_started: float) -> TrainResult:
     loop = prepare_loop(job, inputs)
     set_seed(settings.seed, device_specific=True)  # augmentation and dropout differ between processes
     state = start_or_resume(job, loop)
+    tracking.start(accelerator, folder.path, settings.model_dump(mode="json"))
     reporter.start(settings.epochs, len(loop.train_loader), _run_info(folder, accelerator))
     resumed_seconds = state["seconds"]
     started = time.perf_counter() - resumed_seconds  # the time budget counts the time before an interruption
@@ -337,8 +343,10 @@ def _train(job: Job, wall_started: float) -> TrainResult:
     return result
 
 
-def make_accelerator(settings: TrainSettings) -> Accelerator:
+def make_accelerator(settings: TrainSettings, folder: RunFolder) -> Accelerator:
     return Accelerator(
+        log_with=settings.report_to or None,
+        project_dir=str(folder / TRACKER_LOGS) if settings.report_to else None,
         cpu=launched_on_cpu(),
         mixed_precision=resolve_mixed_precision(settings.mixed_precision, settings.encoder),
         gradient_accumulation_steps=settings.grad_accum,
@@ -481,6 +489,7 @@ def train_epoch(
         job.reporter.step(epoch, sums[0] / steps)
         if accelerator.sync_gradients:
             state["optimizer_steps"] += 1
+            accelerator.log({"train/loss": total.item(), "train/lr": loop.scheduler.get_last_lr()[0]}, step=state["optimizer_steps"])
             every = settings.checkpoint_every
             if every and state["optimizer_steps"] % every == 0 and index + 1 < n_batches:
                 now = time.perf_counter()
@@ -528,6 +537,7 @@ def end_epoch(
         job.folder.append_history(record)
     state["seconds"] = time.perf_counter() - started
     save_checkpoint(accelerator, job.folder, state)
+    tracking.log_epoch(accelerator, record, state["optimizer_steps"])
     return {**record, "best": improved}
 
 
@@ -553,6 +563,7 @@ def finish_run(job: Job, inputs: Inputs, loop: Loop, history: list[dict[str, Any
 
         plot_curves(history, folder / CURVES)
         folder.remove_checkpoints()  # accelerate's pickles: a finished run keeps only safetensors and JSON
+    tracking.log_curves(accelerator, folder / CURVES)
 
 
 def fit_directly(job: Job, inputs: Inputs, wall_started: float) -> TrainResult:
@@ -583,6 +594,8 @@ def fit_directly(job: Job, inputs: Inputs, wall_started: float) -> TrainResult:
         save_model(job.folder.path, net, inputs.config)
         job.folder.write_history([record])
     accelerator.wait_for_everyone()
+    tracking.start(accelerator, job.folder.path, settings.model_dump(mode="json"))
+    tracking.log_epoch(accelerator, record, 0)
     reporter.epoch_end({**record, "best": True})
     result = TrainResult(run=job.folder.path, best_epoch=0, epochs_run=0, best=record, seconds=seconds,
                          images_per_second=len(train_split) / seconds)

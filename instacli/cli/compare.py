@@ -140,6 +140,7 @@ def compare_command(
     ),
     batch_size: Optional[int] = setting_option(TrainSettings, "batch_size", "The same for every run (a --set per encoder wins)."),
     workers: Optional[int] = setting_option(TrainSettings, "workers"),
+    report_to: Optional[str] = setting_option(TrainSettings, "report_to", "Every run is one tracked run."),
     no_baselines: bool = typer.Option(False, "--no-baselines", help="Leave the baselines out of the table."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain runs in --out whose settings differ from this command's."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
@@ -154,6 +155,8 @@ def compare_command(
     if not encoder_names and not run_paths and not include_seed_preset:
         raise InstacliError("nothing to compare: give --encoders, --runs or --include-seed-preset")
     base = {k: v for k, v in {"batch_size": batch_size, "workers": workers}.items() if v is not None}
+    if report_to:
+        base["report_to"] = [name.strip() for name in report_to.split(",") if name.strip()]
     from instacli.launch import process_state
 
     reporter = RichCompareReporter(console, enabled=not quiet and process_state().is_main_process)
