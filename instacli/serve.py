@@ -266,14 +266,11 @@ def create_app(run: Path | str, limits: ServeLimits | None = None) -> FastAPI:
     loaded = load_run(run)
     predictor = Predictor([loaded])
     classes = predictor.classes
-    batcher: Batcher | None = None
+    batcher = Batcher(predictor, limits.max_batch, limits.max_wait_ms / 1000)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nonlocal batcher
-        batcher = Batcher(predictor, limits.max_batch, limits.max_wait_ms / 1000)
-        task = asyncio.create_task(batcher.run())
-        app.state.batcher = batcher
+        task = asyncio.create_task(batcher.run())  # on the server's event loop, which the queue then belongs to
         try:
             yield
         finally:
@@ -285,7 +282,6 @@ def create_app(run: Path | str, limits: ServeLimits | None = None) -> FastAPI:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Whether the server answers, and how many photos it scored in how many batches."""
-        assert batcher is not None
         return {"status": "ok", "batches": batcher.batches, "photos": batcher.photos, "largest_batch": batcher.largest_batch}
 
     @app.get("/model")
@@ -310,7 +306,6 @@ def create_app(run: Path | str, limits: ServeLimits | None = None) -> FastAPI:
         """One row per photo, as a row of `instacli predict`: label, probabilities, confidence, unfamiliar,
         likes, likes_from_defaults, error. A photo that cannot be read gets its reason in `error`; a
         request none of whose photos can be read is refused (422)."""
-        assert batcher is not None
         upload = await read_upload(request, max_file_bytes, limits.max_files)
         meta = engagement_rows(upload.fields, len(upload.photos))
         decoded = await run_in_threadpool(_decode, upload.photos, predictor.sizes)
