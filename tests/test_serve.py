@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -208,3 +209,38 @@ def test_a_too_large_photo_is_refused_while_it_arrives() -> None:
         asyncio.run(read_upload(request, max_file_bytes=2**20, max_files=4))
     assert refused.value.status_code == 413
     assert sum(sent) <= 2**20 + 2 * chunk
+
+
+def test_cli_without_the_serve_extra_names_it(trained: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed: importing it raises ImportError
+    result = run_cli("serve", trained)
+    assert result.code == 2 and "pip install 'instacli[serve]'" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_cli_serves_until_sigterm_and_exits_143(trained: Path, photos: Path) -> None:
+    """The real command in a child process: it answers, then SIGTERM ends it like every command (143, one line);
+    uvicorn.run would have swallowed the signal and exited 0."""
+    import signal
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "instacli", "serve", str(trained), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, server.communicate()
+            try:
+                answer = httpx.post(f"http://127.0.0.1:{port}/predict", files=_files(sorted(photos.iterdir())[:1]), timeout=30)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] in ("animal", "landscape")
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+    finally:
+        server.kill()
+    assert server.returncode == 143 and f"on http://127.0.0.1:{port}" in out
+    assert err.strip() == "interrupted; nothing half-written was kept", err

@@ -33,5 +33,7 @@ def serve_command(
     except ImportError as exc:
         raise InstacliError(f"serve needs the serve extra ({exc.name} is missing); install it with pip install 'instacli[serve]'") from None
     server_app = create_app(run, limits)
-    console.print(f"serving {run} on http://{host}:{port} (docs: http://{host}:{port}/docs); Ctrl-C stops it")
-    uvicorn.run(server_app, host=host, port=port, log_level="warning")
+    console.print(f"serving {run} on http://{host}:{port} (docs: http://{host}:{port}/docs); Ctrl-C stops it", soft_wrap=True)
+    # Server.run, not uvicorn.run (which swallows KeyboardInterrupt): after its graceful shutdown, uvicorn raises
+    # the signal again, so that Ctrl-C and SIGTERM end serve with 130 and 143 as they end every command
+    uvicorn.Server(uvicorn.Config(server_app, host=host, port=port, log_level="warning")).run()
