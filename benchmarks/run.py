@@ -31,7 +31,7 @@ def benchmarks() -> list[list[str]]:
     plan = [["train_throughput.py"]]
     if "efficientnet-lite0" in registry.encoders.names():
         plan.append(["train_throughput.py", "--encoder", "efficientnet-lite0"])
-    plan += [["predict_throughput.py"], ["data_build.py"], ["predict_memory.py"]]
+    plan += [["predict_throughput.py"], ["data_build.py"], ["predict_memory.py"], ["serve.py"]]
     return plan
 
 

@@ -166,24 +166,73 @@ def _resize_size(run_path: Path) -> int | None:
 
 @dataclass
 class _Scorer:
-    """One run of a prediction, with what it reads of every photo besides the pixels."""
+    """One run of a prediction, with what it needs besides the model (its caption encoder, its precision)."""
 
     run: LoadedRun
-    features: torch.Tensor
-    from_defaults: np.ndarray
     text_encoder: Any
     precision: str  # accelerate's name: no, bf16 or fp16
 
     @classmethod
-    def prepare(cls, run: LoadedRun, meta: Sequence[dict[str, Any]], device: torch.device) -> _Scorer:
-        features, from_defaults = _feature_matrix(run, meta)
+    def prepare(cls, run: LoadedRun, device: torch.device) -> _Scorer:
         text_encoder = None
         if run.config.text_encoder:
             from instacli import registry
 
             text_encoder = registry.text_encoders.create(run.config.text_encoder, **run.config.text_options)
         run.model.eval().to(device)
-        return cls(run, torch.from_numpy(features), from_defaults, text_encoder, resolve_mixed_precision("auto", run.config.encoder))
+        return cls(run, text_encoder, resolve_mixed_precision("auto", run.config.encoder))
+
+
+class Predictor:
+    """The runs of a prediction (one, or an ensemble) ready to score batches of decoded photos.
+
+    ``instacli predict`` and ``instacli serve`` both answer through :meth:`rows`, so a photo gets the
+    same row from either, whatever batch it was scored in."""
+
+    def __init__(self, runs: Sequence[LoadedRun], tta: str = "none") -> None:
+        self.runs = list(runs)
+        self.tta = tta
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.scorers = [_Scorer.prepare(run, self.device) for run in self.runs]
+        self.classes: list[str] = self.runs[0].config.class_names
+
+    @property
+    def sizes(self) -> list[int]:
+        """The decode sizes the runs read photos at (one per distinct size, in run order)."""
+        return list(dict.fromkeys(run.preprocess.resize_size for run in self.runs))
+
+    def rows(self, images: dict[int, torch.Tensor], names: Sequence[str], meta: Sequence[dict[str, Any]], errors: Sequence[str]) -> list[dict[str, Any]]:
+        """One output row (:func:`output_columns`) per photo of a batch: ``images`` are its uint8
+        squares at each of :attr:`sizes`, ``meta`` its engagement rows (``{}`` when it has none) and
+        ``errors`` why a photo could not be decoded ("" when it could; its row then has only the error)."""
+        members = []
+        from_defaults = np.zeros(len(names), dtype=bool)
+        for scorer in self.scorers:
+            features, defaults = _feature_matrix(scorer.run, meta)
+            from_defaults |= defaults
+            with torch.inference_mode(), precision_autocast(self.device, scorer.precision):
+                text = None
+                if scorer.text_encoder is not None:
+                    text = torch.from_numpy(scorer.text_encoder.encode([row.get("caption") or "" for row in meta])).to(self.device)
+                pixels = images[scorer.run.preprocess.resize_size].to(self.device, non_blocking=True)
+                members += score_views(scorer.run, pixels, torch.from_numpy(features).to(self.device), text, self.tta)
+        answer = combine(members, self.runs)
+        probs = answer["probs"] if answer["probs"].shape[1] else None  # a likes-only run has class names but no category head
+        likes = answer["likes"] if self.runs[0].config.task != "category" else None
+        rows = []
+        for k, name in enumerate(names):
+            ok = not errors[k]
+            row: dict[str, Any] = {"file": name, "label": self.classes[int(probs[k].argmax())] if ok and probs is not None else None}
+            for c, label in enumerate(self.classes):
+                row[f"prob_{label}"] = round(float(probs[k, c]), PROB_DIGITS) if ok and probs is not None else None
+            if self.classes:
+                row["confidence"] = round(float(probs[k].max()), PROB_DIGITS) if ok and probs is not None else None  # calibrated
+                row["unfamiliar"] = bool(answer["unfamiliar"][k]) if ok and answer["unfamiliar"] is not None else None
+            row["likes"] = round(float(likes[k])) if ok and likes is not None else None  # a count
+            row["likes_from_defaults"] = bool(from_defaults[k]) if ok and likes is not None else None
+            row["error"] = errors[k]
+            rows.append(row)
+        return rows
 
 
 def iter_predictions(
@@ -195,43 +244,14 @@ def iter_predictions(
     :func:`decoded_batches` of ``files`` by decode size; each size a run needs and lacks there is started here."""
     names = [relative_name(folder, f) for f in files]
     meta = _metadata_rows(names, table)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    scorers = [_Scorer.prepare(run, meta, device) for run in runs]
+    predictor = Predictor(runs, tta)
     started = batches or {}
-    loaders = {size: started[size] if size in started else decoded_batches(files, size, batch_size, workers)
-               for size in dict.fromkeys(run.preprocess.resize_size for run in runs)}
-    classes = runs[0].config.class_names
+    loaders = {size: started[size] if size in started else decoded_batches(files, size, batch_size, workers) for size in predictor.sizes}
     for decoded in zip(*loaders.values()):
         by_size = {size: images for size, (images, _, _) in zip(loaders, decoded)}
-        index = decoded[0][1]
+        index = decoded[0][1].tolist()
         errors = [next((e for e in row if e), "") for row in zip(*(batch_errors for _, _, batch_errors in decoded))]
-        members = []
-        for scorer in scorers:
-            with torch.inference_mode(), precision_autocast(device, scorer.precision):
-                text = None
-                if scorer.text_encoder is not None:
-                    captions = [meta[i].get("caption") or "" for i in index.tolist()]
-                    text = torch.from_numpy(scorer.text_encoder.encode(captions)).to(device)
-                images = by_size[scorer.run.preprocess.resize_size].to(device, non_blocking=True)
-                members += score_views(scorer.run, images, scorer.features[index].to(device), text, tta)
-        answer = combine(members, runs)
-        probs = answer["probs"] if answer["probs"].shape[1] else None  # a likes-only run has class names but no category head
-        likes = answer["likes"] if runs[0].config.task != "category" else None
-        from_defaults = np.any([scorer.from_defaults for scorer in scorers], axis=0)
-        rows = []
-        for k, i in enumerate(index.tolist()):
-            ok = not errors[k]
-            row: dict[str, Any] = {"file": names[i], "label": classes[int(probs[k].argmax())] if ok and probs is not None else None}
-            for c, name in enumerate(classes):
-                row[f"prob_{name}"] = round(float(probs[k, c]), PROB_DIGITS) if ok and probs is not None else None
-            if classes:
-                row["confidence"] = round(float(probs[k].max()), PROB_DIGITS) if ok and probs is not None else None  # calibrated
-                row["unfamiliar"] = bool(answer["unfamiliar"][k]) if ok and answer["unfamiliar"] is not None else None
-            row["likes"] = round(float(likes[k])) if ok and likes is not None else None  # a count
-            row["likes_from_defaults"] = bool(from_defaults[i]) if ok and likes is not None else None
-            row["error"] = errors[k]
-            rows.append(row)
-        yield rows
+        yield predictor.rows(by_size, [names[i] for i in index], [meta[i] for i in index], errors)
 
 
 def predict_folder(

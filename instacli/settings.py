@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, NonNegativeFloat, NonNegativeInt, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
 from instacli.errors import InstacliError
@@ -125,6 +125,32 @@ def check_flag(flag: str, value: Any, kind: Any) -> Any:
         return TypeAdapter(kind).validate_python(value)
     except ValidationError as exc:
         raise InstacliError(f"{flag} {value!r}: {exc.errors()[0]['msg']}") from None
+
+
+class ServeLimits(BaseModel):
+    """What ``instacli serve`` accepts in one request and how it batches requests (:mod:`instacli.serve`).
+
+    Here, not in :mod:`instacli.serve`, so that the CLI shows the defaults without importing FastAPI."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    #: Largest photo (megabytes), refused while it is still arriving.
+    max_file_mb: PositiveFloat = 20.0
+    #: Most photos in one request.
+    max_files: Count = 16
+    #: Most photos in one forward pass, gathered from concurrent requests.
+    max_batch: Count = 32
+    #: How long a photo waits for others to share its forward pass (milliseconds): small next to a forward pass.
+    max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
+
+    @classmethod
+    def from_flags(cls, **values: Any) -> ServeLimits:
+        """The limits, a value out of range being a one-line error naming its option (``--max-files 0: ...``)."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InstacliError(f"--{str(first['loc'][0]).replace('_', '-')} {first['input']!r}: {first['msg']}") from None
 
 
 def option_value(text: str) -> Any:

@@ -60,6 +60,7 @@ COMMANDS = {
     "train": (["train", "--data", "{tmp}", "--out", "{tmp}/run"], "instacli.training.train"),
     "evaluate": (["evaluate", "{tmp}", "--data", "{tmp}"], "instacli.evaluation.evaluate"),
     "predict": (["predict", "{tmp}", "{tmp}", "--out", "{tmp}/p.csv"], "instacli.prediction.predict_folder"),
+    "serve": (["serve", "{tmp}"], "instacli.serve.create_app"),
     "compare": (["compare", "--data", "{tmp}", "--out", "{tmp}/r", "--encoders", "vit-scratch"], "instacli.cli.compare.compare"),
     "report": (["report", "{tmp}"], "instacli.report.rerender"),
     "demo": (["demo", "--out", "{tmp}/demo"], "instacli.demo.run_demo"),

@@ -1,0 +1,39 @@
+"""``instacli serve``: a trained run behind an HTTP API (the app: :func:`instacli.serve.create_app`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from instacli.cli.common import console
+from instacli.errors import InstacliError
+from instacli.settings import ServeLimits
+
+app = typer.Typer()
+DEFAULTS = ServeLimits()
+
+
+@app.command("serve")
+def serve_command(
+    run: Path = typer.Argument(..., help="Run folder written by `instacli train`."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every network interface)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    max_file_mb: float = typer.Option(DEFAULTS.max_file_mb, help="Largest photo accepted, in megabytes."),
+    max_files: int = typer.Option(DEFAULTS.max_files, help="Most photos in one request."),
+    max_batch: int = typer.Option(DEFAULTS.max_batch, help="Most photos per forward pass, gathered from concurrent requests."),
+    max_wait_ms: float = typer.Option(DEFAULTS.max_wait_ms, help="How long a photo waits for others to share its forward pass."),
+) -> None:
+    """Answer POST /predict (photos as multipart files, engagement as form fields) with `predict`'s rows; docs at /docs."""
+    limits = ServeLimits.from_flags(max_file_mb=max_file_mb, max_files=max_files, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    try:
+        import uvicorn
+
+        from instacli.serve import create_app
+    except ImportError as exc:
+        raise InstacliError(f"serve needs the serve extra ({exc.name} is missing); install it with pip install 'instacli[serve]'") from None
+    server_app = create_app(run, limits)
+    console.print(f"serving {run} on http://{host}:{port} (docs: http://{host}:{port}/docs); Ctrl-C stops it", soft_wrap=True)
+    # Server.run, not uvicorn.run (which swallows KeyboardInterrupt): after its graceful shutdown, uvicorn raises
+    # the signal again, so that Ctrl-C and SIGTERM end serve with 130 and 143 as they end every command
+    uvicorn.Server(uvicorn.Config(server_app, host=host, port=port, log_level="warning")).run()
