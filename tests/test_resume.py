@@ -135,3 +135,24 @@ def test_patience_counts_from_the_second_half_of_the_schedule() -> None:
         bad = stale_epochs(bad, improved=False, epoch=epoch, epochs=30)
     assert bad == 10  # patience 10 stops after epoch 25 at the earliest
     assert stale_epochs(bad, improved=True, epoch=26, epochs=30) == 0
+
+
+def test_should_stop_ends_the_run_at_the_best_finished_epoch_or_raises_before_the_first(dataset: Path, tmp_path: Path) -> None:
+    """``train(should_stop=…)`` (what compare stops a too-slow run with) is asked after every batch: after
+    an epoch has finished, the run ends there as a normal run; before, there is no model and it raises."""
+    from instacli.run_folder import RunFolder
+    from instacli.training import TrainingStopped
+
+    settings = dict(data=dataset, epochs=5, batch_size=8, workers=1, encoder_options=TINY_VIT)
+    asked: list[int] = []
+
+    def after_first_epoch() -> bool:
+        asked.append(1)
+        return len(RunFolder(tmp_path / "a").history()) >= 1
+
+    result = train(TrainSettings(out=tmp_path / "a", **settings), should_stop=after_first_epoch)
+    assert result.epochs_run == 1 and [r["epoch"] for r in _records(tmp_path / "a")] == [1]
+    assert RunFolder(tmp_path / "a").state() == "finished" and len(asked) > 1  # asked after every batch
+    with pytest.raises(TrainingStopped) as info:
+        train(TrainSettings(out=tmp_path / "b", **settings), should_stop=lambda: True)
+    assert info.value.images_seen == 8 and not (tmp_path / "b" / "model.safetensors").exists()
