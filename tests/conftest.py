@@ -22,6 +22,25 @@ from instacli.progress import Reporter
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["INSTACLI_CACHE"] = tempfile.mkdtemp(prefix="instacli-test-cache-")
 
+#: Tiny options for every built-in encoder, so that tests can build each of them in seconds;
+#: tests parametrized over ``registry.encoders.names()`` read them (a new built-in needs an entry).
+TINY_ENCODER_OPTIONS: dict[str, dict[str, object]] = {
+    "vit-scratch": {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2, "drop_path": 0.0},
+    "hf-vit": {"image_size": 32, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
+    "inception-v3": {"image_size": 75},  # the smallest input its stride-2 stem and pools accept
+    "efficientnet-lite0": {"image_size": 64},  # the bundled ImageNet weights, smaller input
+}
+#: The tiny vit-scratch most tests train.
+TINY_VIT = TINY_ENCODER_OPTIONS["vit-scratch"]
+
+
+def tiny_options(encoder: str) -> dict[str, object]:
+    """:data:`TINY_ENCODER_OPTIONS` of ``encoder``; a registered encoder without an entry fails the test that asks."""
+    if encoder not in TINY_ENCODER_OPTIONS:
+        raise AssertionError(f"encoder '{encoder}' is registered but has no tiny options in tests/conftest.py: add them so it is tested")
+    return TINY_ENCODER_OPTIONS[encoder]
+
+
 DEFAULT_CLASSES = {"animal": 10, "landscape": 10}
 
 
