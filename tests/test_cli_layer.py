@@ -60,6 +60,8 @@ COMMANDS = {
     "train": (["train", "--data", "{tmp}", "--out", "{tmp}/run"], "instacli.training.train"),
     "evaluate": (["evaluate", "{tmp}", "--data", "{tmp}"], "instacli.evaluation.evaluate"),
     "predict": (["predict", "{tmp}", "{tmp}", "--out", "{tmp}/p.csv"], "instacli.prediction.predict_folder"),
+    "export": (["export", "{tmp}"], "instacli.export.export_onnx"),
+    "explain": (["explain", "{tmp}", "{tmp}", "--out", "{tmp}/why"], "instacli.model.load_run"),
     "compare": (["compare", "--data", "{tmp}", "--out", "{tmp}/r", "--encoders", "vit-scratch"], "instacli.cli.compare.compare"),
     "report": (["report", "{tmp}"], "instacli.report.rerender"),
     "demo": (["demo", "--out", "{tmp}/demo"], "instacli.demo.run_demo"),
