@@ -35,6 +35,7 @@ from instacli.ensemble import score_views
 from instacli.errors import InstacliError, require_extra
 from instacli.io import atomic_path, check_writable_target, output_lock
 from instacli.model import LoadedRun, load_run, read_config
+from instacli.run_folder import CONFIG, is_run
 
 #: Where ``export`` writes the graph when no ``--out`` is given, and where ``predict --backend
 #: onnxruntime RUN`` looks for it.
@@ -182,6 +183,8 @@ def export_onnx(run_path: Path | str, out: Path | str | None = None, overwrite: 
     description = description_path(graph)
     if graph.suffix != ".onnx":
         raise InstacliError(f"--out {graph}: give a file name ending in .onnx")
+    if description.name == CONFIG and is_run(graph.parent):  # its description would take the run's own config's place
+        raise InstacliError(f"--out {graph}: its description would replace the run's {CONFIG}; choose another name, e.g. {DEFAULT_FILE}")
     with output_lock(graph):
         for path, what in ((graph, "exported model"), (description, "exported model's description")):
             check_writable_target(path, overwrite, what)

@@ -108,6 +108,9 @@ def test_export_never_overwrites_and_predict_asks_for_an_export(vit_run: Path, d
     result = run_cli("export", vit_run, "--out", graph)
     assert result.code == 2 and "already exists; pass --overwrite" in result.stderr and graph.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx"]  # no temp files left beside them
+    config = (vit_run / "config.json").read_bytes()
+    result = run_cli("export", vit_run, "--out", vit_run / "config.onnx", "--overwrite")
+    assert result.code == 2 and "would replace the run's config.json" in result.stderr and (vit_run / "config.json").read_bytes() == config
 
 
 def test_a_scikit_learn_regressor_cannot_be_exported(data: tuple[Path, Path], tmp_path: Path, run_cli) -> None:
