@@ -7,8 +7,9 @@ with the semantic prior, at 224 px; vit-scratch at its default 64 px), exported 
 ``instacli export RUN --format onnx``, two measurements, alternating sides ``--repeats`` times and
 keeping each side's best:
 
-* ``instacli predict RUN FOLDER --out preds.csv [--backend onnxruntime]`` on 1,000 photos (200 with
-  ``--quick``), each side in a fresh child process timed to its last row (loading included);
+* ``instacli predict RUN FOLDER --out preds.csv --backend pytorch|onnxruntime`` on 1,000 photos (200
+  with ``--quick``), each side in a fresh child process timed to its last row (loading included), as
+  ``predict_throughput.py`` times it;
 * the network alone: the same photos pre-decoded and cropped into one tensor, scored in batches of
   64 by ``run.model`` (PyTorch, inference mode, fp32 as predict runs it on this CPU) and by the
   onnxruntime session that ``--backend onnxruntime`` uses, in this process.
@@ -18,41 +19,19 @@ Ratios: onnxruntime / PyTorch images per second (higher means onnxruntime is fas
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import predict_throughput  # noqa: E402  (its child process times `instacli predict`)
 
 BATCH = 64
 RUNS = {
     "efficientnet-lite0": ["--encoder", "efficientnet-lite0"],
     "vit-scratch": ["--encoder", "vit-scratch"],
 }
-
-
-def child_predict(run: Path, folder: Path, out: Path, backend: str) -> dict:
-    from instacli.cli.main import main
-
-    sys.argv = ["instacli", "predict", str(run), str(folder), "--out", str(out), "--overwrite", "--backend", backend]
-    started = time.perf_counter()
-    try:
-        main()
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise
-    return {"images": sum(1 for _ in out.open()) - 1, "seconds": time.perf_counter() - started}
-
-
-def predict_rate(run: Path, folder: Path, out: Path, backend: str) -> float:
-    done = subprocess.run([sys.executable, __file__, "--child", str(run), str(folder), str(out), backend], capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"predict --backend {backend} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-    measured = json.loads(done.stdout.strip().splitlines()[-1])
-    return measured["images"] / measured["seconds"]
 
 
 def forward_rates(run_path: Path, files: list[Path], repeats: int) -> dict[str, float]:
@@ -67,7 +46,7 @@ def forward_rates(run_path: Path, files: list[Path], repeats: int) -> dict[str, 
 
     pytorch, exported = load_run(run_path), load_exported(run_path)
     decoded = torch.from_numpy(np.stack([decode_square(f, pytorch.preprocess.resize_size) for f in files]))
-    pixels = eval_view(decoded, pytorch.preprocess).contiguous()
+    pixels = eval_view(decoded, pytorch.preprocess)  # channels-last, as predict feeds the network
     features = torch.zeros(len(files), len(pytorch.scaler.features))
 
     def score(network: object) -> float:
@@ -82,10 +61,6 @@ def forward_rates(run_path: Path, files: list[Path], repeats: int) -> dict[str, 
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        run, folder, out, backend = sys.argv[2:6]
-        print(json.dumps(child_predict(Path(run), Path(folder), Path(out), backend)))
-        return
     p = common.parser(__doc__.splitlines()[0])
     args = p.parse_args()
     work = common.setup(args)
@@ -101,7 +76,7 @@ def main() -> None:
         if not (run / "model.onnx").is_file():
             common.cli("export", run, "--format", "onnx")
         common.log(f"--- {name}")
-        rates = common.alternate({backend: lambda b=backend: predict_rate(run, folder, work / f"preds-{name}-{b}.csv", b)
+        rates = common.alternate({backend: lambda b=backend: predict_throughput.measure("instacli", run, folder, work / f"preds-{b}.csv", "--backend", b)
                                   for backend in ("pytorch", "onnxruntime")}, repeats)
         best = common.summarize(rates)
         forward = forward_rates(run, files, repeats)

@@ -162,7 +162,8 @@ def folder_photos(run: LoadedRun, folder: Path, metadata: Path | None = None) ->
     if not files:
         raise InstacliError(f"{folder}: no image files found (jpg, png, webp, …); check the path")
     names = [relative_name(folder, f) for f in files]
-    decoded = [FileDataset(files, run.preprocess.resize_size)[i] for i in range(len(files))]
+    dataset = FileDataset(files, run.preprocess.resize_size)
+    decoded = [dataset[i] for i in range(len(files))]
     ok = [i for i, (_, _, error) in enumerate(decoded) if not error]
     if not ok:
         raise InstacliError(f"{folder}: none of the {len(files)} files could be read as an image")
@@ -290,14 +291,12 @@ def explain(run: LoadedRun, photos: Photos, out: Path, title: str, overwrite: bo
         summary = None
         if has_likes:
             groups = likes_parts[0]["groups"]
-            attributions = np.concatenate([p["attributions"] for p in likes_parts])
-            for key in ("log_likes", "baseline_log_likes", "delta"):
-                values = np.concatenate([p[key] for p in likes_parts])
-                for row, value in zip(rows, values):
-                    row[key] = round(float(value), 6)
-            for row, values in zip(rows, attributions):
-                row["likes"] = int(round(float(likes_from_log(np.array(row["log_likes"])))))
-                row["attributions"] = {g: round(float(v), 6) for g, v in zip(groups, values)}
+            merged = {key: np.concatenate([p[key] for p in likes_parts]) for key in ("attributions", "log_likes", "baseline_log_likes", "delta")}
+            attributions, likes = merged["attributions"], likes_from_log(merged["log_likes"])
+            for k, row in enumerate(rows):
+                row["likes"] = round(float(likes[k]))  # a count, as predict writes it
+                row.update({key: round(float(merged[key][k]), 6) for key in ("log_likes", "baseline_log_likes", "delta")})
+                row["attributions"] = {g: round(float(v), 6) for g, v in zip(groups, attributions[k])}
             summary = {
                 "baseline": "a zero photo embedding, the training mean of every number" + (", a zero caption embedding" if CAPTION in groups else ""),
                 "unit": "log1p likes", "photos": len(rows),
