@@ -12,7 +12,7 @@ own code with the graph standing in for the PyTorch network, so a photo gets the
 Exporter: ``torch.onnx.export(..., dynamo=True)``, the torch.export-based one (it needs onnxscript),
 the default since torch 2.9. It works offline. The legacy TorchScript exporter (``dynamo=False``) is
 deprecated, and its graphs of these models on torch 2.14 disagreed with PyTorch (logits off by up to
-36 on EfficientNet-Lite0, 1.2 on vit-scratch, for a batch of 5 traced at 2), so it is not offered.
+36 on EfficientNet-Lite0, by 1.0 on vit-scratch even at the batch size it traced), so it is not offered.
 
 Runs whose likes regressor is a scikit-learn estimator (``ridge``, ``gbrt``: refitted in NumPy when a
 run loads) have no graph for it and are refused.
