@@ -81,6 +81,26 @@ def test_onnxruntime_gives_pytorchs_probabilities_and_likes(encoder: str, data: 
     assert differences["probs"] <= TOLERANCE and differences["log_likes"] <= TOLERANCE, differences
 
 
+def test_a_run_that_reads_captions_exports_with_a_text_input(data: tuple[Path, Path], tmp_path: Path) -> None:
+    from instacli.export import export_onnx
+    from instacli_datasets import build_dataset
+
+    photos = data[0]
+    lines = ["file_name,likes,comments,caption"] + [f"{p.relative_to(photos).as_posix()},{10 * i + 1},{i},\"post {i}\""
+                                                   for i, p in enumerate(sorted(photos.rglob("*.jpg")))]
+    (tmp_path / "engagement.csv").write_text("\n".join(lines) + "\n")
+    build_dataset(photos, tmp_path / "data", engagement=tmp_path / "engagement.csv", val_fraction=0.25, test_fraction=0.25, workers=1)
+    run = _train(tmp_path / "data", tmp_path / "run", text=True)
+    summary = export_onnx(run)
+    assert summary.inputs == ["pixels", "features", "text"] and max(summary.differences.values()) <= TOLERANCE
+    pytorch, exported = load_run(run), load_exported(run)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (7, 3, pytorch.preprocess.resize_size, pytorch.preprocess.resize_size), dtype=torch.uint8, generator=generator)
+    text = torch.randn(7, pytorch.config.text_dim, generator=generator)
+    differences = max_differences(pytorch, exported, images, torch.randn(7, 1, generator=generator), text)
+    assert differences["probs"] <= TOLERANCE and differences["log_likes"] <= TOLERANCE, differences
+
+
 def test_predict_with_onnxruntime_writes_pytorchs_rows(vit_run: Path, data: tuple[Path, Path], tmp_path: Path, run_cli) -> None:
     graph = tmp_path / "exported" / "vit.onnx"
     assert run_cli("export", vit_run, "--out", graph).code == 0
