@@ -59,6 +59,14 @@ class ImageEncoder(nn.Module):
         #: for encoders without one.
         self.imagenet_head: nn.Module | None = None
 
+    def cam_layer(self) -> tuple[nn.Module, int] | None:
+        """Where Grad-CAM reads this encoder (:mod:`instacli.explain`): the last module whose output still
+        has a place for each part of the photo, before pooling throws it away, with ``prefix``. Its
+        output is either feature maps ``(B, C, H, W)`` (``prefix`` 0) or tokens ``(B, N, C)`` whose first
+        ``prefix`` are no patches (a class token) and the rest a square grid. None: not said, so
+        ``explain`` cannot show where this encoder's category came from."""
+        return None
+
     def auxiliary_loss(self) -> Any:
         """Extra training loss the encoder produced in its last forward (e.g. Inception's aux head)."""
         return None

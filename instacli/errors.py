@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from pydantic import ValidationError
 
 
@@ -39,6 +41,17 @@ def os_error_message(exc: OSError) -> str:
         errno.ENOENT: "check the path",
     }.get(exc.errno, "check the path and the disk")
     return f"{paths or 'a file operation'}: {os_error_text(exc)}; {fix}"
+
+
+def require_extra(module: str, extra: str, command: str) -> ModuleType:
+    """Import ``module``, an optional dependency of ``command``; when it is not installed, a one-line
+    error naming the extra that installs it (the core install stays lean)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise InstacliError(f"{command} needs the {extra} extra ({exc.name or module} is missing); install it with pip install 'instacli[{extra}]'") from None
 
 
 def exception_line(exc: BaseException) -> str:

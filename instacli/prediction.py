@@ -32,6 +32,8 @@ from instacli.run_folder import CONFIG, is_run
 from instacli.settings import check_flag
 
 FORMATS = (".csv", ".jsonl", ".parquet")
+#: What runs the network: PyTorch on the run folder, or onnxruntime on the graph ``instacli export`` wrote.
+BACKENDS = ("pytorch", "onnxruntime")
 #: Decimals of the class probabilities written (more is noise to a reader, and bloats a CSV).
 PROB_DIGITS = 6
 
@@ -154,6 +156,18 @@ def decoded_batches(files: Sequence[Path], size: int, batch_size: int, workers: 
     return iter(loader)
 
 
+def open_run(path: Path | str, backend: str = "pytorch") -> LoadedRun:
+    """The run at ``path`` ready to predict on ``backend`` (:data:`BACKENDS`); for onnxruntime, ``path``
+    is a run folder that was exported or the exported ``.onnx`` file (:func:`instacli.export.load_exported`)."""
+    if backend not in BACKENDS:
+        raise InstacliError(f"--backend {backend}: unknown; choose one of {', '.join(BACKENDS)}")
+    if backend == "onnxruntime":
+        from instacli.export import load_exported
+
+        return load_exported(path)
+    return load_run(path)
+
+
 def _resize_size(run_path: Path) -> int | None:
     """The decode size a run wants, from its ``config.json`` alone (before the weights load); None if unknown."""
     from instacli.encoders import Preprocess
@@ -265,12 +279,14 @@ def predict_folder(
     on_batch: Callable[[int], None] | None = None,
     column_map: dict[str, str] | None = None,
     tta: str = "none",
+    backend: str = "pytorch",
 ) -> PredictSummary:
     """Score every image under ``folder`` (recursively) with the run at ``run_path`` and write ``out``;
     ``metadata`` gives the numeric inputs (and captions), its columns renamed by ``column_map``.
 
     ``run_path`` may list several runs: their answers are averaged (an ensemble), as are those of the
-    ``tta`` views of each photo (:data:`instacli.augment.TTA_CHOICES`; :mod:`instacli.ensemble`)."""
+    ``tta`` views of each photo (:data:`instacli.augment.TTA_CHOICES`; :mod:`instacli.ensemble`).
+    ``backend`` runs the network(s) in PyTorch or in onnxruntime (:func:`open_run`)."""
     import time
 
     from instacli_datasets.folder import is_image_file, scan
@@ -295,7 +311,7 @@ def predict_folder(
         run_paths = [run_path] if isinstance(run_path, (str, Path)) else list(run_path)
         sizes = {size for size in map(_resize_size, run_paths) if size is not None}
         batches = {size: decoded_batches(files, size, batch_size, workers) for size in sizes}  # decoding starts while the models load
-        runs = [load_run(path) for path in run_paths]
+        runs = [open_run(path, backend) for path in run_paths]
         check_compatible(runs)
         features = list(dict.fromkeys(f for run in runs for f in run.scaler.features))  # every numeric input a run reads
         names = [relative_name(folder, f) for f in files]

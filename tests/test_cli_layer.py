@@ -61,6 +61,8 @@ COMMANDS = {
     "evaluate": (["evaluate", "{tmp}", "--data", "{tmp}"], "instacli.evaluation.evaluate"),
     "predict": (["predict", "{tmp}", "{tmp}", "--out", "{tmp}/p.csv"], "instacli.prediction.predict_folder"),
     "serve": (["serve", "{tmp}"], "instacli.serve.create_app"),
+    "export": (["export", "{tmp}"], "instacli.export.export_onnx"),
+    "explain": (["explain", "{tmp}", "{tmp}", "--out", "{tmp}/why"], "instacli.model.load_run"),
     "compare": (["compare", "--data", "{tmp}", "--out", "{tmp}/r", "--encoders", "vit-scratch"], "instacli.cli.compare.compare"),
     "report": (["report", "{tmp}"], "instacli.report.rerender"),
     "demo": (["demo", "--out", "{tmp}/demo"], "instacli.demo.run_demo"),

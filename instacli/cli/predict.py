@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +16,13 @@ from instacli.errors import InstacliError
 app = typer.Typer()
 
 
+class Backend(str, Enum):
+    """:data:`instacli.prediction.BACKENDS`, as choices of ``--backend``."""
+
+    pytorch = "pytorch"
+    onnxruntime = "onnxruntime"
+
+
 @app.command("predict")
 def predict_command(
     paths: list[Path] = typer.Argument(..., metavar="RUN PHOTOS",
@@ -26,6 +34,8 @@ def predict_command(
     workers: int = typer.Option(2, help="Processes that decode images."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     tta: bool = typer.Option(False, "--tta", help=TTA_HELP),
+    backend: Backend = typer.Option(Backend.pytorch, "--backend",
+                                    help="onnxruntime: run the graph `instacli export` wrote (RUN may then be the .onnx file); needs the export extra."),
 ) -> None:
     """One row per photo: predicted label, class probabilities, likes, and an error column for unreadable files.
 
@@ -45,7 +55,8 @@ def predict_command(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("scoring", total=total)
         summary = predict_folder(runs, folder, out, metadata, batch_size, workers, overwrite,
-                                 on_batch=lambda n: progress.advance(task, n), column_map=mapping, tta=TTA_DEFAULT if tta else "none")
+                                 on_batch=lambda n: progress.advance(task, n), column_map=mapping, tta=TTA_DEFAULT if tta else "none",
+                                 backend=backend.value)
     console.print(
         f"[green]wrote[/] {summary.out}: {summary.scored} scored, {summary.failed} unreadable "
         f"({summary.scored / max(summary.seconds, 1e-9):.0f} images/s)"

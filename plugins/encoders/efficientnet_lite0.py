@@ -108,6 +108,10 @@ class EfficientNetLite0(ImageEncoder):
         self.embed_dim = EMBED_DIM
         self.preprocess = Preprocess(image_size=image_size, mean=PRETRAINED_CFG.mean, std=PRETRAINED_CFG.std, crop_pct=PRETRAINED_CFG.crop_pct)
 
+    def cam_layer(self) -> tuple[nn.Module, int]:
+        """The last feature maps (after the 1×1 head convolution, its batch norm and ReLU6): 7×7 at 224 px."""
+        return self.net.bn2, 0
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.net(pixels)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
+from torch import nn
 from pydantic import Field
 
 from instacli.encoders import ImageEncoder, Preprocess
@@ -86,6 +87,11 @@ class HFViT(ImageEncoder):
         self.embed_dim = vit.config.pooler_output_size if pooling == "pooler" else vit.config.hidden_size
         # Position embeddings are interpolated only when the images differ from the checkpoint's size.
         self.interpolate = preprocess.image_size != vit.config.image_size
+
+    def cam_layer(self) -> tuple[nn.Module, int]:
+        """The patch tokens before attention mixes them (no class token among them yet), as vit-scratch's
+        (see there why: later tokens have the photo's class everywhere)."""
+        return self.vit.embeddings.patch_embeddings, 0
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         out = self.vit(pixel_values=pixels, interpolate_pos_encoding=self.interpolate)

@@ -91,6 +91,10 @@ class InceptionV3(ImageEncoder):
                 f"(missing {missing[:3]}, unexpected {unexpected[:3]}); save one with torch.save(model.state_dict(), path)"
             )
 
+    def cam_layer(self) -> tuple[nn.Module, int]:
+        """The last inception block's maps: 8×8 at 299 px (1×1 below 107 px, where the heatmap says nothing)."""
+        return self.net.Mixed_7c, 0
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.net(pixels)
 
