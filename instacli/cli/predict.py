@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -26,8 +27,12 @@ def predict_command(
     workers: int = typer.Option(2, help="Processes that decode images."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     tta: bool = typer.Option(False, "--tta", help=TTA_HELP),
+    carousel: Optional[str] = typer.Option(None, help="An Instaloader download's carousels: first (photo) or all.", show_default="first"),
 ) -> None:
     """One row per photo: predicted label, class probabilities, likes, and an error column for unreadable files.
+
+    An Instaloader download (without --metadata) is read as `data build` reads it: each post's own numbers and
+    caption, its shortcode and owner in the output; videos and profile pictures are skipped.
 
     With several runs, their probabilities and (log) likes are averaged: an ensemble."""
     from instacli.augment import TTA_DEFAULT
@@ -45,11 +50,16 @@ def predict_command(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("scoring", total=total)
         summary = predict_folder(runs, folder, out, metadata, batch_size, workers, overwrite,
-                                 on_batch=lambda n: progress.advance(task, n), column_map=mapping, tta=TTA_DEFAULT if tta else "none")
+                                 on_batch=lambda n: progress.advance(task, n), column_map=mapping, tta=TTA_DEFAULT if tta else "none",
+                                 carousel=carousel)
     console.print(
         f"[green]wrote[/] {summary.out}: {summary.scored} scored, {summary.failed} unreadable "
         f"({summary.scored / max(summary.seconds, 1e-9):.0f} images/s)"
     )
+    if summary.skipped:
+        reasons = Counter(s.reason for s in summary.skipped)
+        console.print(f"skipped {len(summary.skipped)} file(s) that are not post photos, as `data build` does: "
+                      + "; ".join(f"{n} {why}" for why, n in reasons.most_common()), highlight=False, soft_wrap=True)
     if summary.unfamiliar:
         console.print(f"{summary.unfamiliar} photo(s) look unlike the training photos: their labels are less to be trusted (unfamiliar = true)")
     if summary.from_defaults:
