@@ -15,14 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
-from PIL import Image
 
 from instacli.run_folder import is_run
 from instacli.settings import TrainSettings
 from instacli.tune import BEST, RESULTS, STUDY_FILE, STUDY_NAME, TABLE, TuneSettings, augment_policy, search_space, tune
+from tests.conftest import two_colour_dataset
 
 TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2}
 TINY_FLAGS = ["-E", "image_size=32", "-E", "patch_size=8", "-E", "width=32", "-E", "heads=2", "--batch-size", "8"]
@@ -30,26 +29,7 @@ TINY_FLAGS = ["-E", "image_size=32", "-E", "patch_size=8", "-E", "width=32", "-E
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """20 + 20 noisy two-colour photos with generated likes (24 train, 8 validation, 8 test)."""
-    from instacli_datasets import build_dataset
-
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for c, category in enumerate(("animal", "landscape")):
-        (root / category).mkdir()
-        for i in range(20):
-            img = np.zeros((40, 48, 3), np.uint8)
-            img[:20], img[20:] = ((90, 150, 230), (60, 160, 70)) if c else ((128, 128, 128), (120, 70, 30))
-            img = np.clip(img + rng.integers(-25, 25, img.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(root / category / f"{category}_{i:02d}.png")
-    out = tmp_path_factory.mktemp("data") / "ds"
-    build_dataset(root, out, synthetic="seed", seed=1, val_fraction=0.2, test_fraction=0.2)
-    return out
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INSTACLI_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    return two_colour_dataset(tmp_path_factory)
 
 
 def _base(dataset: Path, **changes: object) -> TrainSettings:
