@@ -162,27 +162,31 @@ def suggest(trial: optuna.Trial, space: list[Dimension]) -> dict[str, Any]:
     return values
 
 
-def metric_value(record: dict[str, Any], metric: str, data: Path) -> float:
+def check_metric(metric: str, task: str, data: Path) -> None:
+    """Refuse, before the study starts, a metric that the runs' task does not measure."""
+    lacking = {"accuracy": ("likes", "categories"), "likes": ("category", "likes")}.get(metric)
+    if lacking and task == lacking[0]:
+        raise InstacliError(f"--metric {metric}: the runs on {data} have no {lacking[1]} to measure it (task {task}); use --metric loss")
+
+
+def metric_value(record: dict[str, Any], metric: str) -> float:
     """The study's ``metric`` from one validation record of a run."""
     if metric == "loss":
         return float(record["val_ce"] + record["val_likes_loss"])
-    key = {"accuracy": "val_accuracy", "likes": "val_likes_loss"}[metric]
-    if key not in record:
-        raise InstacliError(f"--metric {metric}: {data} has no {'categories' if metric == 'accuracy' else 'likes'} to measure it; use --metric loss")
-    return float(record[key])
+    return float(record["val_accuracy" if metric == "accuracy" else "val_likes_loss"])
 
 
 class _Pruning(Reporter):
     """Feeds each epoch's metric to the trial and stops the run when the pruner gives up on it
     (the exception leaves the run folder as an interrupted run: metrics so far, best weights, checkpoint)."""
 
-    def __init__(self, trial: optuna.Trial, metric: str, data: Path) -> None:
-        self.trial, self.metric, self.data = trial, metric, data
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial, self.metric = trial, metric
 
     def epoch_end(self, record: dict[str, Any]) -> None:
         if record["epoch"] == 0:  # fitted directly, no epochs: nothing to prune
             return
-        self.trial.report(metric_value(record, self.metric, self.data), record["epoch"])
+        self.trial.report(metric_value(record, self.metric), record["epoch"])
         if self.trial.should_prune():
             raise _optuna().TrialPruned(f"pruned after epoch {record['epoch']}")
 
@@ -220,6 +224,7 @@ def tune(settings: TuneSettings, resume: bool = False, on_trial: Callable[[dict[
     base = settings.train
     check_components(base)  # an unknown encoder fails here, not in the first trial
     task = data_task(base)
+    check_metric(settings.metric, task, base.data)
     space = search_space(base, task)
     out = settings.out
     with output_lock(out):
@@ -243,17 +248,18 @@ def tune(settings: TuneSettings, resume: bool = False, on_trial: Callable[[dict[
         def objective(trial: optuna.Trial) -> float:
             run = out / TRIALS / f"trial-{trial.number:03d}"
             trial.set_user_attr("run", str(run.relative_to(out)))
-            budgets = [b for b in (base.time_budget, deadline and deadline - time.monotonic()) if b is not None]
+            left = None if deadline is None else deadline - time.monotonic()
+            budgets = [b for b in (base.time_budget, left) if b is not None]
             values = suggest(trial, space)
             run_settings = base.model_copy(update={
                 **values, "out": run, "overwrite": False, "resume": False, "time_budget": max(min(budgets), 1e-3) if budgets else None,
             })
             from instacli.training import train
 
-            result = train(run_settings, _Pruning(trial, settings.metric, base.data))
+            result = train(run_settings, _Pruning(trial, settings.metric))
             trial.set_user_attr("epochs_run", result.epochs_run)
             trial.set_user_attr("best_epoch", result.best_epoch)
-            return metric_value(result.best, settings.metric, base.data)
+            return metric_value(result.best, settings.metric)
 
         def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             summary = _trial_summary(trial)
@@ -285,17 +291,16 @@ def _base_values(base: TrainSettings, space: list[Dimension]) -> dict[str, Any]:
 
 
 def _retry_interrupted(study: optuna.Study) -> None:
-    """Trials an interruption cut short go again, with the same settings, in a fresh run folder. A
-    trial still RUNNING in the study was killed (this process holds the study's lock, so no other
-    runs it): it is marked failed first; a failed trial is retried once."""
+    """Trials an interruption cut short go again, once, with the same settings, in a fresh run folder.
+    A trial still RUNNING in the study was killed (this process holds the study's lock, so no other
+    runs it): it is marked failed first. A retry that fails too is not tried a third time."""
     optuna = _optuna()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials}
-    waiting = {json.dumps(t.params, sort_keys=True) for t in trials if t.state.name == "WAITING"}
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
     for trial in trials:
-        if trial.state.name == "FAIL" and trial.number not in retried and json.dumps(trial.params, sort_keys=True) not in waiting:
+        if trial.state.name == "FAIL" and trial.number not in retried and "retry_of" not in trial.user_attrs:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
 

@@ -131,6 +131,7 @@ def test_search_space_leaves_out_what_cannot_matter(dataset: Path) -> None:
     (["--metric", "f1"], "--metric 'f1': choose one of loss, accuracy, likes"),
     (["--encoder", "nope"], "nope"),
     (["--epochs", "0"], "epochs=0"),
+    (["--task", "category", "--metric", "likes"], "--metric likes: the runs on"),
 ])
 def test_bad_flags_are_one_line_errors(dataset: Path, tmp_path: Path, run_cli, flags: list[str], message: str) -> None:
     result = run_cli("tune", "--data", dataset, "--out", tmp_path / "study", *flags)
