@@ -305,8 +305,9 @@ def predict_folder(
         check_compatible(runs)
         features = list(dict.fromkeys(f for run in runs for f in run.scaler.features))  # every numeric input a run reads
         names = [relative_name(folder, f) for f in files]
-        table = _read_metadata(metadata, features, names, column_map) if metadata else posts
-        if table is not None:
+        table = posts
+        if metadata:
+            table = _read_metadata(metadata, features, names, column_map)
             _check_bare_names(names, table, metadata)
         meta = _metadata_rows(names, table)
         missing = dict(zip(names, _missing_cells(features, meta).tolist()))
