@@ -20,7 +20,6 @@ import math
 import shutil
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -176,19 +175,50 @@ def metric_value(record: dict[str, Any], metric: str) -> float:
     return float(record["val_accuracy" if metric == "accuracy" else "val_likes_loss"])
 
 
-class _Pruning(Reporter):
-    """Feeds each epoch's metric to the trial and stops the run when the pruner gives up on it
-    (the exception leaves the run folder as an interrupted run: metrics so far, best weights, checkpoint)."""
+class TuneReporter:
+    """Hooks the CLI implements to show a study's progress; the library prints nothing."""
 
-    def __init__(self, trial: optuna.Trial, metric: str) -> None:
-        self.trial, self.metric = trial, metric
+    def trial_start(self, number: int, params: dict[str, Any]) -> Reporter:
+        """Trial ``number`` starts training with ``params`` drawn; returns the reporter of its run."""
+        return Reporter()
+
+    def trial_end(self, trial: dict[str, Any]) -> None:
+        """A trial finished (complete, pruned or failed): its row of the results."""
+
+
+class _Pruning(Reporter):
+    """Delegates to the trial's reporter; feeds each epoch's metric to the trial and stops the run when
+    the pruner gives up on it (the exception leaves the run folder as an interrupted run: metrics so far,
+    best weights, checkpoint)."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, inner: Reporter) -> None:
+        self.trial, self.metric, self.inner = trial, metric, inner
+
+    def start(self, epochs: int, steps_per_epoch: int, info: dict[str, Any]) -> None:
+        self.inner.start(epochs, steps_per_epoch, info)
+
+    def step(self, epoch: int, loss: float) -> None:
+        self.inner.step(epoch, loss)
 
     def epoch_end(self, record: dict[str, Any]) -> None:
+        self.inner.epoch_end(record)
         if record["epoch"] == 0:  # fitted directly, no epochs: nothing to prune
             return
         self.trial.report(metric_value(record, self.metric), record["epoch"])
         if self.trial.should_prune():
             raise _optuna().TrialPruned(f"pruned after epoch {record['epoch']}")
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self.inner.finish(summary)
+
+    def stage_start(self, description: str, total: int | None) -> None:
+        self.inner.stage_start(description, total)
+
+    def stage_advance(self, n: int) -> None:
+        self.inner.stage_advance(n)
+
+    def stage_end(self) -> None:
+        self.inner.stage_end()
 
 
 def check_out(settings: TuneSettings, resume: bool) -> None:
@@ -215,10 +245,11 @@ def load_tune_settings(out: Path) -> TuneSettings:
         raise InstacliError(f"{path}: not a study's settings ({exc}); the study folder is damaged: start a new study") from None
 
 
-def tune(settings: TuneSettings, resume: bool = False, on_trial: Callable[[dict[str, Any]], None] | None = None) -> TuneResult:
+def tune(settings: TuneSettings, resume: bool = False, reporter: TuneReporter | None = None) -> TuneResult:
     """Run (or with ``resume`` continue) the study ``settings`` describes until it holds ``trials``
-    finished trials or ``time_budget`` runs out; ``on_trial`` hears of each finished trial."""
+    finished trials or ``time_budget`` runs out; ``reporter`` hears of each trial."""
     optuna = _optuna()
+    reporter = reporter or TuneReporter()
     TrialState = optuna.trial.TrialState
     check_out(settings, resume)
     base = settings.train
@@ -256,7 +287,7 @@ def tune(settings: TuneSettings, resume: bool = False, on_trial: Callable[[dict[
             })
             from instacli.training import train
 
-            result = train(run_settings, _Pruning(trial, settings.metric))
+            result = train(run_settings, _Pruning(trial, settings.metric, reporter.trial_start(trial.number, trial.params)))
             trial.set_user_attr("epochs_run", result.epochs_run)
             trial.set_user_attr("best_epoch", result.best_epoch)
             return metric_value(result.best, settings.metric)
@@ -266,8 +297,7 @@ def tune(settings: TuneSettings, resume: bool = False, on_trial: Callable[[dict[
             if summary["state"] == "COMPLETE" and study.best_trial.number == trial.number:
                 _copy_best(out / summary["run"], out / BEST)
             write_results(study, settings)
-            if on_trial:
-                on_trial(summary)
+            reporter.trial_end(summary)
 
         started = time.monotonic()
         if settings.trials > finished:

@@ -11,10 +11,12 @@ from rich import box
 from rich.table import Table
 
 from instacli.cli.common import console
+from instacli.cli.progress import RunBar
 from instacli.errors import InstacliError
 from instacli.registry import Count, PositiveFloat
 from instacli.settings import check_flag, load_settings, parse_duration, parse_options, shown_default
-from instacli.tune import BEST, METRICS, TuneSettings, load_tune_settings, tune
+from instacli.progress import Reporter
+from instacli.tune import BEST, METRICS, TuneReporter, TuneSettings, load_tune_settings, tune
 
 app = typer.Typer()
 
@@ -37,6 +39,26 @@ def _table(trials: list[dict[str, Any]], metric: str) -> Table:
         epochs = "-" if t["epochs_run"] is None else str(t["epochs_run"])
         table.add_row(f"{t['number']}{' *' if t['best'] else ''}", t["state"].lower(), _value_text(t["value"]), epochs, _settings_text(t["params"]))
     return table
+
+
+class RichTuneReporter(TuneReporter):
+    """A line when a trial starts (its settings), a live bar while it trains, a line when it ends."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = RunBar(console, enabled=False)
+
+    def trial_start(self, number: int, params: dict[str, Any]) -> Reporter:
+        if self.enabled:
+            console.print(f"[bold]trial {number}[/]: {_settings_text(params)}", highlight=False)
+        self.bar = RunBar(console, self.enabled, transient=True, indent="    ")
+        return self.bar
+
+    def trial_end(self, trial: dict[str, Any]) -> None:
+        self.bar.stop()
+        if self.enabled:
+            epochs = "" if trial["epochs_run"] is None else f" after {trial['epochs_run']} epoch(s)"
+            console.print(f"    {trial['state'].lower()}{epochs}: {_value_text(trial['value'])}", highlight=False)
 
 
 @app.command("tune")
@@ -82,12 +104,11 @@ def tune_command(
         settings = TuneSettings(train=base, out=out, trials=trials or TuneSettings.model_fields["trials"].default,
                                 time_budget=seconds, metric=metric or TuneSettings.model_fields["metric"].default)
 
-    def show(trial: dict[str, Any]) -> None:
-        if not quiet:
-            console.print(f"trial {trial['number']}: {trial['state'].lower()} {_value_text(trial['value'])} ({_settings_text(trial['params'])})",
-                          highlight=False)
-
-    result = tune(settings, resume=resume, on_trial=show)
+    reporter = RichTuneReporter(enabled=not quiet)
+    try:
+        result = tune(settings, resume=resume, reporter=reporter)
+    finally:  # a failed or interrupted trial leaves no live bar behind its message
+        reporter.bar.stop()
     if quiet:
         return
     console.print(_table(result.trials, settings.metric))
