@@ -1,7 +1,7 @@
 """``instacli tune``: an Optuna study of tiny vit-scratch runs on 40 generated photos (about a second a trial).
 
 What is checked: the trials run and the best one's settings are those of ``best/`` (a copy of its
-run), a hopeless trial is pruned after its first epoch, the time budget ends a study, a killed
+run), a hopeless trial is pruned after its warm-up, the time budget ends a study, a killed
 study resumes with the interrupted trial tried again, and bad flags are one-line errors.
 """
 
@@ -20,7 +20,7 @@ import pytest
 
 from instacli.run_folder import is_run
 from instacli.settings import TrainSettings
-from instacli.tune import BEST, RESULTS, STUDY_FILE, STUDY_NAME, TABLE, TuneSettings, augment_policy, search_space, tune
+from instacli.tune import BEST, RESULTS, STUDY_FILE, STUDY_NAME, TABLE, TuneSettings, augment_policy, pruning_starts, search_space, tune
 from tests.conftest import two_colour_dataset
 
 TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2}
@@ -52,15 +52,17 @@ def test_study_keeps_the_best_run_and_prunes_a_hopeless_trial(dataset: Path, tmp
     # the first trial trains the base settings
     assert first.trials[0]["params"] == {"lr": 2e-3, "encoder_lr": 2e-3, "weight_decay": 0.05, "likes_weight": 1.0, "augment": 0,
                                          "random_erasing": 0.0, "epochs": 2}
-    # a third trial whose learning rate (1.0) wrecks the model: worse than the median of the two at epoch 1, pruned there
-    _study(out).enqueue_trial({"lr": 1.0, "encoder_lr": 1.0, "epochs": 2})
+    # a third trial whose learning rate (1.0) wrecks the model: worse than the median of the two at epoch 2, pruned there,
+    # not during its warm-up (epoch 1 of --warmup-epochs 0.5) and before its third epoch
+    assert pruning_starts(settings.train) == 2 and pruning_starts(_base(dataset, warmup_epochs=3)) == 4
+    _study(out).enqueue_trial({"lr": 1.0, "encoder_lr": 1.0, "epochs": 3})
     result = tune(settings.model_copy(update={"trials": 3}), resume=True)
 
     trials = result.trials
     assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
     pruned = trials[2]
-    assert pruned["params"]["lr"] == 1.0 and pruned["epochs_run"] == 1 and not pruned["best"]
-    assert len(_records(out / pruned["run"])) == 1, "the pruned run stopped after its first epoch"
+    assert pruned["params"]["lr"] == 1.0 and pruned["epochs_run"] == 2 and not pruned["best"]
+    assert len(_records(out / pruned["run"])) == 2, "the pruned run stopped after its second epoch of three"
 
     best = min(trials[:2], key=lambda t: t["value"])
     assert result.best == best and best["best"]
