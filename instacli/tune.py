@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from instacli.errors import InstacliError, invalid_file
 from instacli.io import atomic_dir, atomic_file, output_lock, write_json
-from instacli.progress import Reporter
+from instacli.progress import Forwarding, Reporter
 from instacli.registry import Count, PositiveFloat
 from instacli.settings import TrainSettings, apply_recipe, check_components
 
@@ -196,39 +196,22 @@ class TuneReporter:
         """A trial finished (complete, pruned or failed): its row of the results."""
 
 
-class _Pruning(Reporter):
-    """Delegates to the trial's reporter; feeds each epoch's metric to the trial and stops the run when
-    the pruner gives up on it (the exception leaves the run folder as an interrupted run: metrics so far,
-    best weights, checkpoint)."""
+class _Pruning(Forwarding):
+    """Passes the hooks on to the trial's reporter; feeds each epoch's metric to the trial and stops the
+    run when the pruner gives up on it (the exception leaves the run folder as an interrupted run:
+    metrics so far, best weights, checkpoint)."""
 
     def __init__(self, trial: optuna.Trial, metric: str, inner: Reporter) -> None:
-        self.trial, self.metric, self.inner = trial, metric, inner
-
-    def start(self, epochs: int, steps_per_epoch: int, info: dict[str, Any]) -> None:
-        self.inner.start(epochs, steps_per_epoch, info)
-
-    def step(self, epoch: int, loss: float) -> None:
-        self.inner.step(epoch, loss)
+        super().__init__(inner)
+        self.trial, self.metric = trial, metric
 
     def epoch_end(self, record: dict[str, Any]) -> None:
-        self.inner.epoch_end(record)
+        super().epoch_end(record)
         if record["epoch"] == 0:  # fitted directly, no epochs: nothing to prune
             return
         self.trial.report(metric_value(record, self.metric), record["epoch"])
         if self.trial.should_prune():
             raise _optuna().TrialPruned(f"pruned after epoch {record['epoch']}")
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        self.inner.finish(summary)
-
-    def stage_start(self, description: str, total: int | None) -> None:
-        self.inner.stage_start(description, total)
-
-    def stage_advance(self, n: int) -> None:
-        self.inner.stage_advance(n)
-
-    def stage_end(self) -> None:
-        self.inner.stage_end()
 
 
 def check_out(settings: TuneSettings, resume: bool) -> None:
