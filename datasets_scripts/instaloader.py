@@ -213,6 +213,7 @@ def discover_instaloader(
             continue
         owner = str(_get(node, "owner", "username") or meta.parent.name)
         values["owner"] = owner  # not a dataset column; there to split by (--split-by owner)
+        values["shortcode"] = node.get("shortcode")  # nor this: `predict` writes it beside the post's photos
         for path in pictures[: None if carousel == "all" else 1]:
             file_name = download.key(path)
             photos.append(Photo(path, file_name, _label(file_name, owner, label_table, label_from), group=post_key))

@@ -11,9 +11,9 @@ import csv
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,11 +31,17 @@ from instacli.registry import Count
 from instacli.run_folder import CONFIG, is_run
 from instacli.settings import check_flag
 
+if TYPE_CHECKING:
+    from instacli_datasets.folder import Skipped
+
 FORMATS = (".csv", ".jsonl", ".parquet")
 #: What runs the network: PyTorch on the run folder, or onnxruntime on the graph ``instacli export`` wrote.
 BACKENDS = ("pytorch", "onnxruntime")
 #: Decimals of the class probabilities written (more is noise to a reader, and bloats a CSV).
 PROB_DIGITS = 6
+
+#: What a row scored from an Instaloader download also says of its post.
+POST_COLUMNS = ("shortcode", "owner")
 
 #: First characters that make a spreadsheet read a CSV cell as a formula (OWASP "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -55,6 +61,8 @@ class PredictSummary:
     without_caption: int = 0
     #: Scored photos flagged ``unfamiliar``: unlike the training photos, their label is less to be trusted.
     unfamiliar: int = 0
+    #: Files of an Instaloader download that are not post photos (videos, profile pictures, …), left out as ``data build`` does.
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 def _check_bare_names(names: Sequence[str], table: dict[str, dict[str, Any]], path: Path) -> None:
@@ -111,15 +119,16 @@ def _inert(value: Any) -> Any:
     return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
-def output_columns(class_names: Sequence[str]) -> list[str]:
-    """The columns of a prediction file; a likes-only run (no classes) has no category columns."""
+def output_columns(class_names: Sequence[str], post_columns: Sequence[str] = ()) -> list[str]:
+    """The columns of a prediction file; a likes-only run (no classes) has no category columns;
+    ``post_columns`` (:data:`POST_COLUMNS`) follow the file of an Instaloader download's photo."""
     category = [*[f"prob_{c}" for c in class_names], "confidence", "unfamiliar"] if class_names else []
-    return ["file", "label", *category, "likes", "likes_from_defaults", "error"]
+    return ["file", *post_columns, "label", *category, "likes", "likes_from_defaults", "error"]
 
 
-def _writer(out: Path, handle: Any, class_names: Sequence[str]) -> Callable[[list[dict[str, Any]]], None]:
+def _writer(out: Path, handle: Any, class_names: Sequence[str], post_columns: Sequence[str] = ()) -> Callable[[list[dict[str, Any]]], None]:
     """A function that appends rows to the open temp file in the format of ``out``'s suffix."""
-    columns = output_columns(class_names)
+    columns = output_columns(class_names, post_columns)
     if out.suffix == ".csv":
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -130,7 +139,7 @@ def _writer(out: Path, handle: Any, class_names: Sequence[str]) -> Callable[[lis
     import pyarrow.parquet as pq
 
     types = {"file": pa.string(), "label": pa.string(), "error": pa.string(), "likes": pa.int64(), "likes_from_defaults": pa.bool_(),
-             "unfamiliar": pa.bool_()}
+             "unfamiliar": pa.bool_(), **dict.fromkeys(POST_COLUMNS, pa.string())}
     schema = pa.schema([(c, types.get(c, pa.float64())) for c in columns])
     parquet = pq.ParquetWriter(handle, schema)
     return lambda rows: parquet.write_table(pa.Table.from_pylist(rows, schema=schema)) if rows else parquet.close()
@@ -280,9 +289,16 @@ def predict_folder(
     column_map: dict[str, str] | None = None,
     tta: str = "none",
     backend: str = "pytorch",
+    carousel: str | None = None,
 ) -> PredictSummary:
     """Score every image under ``folder`` (recursively) with the run at ``run_path`` and write ``out``;
     ``metadata`` gives the numeric inputs (and captions), its columns renamed by ``column_map``.
+
+    Without ``metadata``, an Instaloader download is read as ``data build`` reads it
+    (:func:`instacli_datasets.instaloader.discover_instaloader`): each post photo gets its post's
+    numbers and caption, and its shortcode and owner in the output (:data:`POST_COLUMNS`); files that
+    are not post photos (videos, profile pictures) are skipped and listed in the summary; ``carousel``
+    (``first``, the default, or ``all``) picks the photos of a carousel.
 
     ``run_path`` may list several runs: their answers are averaged (an ensemble), as are those of the
     ``tta`` views of each photo (:data:`instacli.augment.TTA_CHOICES`; :mod:`instacli.ensemble`).
@@ -290,6 +306,7 @@ def predict_folder(
     import time
 
     from instacli_datasets.folder import is_image_file, scan
+    from instacli_datasets.instaloader import discover_instaloader, is_instaloader_folder
 
     started = time.perf_counter()
     folder, out = Path(folder), Path(out)
@@ -304,8 +321,16 @@ def predict_folder(
         raise InstacliError(f"{folder}: is a trained run, not photos; give the folder of photos last (predict RUN... PHOTOS)")
     with output_lock(out):  # another predict to the same --out fails here, before any work
         check_writable_target(out, overwrite, "prediction file")
-        found, unwalked = scan(folder)  # unwalked: sub-folders not read (unreadable, symlink loop), each gets an error row
-        files = [f for f in found if is_image_file(f)]
+        posts: dict[str, dict[str, Any]] | None = None  # an Instaloader download's rows, by photo
+        skipped: list[Skipped] = []
+        if metadata is None and is_instaloader_folder(folder):
+            source = discover_instaloader(folder, carousel=carousel or "first")
+            files, unwalked, skipped, posts = [photo.path for photo in source.photos], [], source.skipped, source.table.rows
+        elif carousel is not None:
+            raise InstacliError(f"--carousel: only for an Instaloader download read without --metadata; {folder} is not one (or drop --metadata)")
+        else:
+            found, unwalked = scan(folder)  # unwalked: sub-folders not read (unreadable, symlink loop), each gets an error row
+            files = [f for f in found if is_image_file(f)]
         if not files:
             raise InstacliError(f"{folder}: no image files found (jpg, png, webp, …); check the path")
         run_paths = [run_path] if isinstance(run_path, (str, Path)) else list(run_path)
@@ -315,8 +340,9 @@ def predict_folder(
         check_compatible(runs)
         features = list(dict.fromkeys(f for run in runs for f in run.scaler.features))  # every numeric input a run reads
         names = [relative_name(folder, f) for f in files]
-        table = _read_metadata(metadata, features, names, column_map) if metadata else None
-        if table is not None:
+        table = posts
+        if metadata:
+            table = _read_metadata(metadata, features, names, column_map)
             _check_bare_names(names, table, metadata)
         meta = _metadata_rows(names, table)
         missing = dict(zip(names, _missing_cells(features, meta).tolist()))
@@ -324,8 +350,11 @@ def predict_folder(
         scored = failed = from_defaults = imputed = without_caption = unfamiliar = 0
         with atomic_file(out, "wb" if out.suffix == ".parquet" else "w", overwrite) as handle:
             classes = runs[0].config.class_names
-            write = _writer(out, handle, classes)
+            write = _writer(out, handle, classes, POST_COLUMNS if posts is not None else ())
             for rows in iter_predictions(runs, folder, files, table, batch_size, workers, batches, tta):
+                if posts is not None:
+                    for row in rows:
+                        row.update({column: posts[row["file"]].get(column) for column in POST_COLUMNS})
                 write(rows)
                 bad = sum(bool(r["error"]) for r in rows)
                 failed += bad
@@ -344,4 +373,5 @@ def predict_folder(
             if scored == 0:
                 raise InstacliError(f"{folder}: none of the {len(files)} files could be read as an image; nothing was written")
     return PredictSummary(out=out, scored=scored, failed=failed, from_defaults=from_defaults,
-                          seconds=time.perf_counter() - started, imputed=imputed, without_caption=without_caption, unfamiliar=unfamiliar)
+                          seconds=time.perf_counter() - started, imputed=imputed, without_caption=without_caption, unfamiliar=unfamiliar,
+                          skipped=skipped)

@@ -35,3 +35,32 @@ class Reporter:
             yield self.stage_advance
         finally:
             self.stage_end()
+
+
+class Forwarding(Reporter):
+    """A reporter that passes every hook on to ``inner``: the base of one that watches a run on the
+    way (``tune``'s pruning) and overrides only the hooks it reads."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+
+    def start(self, epochs: int, steps_per_epoch: int, info: dict[str, Any]) -> None:
+        self.inner.start(epochs, steps_per_epoch, info)
+
+    def step(self, epoch: int, loss: float) -> None:
+        self.inner.step(epoch, loss)
+
+    def epoch_end(self, record: dict[str, Any]) -> None:
+        self.inner.epoch_end(record)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self.inner.finish(summary)
+
+    def stage_start(self, description: str, total: int | None) -> None:
+        self.inner.stage_start(description, total)
+
+    def stage_advance(self, n: int) -> None:
+        self.inner.stage_advance(n)
+
+    def stage_end(self) -> None:
+        self.inner.stage_end()

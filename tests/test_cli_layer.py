@@ -66,6 +66,7 @@ COMMANDS = {
     "compare": (["compare", "--data", "{tmp}", "--out", "{tmp}/r", "--encoders", "vit-scratch"], "instacli.cli.compare.compare"),
     "report": (["report", "{tmp}"], "instacli.report.rerender"),
     "demo": (["demo", "--out", "{tmp}/demo"], "instacli.demo.run_demo"),
+    "tune": (["tune", "--data", "{tmp}", "--out", "{tmp}/study"], "instacli.cli.tune.tune"),
     "models list": (["models", "list"], "instacli.cli.models.Table"),
     "models show": (["models", "show", "vit-scratch"], "instacli.cli.models.find"),
 }

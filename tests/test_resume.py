@@ -16,15 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from instacli.errors import InstacliError
 from instacli.model import load_run
 from instacli.settings import TrainSettings
 from instacli.training import train
-from tests.conftest import Crash, CrashAt
+from tests.conftest import Crash, CrashAt, two_colour_dataset
 
 TINY_VIT = {"image_size": 32, "patch_size": 8, "width": 32, "heads": 2, "drop_path": 0.1}
 TINY_FLAGS = ["-E", "image_size=32", "-E", "patch_size=8", "-E", "width=32", "-E", "heads=2"]
@@ -36,21 +34,7 @@ def _records(run: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """20 + 20 noisy two-colour photos, built into a dataset (24 train, 8 validation, 8 test)."""
-    from instacli_datasets import build_dataset
-
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for c, category in enumerate(("animal", "landscape")):
-        for i in range(20):
-            img = np.zeros((40, 48, 3), np.uint8)
-            img[:20], img[20:] = ((90, 150, 230), (60, 160, 70)) if c else ((128, 128, 128), (120, 70, 30))
-            img = np.clip(img + rng.integers(-25, 25, img.shape), 0, 255).astype(np.uint8)
-            (root / category).mkdir(exist_ok=True)
-            Image.fromarray(img).save(root / category / f"{category}_{i:02d}.png")
-    out = tmp_path_factory.mktemp("data") / "ds"
-    build_dataset(root, out, synthetic="seed", seed=1, val_fraction=0.2, test_fraction=0.2)
-    return out
+    return two_colour_dataset(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

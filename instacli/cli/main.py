@@ -21,7 +21,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from instacli import __version__
-from instacli.cli import compare, data, demo, evaluate, explain, export, models, predict, serve, train
+from instacli.cli import compare, data, demo, evaluate, explain, export, models, predict, serve, train, tune
 from instacli.cli.common import err_console
 from instacli.errors import InstacliError, os_error_message
 
@@ -86,7 +86,7 @@ def root(
 # One module per command (or group), each with its own ``typer.Typer()``; ``data`` and ``models`` are groups.
 for command in (data, models):
     app.add_typer(command.app, name=command.__name__.rsplit(".", 1)[-1])
-for command in (train, evaluate, predict, serve, export, explain, compare, demo):
+for command in (train, evaluate, predict, serve, export, explain, compare, demo, tune):
     app.add_typer(command.app)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -36,8 +37,12 @@ def predict_command(
     tta: bool = typer.Option(False, "--tta", help=TTA_HELP),
     backend: Backend = typer.Option(Backend.pytorch, "--backend",
                                     help="onnxruntime: run the graph `instacli export` wrote (RUN may then be the .onnx file); needs the export extra."),
+    carousel: Optional[str] = typer.Option(None, help="An Instaloader download's carousels: first (photo) or all.", show_default="first"),
 ) -> None:
     """One row per photo: predicted label, class probabilities, likes, and an error column for unreadable files.
+
+    An Instaloader download (without --metadata) is read as `data build` reads it: each post's own numbers and
+    caption, its shortcode and owner in the output; videos and profile pictures are skipped.
 
     With several runs, their probabilities and (log) likes are averaged: an ensemble."""
     from instacli.augment import TTA_DEFAULT
@@ -56,11 +61,15 @@ def predict_command(
         task = progress.add_task("scoring", total=total)
         summary = predict_folder(runs, folder, out, metadata, batch_size, workers, overwrite,
                                  on_batch=lambda n: progress.advance(task, n), column_map=mapping, tta=TTA_DEFAULT if tta else "none",
-                                 backend=backend.value)
+                                 backend=backend.value, carousel=carousel)
     console.print(
         f"[green]wrote[/] {summary.out}: {summary.scored} scored, {summary.failed} unreadable "
         f"({summary.scored / max(summary.seconds, 1e-9):.0f} images/s)"
     )
+    if summary.skipped:
+        reasons = Counter(s.reason for s in summary.skipped)
+        console.print(f"skipped {len(summary.skipped)} file(s) that are not post photos, as `data build` does: "
+                      + "; ".join(f"{n} {why}" for why, n in reasons.most_common()), highlight=False, soft_wrap=True)
     if summary.unfamiliar:
         console.print(f"{summary.unfamiliar} photo(s) look unlike the training photos: their labels are less to be trusted (unfamiliar = true)")
     if summary.from_defaults:

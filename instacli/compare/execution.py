@@ -16,7 +16,7 @@ from instacli.compare.planning import (
 )
 from instacli.errors import InstacliError
 from instacli.io import output_lock, write_json
-from instacli.progress import Reporter
+from instacli.progress import Forwarding, Reporter
 from instacli.results import COMPARE_INFO, Results, RunEntry, aggregate, failed_entry, relative, run_entry, save_results
 from instacli.run_folder import METRICS, WEIGHTS, RunFolder, read_json
 from instacli.settings import TrainSettings, parse_duration
@@ -45,13 +45,14 @@ class CompareReporter:
     def stage(self, message: str) -> None: ...
 
 
-class _Guard(Reporter):
-    """Delegates to the user's reporter and records the wall time after every epoch (so a resumed
-    run keeps counting); its :meth:`too_slow` is the ``should_stop`` of a run whose first epoch
+class _Guard(Forwarding):
+    """Passes every hook on to the user's reporter and records the wall time after every epoch (so a
+    resumed run keeps counting); its :meth:`too_slow` is the ``should_stop`` of a run whose first epoch
     overruns the hard limit."""
 
     def __init__(self, inner: Reporter, hard_limit: float | None, info_path: Path, previous_seconds: float) -> None:
-        self.inner, self.hard_limit, self.info_path, self.previous = inner, hard_limit, info_path, previous_seconds
+        super().__init__(inner)
+        self.hard_limit, self.info_path, self.previous = hard_limit, info_path, previous_seconds
         self.started = self.train_started = time.perf_counter()
         self.epochs_done = self.batches = 0
         self.steps_per_epoch = 0
@@ -72,28 +73,16 @@ class _Guard(Reporter):
 
     def start(self, epochs: int, steps_per_epoch: int, info: dict[str, Any]) -> None:
         self.train_started, self.steps_per_epoch = time.perf_counter(), steps_per_epoch
-        self.inner.start(epochs, steps_per_epoch, info)
+        super().start(epochs, steps_per_epoch, info)
 
     def step(self, epoch: int, loss: float) -> None:
         self.batches += 1
-        self.inner.step(epoch, loss)
+        super().step(epoch, loss)
 
     def epoch_end(self, record: dict[str, Any]) -> None:
         self.epochs_done += 1
         write_json(self.info_path, {"wall_seconds": self.elapsed(), "complete": False})
-        self.inner.epoch_end(record)
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        self.inner.finish(summary)
-
-    def stage_start(self, description: str, total: int | None) -> None:
-        self.inner.stage_start(description, total)
-
-    def stage_advance(self, n: int) -> None:
-        self.inner.stage_advance(n)
-
-    def stage_end(self) -> None:
-        self.inner.stage_end()
+        super().epoch_end(record)
 
 
 class RunStopped(Exception):
