@@ -147,6 +147,8 @@ def markdown(results: list[dict[str, Any]], category_of: dict[str, str]) -> str:
     accuracy = {(r["recipe"], s): v for r in results for s, v in r["per_source"].items()}
     for source in sorted(category_of, key=lambda s: (category_of[s], s)):
         cells = [accuracy.get((recipe, source)) for recipe in recipes]
+        if not any(cells):  # held out in a fold left out by --only-fold
+            continue
         n = next((c["n"] for c in cells if c), 0)
         lines.append(f"| {source} | {category_of[source]} | {n} | " + " | ".join(pct(c["accuracy"]) if c else "–" for c in cells) + " |")
     return "\n".join(lines)

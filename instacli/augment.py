@@ -61,14 +61,9 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return images[..., top : top + size, left : left + size]
 
 
-#: Smallest share of the photo a training crop keeps (RandomResizedCrop's lower scale), unless the
-#: encoder's recipe or ``--crop-scale`` says otherwise.
-CROP_SCALE = 0.35
-
-
 def random_boxes(
     n: int,
-    scale: tuple[float, float] = (CROP_SCALE, 1.0),
+    scale: tuple[float, float] = (0.35, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
@@ -143,13 +138,13 @@ def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator 
 
 def train_view(
     images: torch.Tensor, preprocess: Preprocess, generator: torch.Generator | None = None, boxes: torch.Tensor | None = None,
-    hue: float = 0.0, grayscale: float = 0.0, crop_scale: float = CROP_SCALE,
+    hue: float = 0.0, grayscale: float = 0.0,
 ) -> torch.Tensor:
     """Augmented, normalized training batch from cached uint8 squares (random crops, or the given ``boxes``),
-    with optional hue rotation and random grayscale, which take colour away as a cue: a model that
-    saw only green animals and blue landscapes otherwise calls a forest an animal."""
+    with optional hue rotation and random grayscale, which take colour away as a cue (a model that saw
+    only green animals and blue landscapes calls a forest an animal; README: shift benchmark)."""
     if boxes is None:
-        boxes = random_boxes(len(images), (crop_scale, 1.0), generator=generator, device=images.device)
+        boxes = random_boxes(len(images), generator=generator, device=images.device)
     x = color_jitter(crop(images, boxes, preprocess.image_size), generator=generator)
     if hue > 0:
         x = hue_shift(x, hue, generator)
@@ -202,13 +197,12 @@ class Augmentation:
     mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     hue: float = 0.0
     grayscale: float = 0.0
-    crop_scale: float = CROP_SCALE
 
     @classmethod
     def create(
         cls, preprocess: Preprocess, auto_augment: str = "none", random_erasing: float = 0.0, mixup: float = 0.0,
         cutmix: float = 0.0, num_classes: int = 0, label_smoothing: float = 0.0, device: torch.device | str = "cpu",
-        hue: float = 0.0, grayscale: float = 0.0, crop_scale: float = CROP_SCALE,
+        hue: float = 0.0, grayscale: float = 0.0,
     ) -> Augmentation:
         from timm.data import Mixup
         from timm.data.random_erasing import RandomErasing
@@ -219,14 +213,14 @@ class Augmentation:
             erasing=RandomErasing(random_erasing, mode="pixel", device=str(device)) if random_erasing > 0 else None,
             mixup=Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)
             if mixup > 0 or cutmix > 0 else None,
-            hue=hue, grayscale=grayscale, crop_scale=crop_scale,
+            hue=hue, grayscale=grayscale,
         )
 
     def view(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """Augmented, normalized batch from cached uint8 squares (crops at ``boxes`` when given, see :func:`crop`)."""
         if self.policy is not None:
             images = each_photo(images, self.policy)
-        x = train_view(images, self.preprocess, boxes=boxes, hue=self.hue, grayscale=self.grayscale, crop_scale=self.crop_scale)
+        x = train_view(images, self.preprocess, boxes=boxes, hue=self.hue, grayscale=self.grayscale)
         return self.erasing(x) if self.erasing is not None else x
 
     def mix(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -67,11 +67,9 @@ class TrainSettings(BaseSettings):
     mixup: NonNegativeFloat = 0.0
     cutmix: NonNegativeFloat = 0.0
     #: Colour invariance for encoders trained end to end (``instacli.augment.train_view``): the largest
-    #: hue rotation, in turns (0.5: any hue), and the share of photos turned gray. None: the encoder's recipe, else 0.
-    hue: Annotated[float, Field(ge=0, le=0.5)] | None = None
-    grayscale: Annotated[float, Field(ge=0, le=1)] | None = None
-    #: Smallest share of the photo a random training crop keeps. None: the encoder's recipe, else ``augment.CROP_SCALE``.
-    crop_scale: Annotated[float, Field(gt=0, le=1)] | None = None
+    #: hue rotation of a training photo, in turns (0.5: any hue), and the share of them turned gray.
+    hue: Annotated[float, Field(ge=0, le=0.5)] = 0.0
+    grayscale: Annotated[float, Field(ge=0, le=1)] = 0.0
     #: A pretrained encoder or a trained run that teaches the category head its answers (``instacli.distill``).
     distill_from: str | None = None
     distill_weight: NonNegativeFloat = 1.0
@@ -148,10 +146,7 @@ def apply_recipe(settings: TrainSettings) -> TrainSettings:
     """
     from instacli import registry  # plugins load on the first lookup, not when settings are read
 
-    from instacli.augment import CROP_SCALE
-
-    # without a recipe: fine-tune, crops of the usual scale, no colour augmentation
-    recipe = {"freeze_encoder": False, "hue": 0.0, "grayscale": 0.0, "crop_scale": CROP_SCALE, **registry.encoders.get(settings.encoder).recipe}
+    recipe = {"freeze_encoder": False, **registry.encoders.get(settings.encoder).recipe}  # without one: fine-tune
     options = encoder_options(settings)
     if "pretrained" in options and str(options["pretrained"]).lower() == "none":
         recipe["freeze_encoder"] = False
