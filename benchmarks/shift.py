@@ -20,6 +20,7 @@ shared by the encoders; ``--cache`` keeps them, and the finished runs, for the n
     python benchmarks/shift.py --encoders efficientnet-lite0 --extra "--freeze-encoder" --cache /tmp/shift
     nice python benchmarks/shift.py --encoders vit-scratch --cache /tmp/shift
     python benchmarks/shift.py --quick                # 40 photos per source, 2 epochs (minutes)
+    python benchmarks/shift.py --encoders vit-scratch --only-fold 1 --cache /tmp/shift   # one fold's runs
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ def markdown(results: list[dict[str, Any]], category_of: dict[str, str]) -> str:
     accuracy = {(r["recipe"], s): v for r in results for s, v in r["per_source"].items()}
     for source in sorted(category_of, key=lambda s: (category_of[s], s)):
         cells = [accuracy.get((recipe, source)) for recipe in recipes]
+        if not any(cells):  # held out in a fold left out by --only-fold
+            continue
         n = next((c["n"] for c in cells if c), 0)
         lines.append(f"| {source} | {category_of[source]} | {n} | " + " | ".join(pct(c["accuracy"]) if c else "–" for c in cells) + " |")
     return "\n".join(lines)
@@ -156,6 +159,7 @@ def main() -> None:
     p.add_argument("--encoders", default="efficientnet-lite0,vit-scratch", help="comma-separated encoders to train")
     p.add_argument("--folds", type=int, default=2, help="number of leave-sources-out folds")
     p.add_argument("--extra", default=None, help="extra `instacli train` flags, e.g. '--freeze-encoder' (labelled in the output)")
+    p.add_argument("--only-fold", type=int, default=None, metavar="K", help="run fold K alone (1-based), e.g. to try a recipe on its hardest fold first")
     p.add_argument("--cache", type=Path, default=None, help="folder that keeps built datasets and finished runs for later invocations")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_PER_SOURCE} photos per source and, unless --extra, '{QUICK_EXTRA}'")
     p.add_argument("--src", type=Path, default=common.POSTS_DEV, help="posts-dev (category folders of <source>_<n>.jpg)")
@@ -177,9 +181,13 @@ def main() -> None:
     by_category = sources_by_category(src)
     category_of = {s: c for c, sources in by_category.items() for s in sources}
     folds = make_folds(by_category, args.folds)
+    if args.only_fold is not None and not 1 <= args.only_fold <= len(folds):
+        sys.exit(f"--only-fold {args.only_fold}: must be between 1 and --folds ({len(folds)})")
     size = "quick" if args.quick else "all"
     results: list[dict[str, Any]] = []
     for k, holdout in enumerate(folds, 1):
+        if args.only_fold not in (None, k):
+            continue
         data, build_seconds = fold_dataset(src, work / f"data-{size}-fold{k}of{len(folds)}", holdout)
         common.log(f"fold {k}: held out {', '.join(holdout)}" + (f" (built in {build_seconds:.0f} s)" if build_seconds else " (cached)"))
         for encoder in filter(None, (e.strip() for e in args.encoders.split(","))):

@@ -108,14 +108,49 @@ def color_jitter(images: torch.Tensor, strength: float = 0.3, generator: torch.G
     return x.clamp_(0.0, 1.0)
 
 
+#: RGB → YIQ: luma Y and the two chroma axes I, Q (NTSC). Y weighs the channels as
+#: ``rgb_to_grayscale`` does, so a rotation of (I, Q) changes the hue and keeps the brightness.
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def hue_shift(images: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rotate the hue of each float ``[0, 1]`` image by its own random angle in ``±strength`` turns
+    (0.5: any hue), keeping its luma and saturation.
+
+    A rotation of the chroma plane in YIQ space is one batched 3×3 matrix per sample; torchvision's
+    ``adjust_hue`` takes a single factor for the whole batch (and converts through HSV per pixel).
+    """
+    angle = torch.empty(len(images), device=images.device).uniform_(-strength, strength, generator=generator) * 2 * math.pi
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.zeros(len(images), 3, 3, device=images.device)
+    rotation[:, 0, 0] = 1.0
+    rotation[:, 1, 1], rotation[:, 1, 2], rotation[:, 2, 1], rotation[:, 2, 2] = cos, -sin, sin, cos
+    yiq = _YIQ.to(images.device)
+    matrix = torch.linalg.inv(yiq) @ rotation @ yiq  # per sample: RGB → YIQ → rotated → RGB
+    return torch.einsum("bij,bjhw->bihw", matrix, images).clamp(0.0, 1.0)
+
+
+def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each float image turned to gray (three equal channels) with probability ``p``."""
+    chosen = torch.rand(len(images), device=images.device, generator=generator) < p
+    return torch.where(chosen.view(-1, 1, 1, 1), TF.rgb_to_grayscale(images, num_output_channels=3), images)
+
+
 def train_view(
-    images: torch.Tensor, preprocess: Preprocess, generator: torch.Generator | None = None, boxes: torch.Tensor | None = None
+    images: torch.Tensor, preprocess: Preprocess, generator: torch.Generator | None = None, boxes: torch.Tensor | None = None,
+    hue: float = 0.0, grayscale: float = 0.0,
 ) -> torch.Tensor:
-    """Augmented, normalized training batch from cached uint8 squares (random crops, or the given ``boxes``)."""
+    """Augmented, normalized training batch from cached uint8 squares (random crops, or the given ``boxes``),
+    with optional hue rotation and random grayscale, which take colour away as a cue (a model that saw
+    only green animals and blue landscapes calls a forest an animal; README: shift benchmark)."""
     if boxes is None:
         boxes = random_boxes(len(images), generator=generator, device=images.device)
-    x = crop(images, boxes, preprocess.image_size)
-    return normalize(color_jitter(x, generator=generator), preprocess)
+    x = color_jitter(crop(images, boxes, preprocess.image_size), generator=generator)
+    if hue > 0:
+        x = hue_shift(x, hue, generator)
+    if grayscale > 0:
+        x = random_grayscale(x, grayscale, generator)
+    return normalize(x, preprocess)
 
 
 def eval_view(images: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
@@ -160,11 +195,14 @@ class Augmentation:
     policy: Callable[[Image.Image], Image.Image] | None = None
     erasing: Callable[[torch.Tensor], torch.Tensor] | None = None
     mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+    hue: float = 0.0
+    grayscale: float = 0.0
 
     @classmethod
     def create(
         cls, preprocess: Preprocess, auto_augment: str = "none", random_erasing: float = 0.0, mixup: float = 0.0,
         cutmix: float = 0.0, num_classes: int = 0, label_smoothing: float = 0.0, device: torch.device | str = "cpu",
+        hue: float = 0.0, grayscale: float = 0.0,
     ) -> Augmentation:
         from timm.data import Mixup
         from timm.data.random_erasing import RandomErasing
@@ -175,13 +213,14 @@ class Augmentation:
             erasing=RandomErasing(random_erasing, mode="pixel", device=str(device)) if random_erasing > 0 else None,
             mixup=Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)
             if mixup > 0 or cutmix > 0 else None,
+            hue=hue, grayscale=grayscale,
         )
 
     def view(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """Augmented, normalized batch from cached uint8 squares (crops at ``boxes`` when given, see :func:`crop`)."""
         if self.policy is not None:
             images = each_photo(images, self.policy)
-        x = train_view(images, self.preprocess, boxes=boxes)
+        x = train_view(images, self.preprocess, boxes=boxes, hue=self.hue, grayscale=self.grayscale)
         return self.erasing(x) if self.erasing is not None else x
 
     def mix(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -80,6 +80,11 @@ class TrainSettings(BaseSettings):
     random_erasing: Annotated[float, Field(ge=0, le=1)] = setting(0.0, "Probability of timm random erasing per photo.")
     mixup: NonNegativeFloat = setting(0.0, "timm mixup alpha (0 = off; --task category only: a blend has no likes count).")
     cutmix: NonNegativeFloat = setting(0.0, "timm cutmix alpha (0 = off; --task category only).")
+    #: Colour invariance for encoders trained end to end (``instacli.augment.train_view``).
+    hue: Annotated[float, Field(ge=0, le=0.5)] = setting(
+        0.0, "Largest random hue rotation of a training photo, in turns (0.5: any hue); for encoders trained end to end.")
+    grayscale: Annotated[float, Field(ge=0, le=1)] = setting(
+        0.0, "Probability of turning a training photo gray; for encoders trained end to end.")
     #: A pretrained encoder or a trained run that teaches the category head its answers (``instacli.distill``).
     distill_from: str | None = setting(None, "Teacher whose answers on crops of the training photos the model also learns: a trained "
                                              "run folder or an encoder name (e.g. efficientnet-lite0, its frozen-probe recipe fitted first). See README.")

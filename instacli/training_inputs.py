@@ -138,7 +138,7 @@ def teacher_targets(
 def training_augmentation(settings: TrainSettings, config: ModelConfig, model: MultiTaskModel, accelerator: Accelerator) -> Augmentation:
     """The training view of the settings (:class:`instacli.augment.Augmentation`), checked against what it can apply to."""
     extras = {"auto_augment": settings.auto_augment != "none", "random_erasing": settings.random_erasing > 0,
-              "mixup": settings.mixup > 0, "cutmix": settings.cutmix > 0}
+              "mixup": settings.mixup > 0, "cutmix": settings.cutmix > 0, "hue": settings.hue > 0, "grayscale": settings.grayscale > 0}
     given = [f"--{name.replace('_', '-')}" for name, on in extras.items() if on]
     if given and settings.freeze_encoder:
         raise InstacliError(f"{', '.join(given)}: a frozen encoder embeds each photo once, unaugmented; add --no-freeze-encoder or drop the flag")
@@ -149,7 +149,7 @@ def training_augmentation(settings: TrainSettings, config: ModelConfig, model: M
         raise InstacliError("--mixup/--cutmix blend photos the --distill-from teacher has not seen; use one or the other")
     return Augmentation.create(
         model.encoder.preprocess, settings.auto_augment, settings.random_erasing, settings.mixup, settings.cutmix,
-        len(config.class_names), settings.label_smoothing, accelerator.device,
+        len(config.class_names), settings.label_smoothing, accelerator.device, settings.hue, settings.grayscale,
     )
 
 

@@ -1,4 +1,5 @@
-"""The timm augmentations of ``instacli train``: auto-augment policies, random erasing, mixup/cutmix."""
+"""The augmentations of ``instacli train``: hue rotation and random grayscale, and timm's auto-augment
+policies, random erasing, mixup/cutmix."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from instacli import registry
-from instacli.augment import Augmentation, auto_augment_policy, train_view
+from instacli.augment import Augmentation, auto_augment_policy, hue_shift, random_grayscale, train_view
 from instacli.errors import InstacliError
 from instacli.settings import TrainSettings
 from instacli.training import multitask_loss
@@ -75,6 +76,49 @@ def test_an_unknown_policy_is_a_one_line_error() -> None:
         auto_augment_policy("bogus", PREPROCESS)
 
 
+def _colours(n: int = 8) -> torch.Tensor:
+    """Float photos of random colours kept away from 0 and 1, so that no hue rotation is clipped."""
+    return 0.35 + 0.3 * torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    return 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+
+
+def test_grayscale_at_p1_makes_three_equal_channels_of_the_luma_and_at_p0_changes_nothing() -> None:
+    x = _colours()
+    gray = random_grayscale(x, 1.0)
+    assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])
+    assert torch.allclose(gray[:, 0], _luma(x), atol=1e-3)  # torchvision weighs red 0.2989
+    assert torch.equal(random_grayscale(x, 0.0), x)
+    half = random_grayscale(_colours(400), 0.5, torch.Generator().manual_seed(0))
+    grayed = (half[:, 0] == half[:, 1]).all(dim=(1, 2)).float().mean()
+    assert 0.4 < grayed < 0.6  # about half of the photos
+
+
+def test_hue_shift_changes_the_hue_but_not_the_brightness_or_saturation() -> None:
+    x = _colours()
+    shifted = hue_shift(x, 0.5, torch.Generator().manual_seed(0))
+    changed = (shifted - x).abs().mean(dim=(1, 2, 3)) > 0.01  # a photo drawn a tiny angle may keep its colours
+    assert changed.float().mean() >= 0.75
+    assert torch.allclose(_luma(shifted), _luma(x), atol=1e-5)  # same brightness, pixel by pixel
+    iq = torch.tensor([[0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])  # NTSC chroma axes
+    chroma = lambda t: torch.einsum("cj,bjhw->bchw", iq, t).norm(dim=1)  # noqa: E731  # saturation: the chroma's length
+    assert torch.allclose(chroma(shifted), chroma(x), atol=1e-4)
+    assert torch.allclose(hue_shift(x, 0.0), x, atol=1e-5)
+
+
+def test_hue_and_grayscale_are_deterministic_for_a_seed() -> None:
+    images = _batch()
+    views = [train_view(images, PREPROCESS, torch.Generator().manual_seed(seed), hue=0.5, grayscale=0.5) for seed in (3, 3, 4)]
+    assert torch.equal(views[0], views[1]) and not torch.equal(views[0], views[2])
+    _seed()
+    plain = Augmentation.create(PREPROCESS).view(images)
+    _seed()
+    coloured = Augmentation.create(PREPROCESS, hue=0.5, grayscale=0.5).view(images)
+    assert not torch.equal(plain, coloured)
+
+
 def test_random_erasing_replaces_a_box_of_each_photo() -> None:
     images = _batch()
     _seed()
@@ -125,11 +169,13 @@ TINY = ["--encoder-option", "image_size=32", "-E", "patch_size=8", "-E", "width=
 
 
 def test_training_with_every_augmentation(data: Path, tmp_path: Path, run_cli: Callable[..., CliResult]) -> None:
-    flags = ["--auto-augment", "trivialaugment", "--random-erasing", "0.25", "--mixup", "0.8", "--cutmix", "1.0", "--task", "category"]
+    flags = ["--auto-augment", "trivialaugment", "--random-erasing", "0.25", "--mixup", "0.8", "--cutmix", "1.0", "--task", "category",
+             "--hue", "0.2", "--grayscale", "0.3"]
     result = run_cli("train", "--data", data, "--out", tmp_path / "run", "-q", *TINY, *flags)
     assert result.code == 0, result.stderr
     saved = json.loads((tmp_path / "run" / "settings.json").read_text())
     assert (saved["auto_augment"], saved["random_erasing"], saved["mixup"], saved["cutmix"]) == ("trivialaugment", 0.25, 0.8, 1.0)
+    assert (saved["hue"], saved["grayscale"]) == (0.2, 0.3)
 
 
 @pytest.mark.parametrize(
@@ -137,6 +183,7 @@ def test_training_with_every_augmentation(data: Path, tmp_path: Path, run_cli: C
     [
         (["--mixup", "0.8"], "a blend has no likes count"),
         (["--auto-augment", "randaugment", "--freeze-encoder"], "a frozen encoder embeds each photo once"),
+        (["--grayscale", "0.5", "--freeze-encoder"], "--grayscale: a frozen encoder embeds each photo once"),
         (["--auto-augment", "rand-q9"], "not a timm auto-augment policy"),
     ],
 )

@@ -15,15 +15,19 @@ POSTS_DEV = Path(os.environ.get("INSTACLI_POSTS_DEV", ROOT.parent / "shared" / "
 TINY = "--epochs 1 -E image_size=32 -E patch_size=8 -E width=32 -E heads=2"
 
 
+def _shift(tmp_path: Path, out: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "shift.py"), "--quick", "--encoders", "vit-scratch", "--extra", TINY,
+         "--src", str(POSTS_DEV), "--cache", str(tmp_path / "work"), "--out", str(out), *flags],
+        capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"},
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not POSTS_DEV.is_dir(), reason=f"needs posts-dev at {POSTS_DEV} (or INSTACLI_POSTS_DEV)")
 def test_quick_shift_benchmark_holds_out_every_source_once(tmp_path: Path) -> None:
     out = tmp_path / "shift.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "shift.py"), "--quick", "--encoders", "vit-scratch", "--extra", TINY,
-         "--src", str(POSTS_DEV), "--cache", str(tmp_path / "work"), "--out", str(out)],
-        capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"},
-    )
+    done = _shift(tmp_path, out)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     folds = result["folds"]
@@ -38,3 +42,17 @@ def test_quick_shift_benchmark_holds_out_every_source_once(tmp_path: Path) -> No
         assert pooled == pytest.approx(row["shift_accuracy"])
         assert row["drop"] == pytest.approx(row["test_accuracy"] - row["shift_accuracy"]) and row["train_seconds"] > 0
     assert "| shift acc |" in done.stdout and "extra train flags `--epochs 1" in done.stdout
+
+    # --only-fold 2 reuses the cached run of fold 2 and reports that fold alone
+    alone = _shift(tmp_path, tmp_path / "fold2.json", "--only-fold", "2")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "fold2.json").read_text())["results"]
+    assert row["fold"] == 2 and row["shift_accuracy"] == rows[1]["shift_accuracy"]
+    assert not any(source in alone.stdout for source in folds[0]), "fold 1's sources are not in the tables"
+
+
+@pytest.mark.skipif(not POSTS_DEV.is_dir(), reason=f"needs posts-dev at {POSTS_DEV} (or INSTACLI_POSTS_DEV)")
+def test_only_fold_out_of_range_is_refused_before_any_training(tmp_path: Path) -> None:
+    done = _shift(tmp_path, tmp_path / "shift.json", "--only-fold", "3")
+    assert done.returncode == 1 and "--only-fold 3: must be between 1 and --folds (2)" in done.stderr
+    assert not (tmp_path / "work" / "runs").exists()
