@@ -16,8 +16,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 # What the instacli CLI sets before torch loads (instacli/cli/main.py), given to every side of every
@@ -144,3 +146,66 @@ def torch_threads() -> Sequence[str]:
     import torch
 
     return [f"torch threads {torch.get_num_threads()}"]
+
+
+@dataclass
+class Measured:
+    """A child process tree's wall time and memory peaks, sampled every 0.1 s.
+
+    Sums over the tree (the CLI and its decode workers): ``peak_rss`` counts pages shared between the
+    processes once per process (it overestimates); ``peak_pss`` shares them out (what the tree really
+    holds); ``peak_anon`` leaves out file-backed pages (a memory-mapped cache being read, the page
+    cache of files read): memory the kernel cannot reclaim by dropping pages it can read again.
+    ``cpu_seconds`` is the user + system time of every process of the tree (as last sampled): on a
+    machine shared with other work, what the command cost, where wall time also counts the waits.
+    """
+
+    seconds: float
+    peak_rss: int
+    peak_pss: int
+    peak_anon: int
+    cpu_seconds: float
+    stdout: str
+
+
+def _tree_sample(root: int, cpu: dict[int, float]) -> tuple[int, int, int]:
+    """(RSS, PSS, RSS less file-backed pages) in bytes of process ``root`` and its descendants, summed;
+    records each process's CPU seconds so far in ``cpu`` (by pid)."""
+    import psutil
+
+    try:
+        parent = psutil.Process(root)
+        processes = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0, 0, 0
+    rss = pss = anon = 0
+    for process in processes:
+        try:
+            info = process.memory_full_info()
+            times = process.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+        anon += info.rss - info.shared
+        cpu[process.pid] = times.user + times.system
+    return rss, pss, anon
+
+
+def measured(command: Sequence[str]) -> Measured:
+    """Run ``command`` (a CLI call, as a user runs it) while sampling its tree's memory; exit on failure."""
+    started = time.perf_counter()
+    cpu: dict[int, float] = {}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:  # pipes would fill and block the child
+        child = subprocess.Popen(list(command), stdout=out, stderr=err, text=True, env=os.environ.copy())
+        peaks = [0, 0, 0]
+        while child.poll() is None:
+            peaks = [max(a, b) for a, b in zip(peaks, _tree_sample(child.pid, cpu))]
+            time.sleep(0.1)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if child.returncode != 0:
+        sys.exit(f"failed ({child.returncode}): {' '.join(command)}\n{stdout[-2000:]}\n{stderr[-4000:]}")
+    return Measured(seconds, *peaks, sum(cpu.values()), stdout)

@@ -12,10 +12,7 @@ last is ``predict_memory ratio LIMIT/PEAK_RSS target 1``: higher is better, ≥ 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,26 +36,6 @@ def repeated_folder(src: Path, dest: Path, n: int) -> Path:
     return dest
 
 
-def tree_memory(root: int) -> tuple[int, int]:
-    """(sum of RSS, sum of PSS) in bytes of process ``root`` and its descendants."""
-    import psutil
-
-    try:
-        parent = psutil.Process(root)
-        processes = [parent, *parent.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0, 0
-    rss = pss = 0
-    for process in processes:
-        try:
-            info = process.memory_full_info()
-            rss += info.rss
-            pss += getattr(info, "pss", info.rss)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return rss, pss
-
-
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0]).parse_args()
     work = common.setup(args)
@@ -69,18 +46,10 @@ def main() -> None:
     out = work / "preds-memory.csv"
     common.log(f"predict memory: {n} files (symlinks), run {run.name}")
     command = [sys.executable, "-m", "instacli", "predict", str(run), str(folder), "--out", str(out), "--overwrite"]
-    started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
-    peak_rss = peak_pss = 0
-    while child.poll() is None:
-        rss, pss = tree_memory(child.pid)
-        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-        time.sleep(0.1)
-    stdout, stderr = child.communicate()
-    if child.returncode != 0:
-        sys.exit(f"instacli predict failed ({child.returncode}):\n{stdout[-2000:]}\n{stderr[-4000:]}")
+    measured = common.measured(command)
+    peak_rss, peak_pss = measured.peak_rss, measured.peak_pss
     rows = sum(1 for _ in out.open()) - 1
-    seconds = time.perf_counter() - started
+    seconds = measured.seconds
     common.log(f"{rows} rows in {seconds:.0f} s; peak RSS (sum over the tree) {peak_rss / 2**30:.2f} GB, "
                f"peak PSS {peak_pss / 2**30:.2f} GB; limit {LIMIT_GB} GB")
     if rows != n:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -38,7 +40,36 @@ NUMERIC_INPUTS = ("comments", "shares", "followers")
 SPLIT_MODES = ("random", "time")
 #: The column ``--group-pattern`` derives from each photo's file name.
 SOURCE_COLUMN = "source"
+#: Hidden folder of a build's own temporary files (the photo spool, unsplit Arrow files), inside the output's temporary folder.
+SCRATCH = ".build"
 Progress = Callable[[int, int], None]
+
+
+class Spool:
+    """Photo bytes kept in a file on disk while a build runs: :func:`collect` appends each photo's
+    bytes as it is decoded and keeps only where they are; :func:`write_split` reads them back in
+    order. A build so holds each photo's numbers, never every photo (100,000 photos re-encoded at
+    256 px are about 3 GB)."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle = open(path, "w+b")
+
+    def put(self, data: bytes) -> tuple[int, int]:
+        """Store ``data``; returns its (offset, length) in the spool."""
+        offset = self.handle.seek(0, os.SEEK_END)
+        self.handle.write(data)
+        return offset, len(data)
+
+    def image(self, where: tuple[int, int]) -> dict[str, Any]:
+        """The stored image at ``where``, as the dataset's image column holds it."""
+        self.handle.seek(where[0])
+        return {"bytes": self.handle.read(where[1]), "path": None}
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
 
 
 @dataclass
@@ -141,8 +172,10 @@ def collect(
     workers: int = 2,
     progress: Progress | None = None,
     column_map: dict[str, str] | None = None,
+    spool: Spool | None = None,
 ) -> Collected:
-    """Validate the engagement of ``source`` and decode every photo into dataset rows (in memory)."""
+    """Validate the engagement of ``source`` and decode every photo into dataset rows: their images
+    in ``spool`` (the rows say where), else in the rows themselves (in memory)."""
     if synthetic is not None and synthetic not in SYNTHETIC_KINDS:
         raise InstacliError(f"--synthetic-engagement: unknown generator '{synthetic}'; choose {' or '.join(SYNTHETIC_KINDS)}")
     if synthetic is not None and (engagement is not None or source.engagement == "instaloader"):
@@ -167,7 +200,7 @@ def collect(
             continue
         values = table.rows[photo.file_name] if table is not None else {}
         rows.append({
-            "image": {"bytes": result.data, "path": None},
+            "image": spool.put(result.data) if spool is not None else {"bytes": result.data, "path": None},
             "label": index.get(photo.label, -1),
             "file_name": photo.file_name,
             **{c: values.get(c) for c in columns},
@@ -225,6 +258,11 @@ def features_for(class_names: Sequence[str], columns: Sequence[str]):
     })
 
 
+def _arrow_columns(rows: Sequence[dict[str, Any]], features, image: Callable[[Any], dict[str, Any]]) -> dict[str, list[Any]]:
+    """``rows`` as columns in Arrow storage form, each row's image given by ``image(row["image"])``."""
+    return {name: [image(r[name]) for r in rows] if name == "image" else [r[name] for r in rows] for name in features}
+
+
 def to_dataset(rows: list[dict[str, Any]], class_names: Sequence[str], columns: Sequence[str]):
     """An in-memory ``datasets.Dataset`` of ``rows``, which are already in Arrow storage form.
 
@@ -235,8 +273,26 @@ def to_dataset(rows: list[dict[str, Any]], class_names: Sequence[str], columns: 
     from datasets.table import InMemoryTable
 
     features = features_for(class_names, columns)
-    table = InMemoryTable.from_pydict({name: [r[name] for r in rows] for name in features}, schema=features.arrow_schema)
+    table = InMemoryTable.from_pydict(_arrow_columns(rows, features, lambda image: image), schema=features.arrow_schema)
     return Dataset(table, info=DatasetInfo(features=features))
+
+
+#: Rows per Arrow record batch written by :func:`write_split` (about 30 MB of photos at 256 px).
+WRITE_BATCH = 1000
+
+
+def write_split(rows: Sequence[dict[str, Any]], class_names: Sequence[str], columns: Sequence[str], spool: Spool, path: Path):
+    """A memory-mapped ``datasets.Dataset`` of ``rows`` (images in ``spool``), written to the Arrow file
+    ``path`` a batch at a time: the same table as :func:`to_dataset`, without holding it in memory."""
+    import pyarrow as pa
+    from datasets import Dataset, DatasetInfo
+
+    features = features_for(class_names, columns)
+    schema = features.arrow_schema
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for start in range(0, len(rows), WRITE_BATCH):
+            writer.write_batch(pa.RecordBatch.from_pydict(_arrow_columns(rows[start : start + WRITE_BATCH], features, spool.image), schema=schema))
+    return Dataset.from_file(str(path), info=DatasetInfo(features=features))
 
 
 def fingerprint(collected: Collected, splits: Sequence[str] | None = None) -> str:
@@ -392,16 +448,26 @@ def build_dataset(
     src, out = Path(src), Path(out)
     _check_options(out, src, overwrite, seed, val_fraction, test_fraction, max_side, workers)
     # locked from the start: a second build to the same --out, or an --out that cannot be written, fails before any decoding
-    with output_lock(out):
+    with output_lock(out), atomic_dir(out, overwrite=overwrite, what="dataset folder") as tmp, quiet_datasets():
+        scratch = tmp / SCRATCH
+        scratch.mkdir()
         source = open_source(src, layout=layout, labels=labels, label_from=label_from, carousel=carousel,
                              column_map=None if engagement else column_map)
         sources = derive_sources(source, group_pattern) if group_pattern is not None else None
-        collected = collect(source, engagement=engagement, synthetic=synthetic, seed=seed, max_side=max_side,
-                            workers=workers, progress=progress, column_map=column_map)
-        rows, names = collected.rows, source.class_names
-        assignment, group_column = assign_splits(collected, split_by=split_by, sources=sources, holdout=holdout,
-                                                 val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-        split_names = [*SPLITS, HOLDOUT] if holdout else list(SPLITS)
+        with Spool(scratch / "photos") as spool:
+            collected = collect(source, engagement=engagement, synthetic=synthetic, seed=seed, max_side=max_side,
+                                workers=workers, progress=progress, column_map=column_map, spool=spool)
+            rows, names = collected.rows, source.class_names
+            assignment, group_column = assign_splits(collected, split_by=split_by, sources=sources, holdout=holdout,
+                                                     val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+            split_names = [*SPLITS, HOLDOUT] if holdout else list(SPLITS)
+            splits = DatasetDict({
+                s: write_split([r for r, a in zip(rows, assignment) if a == s], names, collected.columns, spool, scratch / f"{s}.arrow")
+                for s in split_names
+            })
+        # an empty split needs an explicit single shard, or datasets writes none and cannot load it back
+        splits.save_to_disk(str(tmp), num_shards={s: 1 for s, ds in splits.items() if len(ds) == 0})
+        shutil.rmtree(scratch)
         counts = {s: {n: 0 for n in names or [UNLABELED]} for s in split_names}
         for row, split in zip(rows, assignment):
             counts[split][label_name(row["label"], names)] += 1
@@ -429,24 +495,18 @@ def build_dataset(
             "skipped": len(collected.skipped),
             "fingerprint": report.fingerprint,
         }
-        with atomic_dir(out, overwrite=overwrite, what="dataset folder") as tmp, quiet_datasets():
-            splits = DatasetDict({
-                s: to_dataset([r for r, a in zip(rows, assignment) if a == s], names, collected.columns) for s in split_names
-            })
-            # an empty split needs an explicit single shard, or datasets writes none and cannot load it back
-            splits.save_to_disk(str(tmp), num_shards={s: 1 for s, ds in splits.items() if len(ds) == 0})
-            write_json(tmp / INFO_FILE, info)
-            report.seconds = time.perf_counter() - started
-            write_json(tmp / REPORT_FILE, {
-                "source": str(src.resolve()),
-                "out": str(out.resolve()),
-                "images": report.n_images,
-                "kept_original": report.kept_original,
-                "reencoded": report.reencoded,
-                "seconds": round(report.seconds, 3),
-                "images_per_second": round(report.n_images / max(report.seconds, 1e-9), 1),
-                "skipped": [{"file": s.file, "reason": s.reason} for s in collected.skipped],
-                "unused_table_rows": collected.unused_rows,  # the first LISTED_UNUSED
-                "unused_table_row_count": collected.n_unused,
-            })
+        write_json(tmp / INFO_FILE, info)
+        report.seconds = time.perf_counter() - started
+        write_json(tmp / REPORT_FILE, {
+            "source": str(src.resolve()),
+            "out": str(out.resolve()),
+            "images": report.n_images,
+            "kept_original": report.kept_original,
+            "reencoded": report.reencoded,
+            "seconds": round(report.seconds, 3),
+            "images_per_second": round(report.n_images / max(report.seconds, 1e-9), 1),
+            "skipped": [{"file": s.file, "reason": s.reason} for s in collected.skipped],
+            "unused_table_rows": collected.unused_rows,  # the first LISTED_UNUSED
+            "unused_table_row_count": collected.n_unused,
+        })
         return report

@@ -296,22 +296,13 @@ def _parse_table(path: Path, mapping: dict[str, str], keep: Collection[str] | No
     where: dict[str, str] = {}
     unused: list[str] = []
     n_unused = 0
+    wanted = None if keep is None else _kept_records(path, keys, columns, keep)
+    if wanted is not None:  # a clean table, checked column-wise: only the rows of the photos at hand are parsed
+        records, n_unused, unused = wanted
     for location, record in records:
-        try:
-            file_name = normalize_file_name(record.get(columns["file_name"]))
-        except ValueError as exc:
-            raise InstacliError(f"{path} {location}: {exc}") from None
+        file_name, values = _parse_record(path, location, record, columns, extras)
         if file_name in rows:
             raise InstacliError(f"{path} {location}: file_name '{file_name}' repeats {where[file_name]}; keep one row per photo")
-        values = {}
-        for canon, column in columns.items():
-            if canon == "file_name":
-                continue
-            try:
-                values[canon] = PARSERS[canon](record.get(column))
-            except ValueError as exc:
-                raise InstacliError(f"{path} {location}: {column} {exc}; fix the value or leave it empty") from None
-        values.update((column, parse_label(record.get(column))) for column in extras)
         if keep is not None and file_name not in keep:
             n_unused += 1
             if len(unused) < LISTED_UNUSED:
@@ -321,3 +312,109 @@ def _parse_table(path: Path, mapping: dict[str, str], keep: Collection[str] | No
         where[file_name] = location
     return Table(path=path, columns=tuple(c for c in KNOWN_COLUMNS if c in columns and c != "file_name"), rows=rows, where=where,
                  extra_columns=extras, unused=unused, n_unused=n_unused)
+
+
+def _parse_record(path: Path, location: str, record: dict[str, Any], columns: dict[str, str], extras: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """The normalized file name and the parsed values of one record; a bad value is a one-line error."""
+    try:
+        file_name = normalize_file_name(record.get(columns["file_name"]))
+    except ValueError as exc:
+        raise InstacliError(f"{path} {location}: {exc}") from None
+    values = {}
+    for canon, column in columns.items():
+        if canon == "file_name":
+            continue
+        try:
+            values[canon] = PARSERS[canon](record.get(column))
+        except ValueError as exc:
+            raise InstacliError(f"{path} {location}: {column} {exc}; fix the value or leave it empty") from None
+    values.update((column, parse_label(record.get(column))) for column in extras)
+    return file_name, values
+
+
+#: Values the column-wise check accepts as they are; anything else takes the row-by-row path, which
+#: parses it or names the line to fix. Counts: digits (at most 18: below MAX_COUNT) or a missing marker.
+_CLEAN_COUNT = r"^\s*(\d{1,18}|[Nn][Aa][Nn]|[Nn][Uu][Ll][Ll]|[Nn][Oo][Nn][Ee]|[Nn][Aa]|)\s*$"
+_CLEAN_TIMESTAMP = r"^\s*(-?\d{1,11}|[Nn][Aa][Nn]|[Nn][Uu][Ll][Ll]|[Nn][Oo][Nn][Ee]|[Nn][Aa]|)\s*$"  # |t| < MAX_TIMESTAMP
+#: A file name that ``normalize_file_name`` returns unchanged: no backslash, drive, absolute, empty,
+#: ``.`` or ``..`` part, surrounding space, or line break (a CSV line per record keeps line numbers right).
+_UNCLEAN_FILE_NAME = r"\\|^/|^[A-Za-z]:|//|/$|(^|/)\.\.?(/|$)|^\s|\s$|^$|[\r\n]"
+#: Rows per batch of the column-wise read.
+_BATCH_ROWS = 65_536
+
+
+def _kept_records(path: Path, keys: list[str], columns: dict[str, str], keep: Collection[str]) -> tuple[Iterator[tuple[str, dict[str, Any]]], int, list[str]] | None:
+    """For a CSV or Parquet table whose every value passes a column-wise check (the usual export of
+    millions of rows): the records of the photos at hand, how many other rows there were and the
+    first :data:`LISTED_UNUSED` of their names. Reading and checking a million rows one by one as
+    Python dicts took a minute and a half; pyarrow does it a batch at a time. ``None``: the table
+    needs the row-by-row path (JSONL, a value to parse or to report, a repeated column name)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if path.suffix.lower() not in (".csv", ".parquet") or len(set(keys)) != len(keys):
+        return None
+    kept_set = pa.array(list(keep), pa.string())
+    label, first = ("line", 2) if path.suffix.lower() == ".csv" else ("row", 1)  # CSV: the header is line 1
+    records: list[tuple[str, dict[str, Any]]] = []
+    unused: list[str] = []
+    n_unused = offset = 0
+    batches = _arrow_batches(path, keys)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError, ValueError):  # ragged, blank line, bad UTF-8: the row path says where
+            return None
+        if batch is None:
+            break
+        if not all(_clean(batch.column(column), canon) for canon, column in columns.items()):
+            return None
+        if any(pa.types.is_string(array.type) and pc.any(pc.match_substring_regex(array, r"[\r\n]")).as_py() for array in batch.columns):
+            return None  # a record over several lines: line numbers need the row path
+        names = batch.column(columns["file_name"])
+        mask = pc.fill_null(pc.is_in(names, value_set=kept_set), False)
+        for index, record in zip(pc.indices_nonzero(mask).to_pylist(), batch.filter(mask).to_pylist()):
+            records.append((f"{label} {offset + index + first}", record))
+        others = names.filter(pc.invert(mask))
+        n_unused += len(others)
+        unused += others.slice(0, LISTED_UNUSED - len(unused)).to_pylist() if len(unused) < LISTED_UNUSED else []
+        offset += batch.num_rows
+    return iter(records), n_unused, unused
+
+
+def _arrow_batches(path: Path, keys: list[str]) -> Iterator[Any]:
+    """The table's record batches; CSV values as text, as the csv module reads them."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        yield from pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS)
+        return
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    reader = pcsv.open_csv(
+        path,
+        read_options=pcsv.ReadOptions(block_size=1 << 22),
+        parse_options=pcsv.ParseOptions(ignore_empty_lines=False, newlines_in_values=True),
+        convert_options=pcsv.ConvertOptions(column_types={k: pa.string() for k in keys}, strings_can_be_null=False),
+    )
+    yield from reader
+
+
+def _clean(array: Any, canon: str) -> bool:
+    """Whether every value of a column passes the column-wise check for ``canon``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if canon not in ("file_name", *COUNT_COLUMNS, "followers", "timestamp") or pa.types.is_null(array.type):
+        return True  # label, caption, extras: text, any value is valid
+    if pa.types.is_integer(array.type) and canon != "file_name":
+        low, high = pc.min_max(array).values()
+        bound = MAX_TIMESTAMP if canon == "timestamp" else MAX_COUNT
+        return low.as_py() is None or (low.as_py() >= (-bound if canon == "timestamp" else 0) and high.as_py() <= bound)
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        return False
+    if canon == "file_name":
+        return array.null_count == 0 and not pc.any(pc.match_substring_regex(array, _UNCLEAN_FILE_NAME)).as_py()
+    pattern = _CLEAN_TIMESTAMP if canon == "timestamp" else _CLEAN_COUNT
+    return bool(pc.all(pc.fill_null(pc.match_substring_regex(array, pattern), True)).as_py())

@@ -14,7 +14,7 @@ import io
 import multiprocessing
 import signal
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
@@ -113,21 +113,24 @@ def encode_photos(
     max_side: int,
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
-) -> list[Encoded | str]:
-    """``encode_photo`` for every path, in order, on ``workers`` processes; ``progress(done, total)``."""
+) -> Iterator[Encoded | str]:
+    """``encode_photo`` for every path, in order, on ``workers`` processes; ``progress(done, total)``.
+
+    Results are yielded as they come, so that a caller that stores each one (the build's spool)
+    never holds every photo's bytes at once."""
     total = len(paths)
     tasks = [(p, max_side) for p in paths]
-    results: list[Encoded | str] = []
-
-    def collect(iterable) -> list[Encoded | str]:
-        for path, result in zip(paths, iterable):
-            results.append(_with_original_bytes(path, result))
-            if progress is not None:
-                progress(len(results), total)
-        return results
-
     if workers <= 1 or total <= 1:  # in this process: the bytes are already here, nothing to strip or re-read
-        return collect(encode_photo(*task) for task in tasks)
+        results: Iterable[Encoded | str] = (encode_photo(*task) for task in tasks)
+        yield from _counted(results, paths, progress)
+        return
     chunksize = max(1, min(32, total // (workers * 8)))
     with multiprocessing.get_context(POOL_START_METHOD).Pool(workers, initializer=_ignore_sigint) as pool:
-        return collect(pool.imap(_encode_task, tasks, chunksize=chunksize))
+        yield from _counted(pool.imap(_encode_task, tasks, chunksize=chunksize), paths, progress)
+
+
+def _counted(results: Iterable[Encoded | str], paths: Sequence[str], progress: Callable[[int, int], None] | None) -> Iterator[Encoded | str]:
+    for done, (path, result) in enumerate(zip(paths, results), 1):
+        yield _with_original_bytes(path, result)
+        if progress is not None:
+            progress(done, len(paths))

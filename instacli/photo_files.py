@@ -102,7 +102,10 @@ def read_limited(path: str | os.PathLike[str], limit: int | None = None) -> byte
             raise UnusableFile(_not_regular(info.st_mode))
         if info.st_size > limit:
             raise _too_big(info.st_size, limit)
-        data = handle.read(limit + 1)
+        # sized by the file: read(limit + 1) allocated the whole limit (50 MB) for every photo
+        data = handle.read(info.st_size + 1)
+        if len(data) > info.st_size:  # it grew while being read: read on, up to the limit
+            data += handle.read(limit + 1 - len(data))
     if len(data) > limit:  # it grew while being read
         raise _too_big(len(data), limit)
     return data

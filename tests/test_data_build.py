@@ -174,6 +174,6 @@ def test_decode_pool_does_not_fork_the_calling_process(tmp_path: Path, monkeypat
         path = tmp_path / f"p{i}.png"
         Image.new("RGB", (40 + i, 30), (i * 40, 0, 0)).save(path)
         paths.append(str(path))
-    results = images.encode_photos(paths, max_side=32, workers=2)
+    results = list(images.encode_photos(paths, max_side=32, workers=2))
     assert methods == [images.POOL_START_METHOD] and images.POOL_START_METHOD in ("forkserver", "spawn")
     assert len(results) == 6 and all(not isinstance(r, str) for r in results)

@@ -107,3 +107,69 @@ def test_table_without_likes_column_or_file_name(photo_tree: Path, tmp_path: Pat
         build_dataset(photo_tree, tmp_path / "d", engagement=_write_csv(tmp_path / "b.csv", "name,likes", ["x.jpg,1"]))
     with pytest.raises(InstacliError, match="both mean shares"):
         build_dataset(photo_tree, tmp_path / "d", engagement=_write_csv(tmp_path / "c.csv", "file_name,likes,distribution,distributions", ["x.jpg,1,1,1"]))
+
+
+def _wide_table(path: Path, n: int, bad: dict[int, str] | None = None) -> Path:
+    """``n`` rows of every column; row ``i`` of ``bad`` gets that raw line instead."""
+    lines = [f'a/p{i}.jpg,{i * 7},{"" if i % 5 == 0 else " NA " if i % 5 == 1 else i % 50},3,{1000 + i},"caption, ""{i}""",{1_700_000_000 + i},o{i % 9}'
+             for i in range(n)]
+    for i, line in (bad or {}).items():
+        lines[i] = line
+    return _write_csv(path, "file_name,likes,comments,shares,followers,caption,timestamp,owner", lines)
+
+
+def _read_both_ways(path: Path, keep: set[str], monkeypatch: pytest.MonkeyPatch):
+    """``read_table`` column-wise (when it applies) and row by row: each a Table or the error's text."""
+    from instacli_datasets import engagement
+
+    def read():
+        try:
+            return engagement.read_table(path, keep=keep)
+        except InstacliError as exc:
+            return str(exc)
+
+    column_wise = read()
+    with monkeypatch.context() as m:
+        m.setattr(engagement, "_kept_records", lambda *args: None)
+        return column_wise, read()
+
+
+def test_a_long_clean_table_is_read_column_wise_with_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    from instacli_datasets import engagement
+
+    csv_path = _wide_table(tmp_path / "eng.csv", 3000)
+    parquet_path = tmp_path / "eng.parquet"
+    pyarrow.parquet.write_table(pyarrow.csv.read_csv(csv_path), parquet_path)  # typed: int64 counts, null comments
+    monkeypatch.setattr(engagement, "_BATCH_ROWS", 700)  # several Parquet batches
+    keep = {f"a/p{i}.jpg" for i in range(0, 3000, 30)} | {"a/missing.jpg"}
+    parsed: list[str] = []
+    real = engagement._parse_record
+    monkeypatch.setattr(engagement, "_parse_record", lambda *args: (parsed.append(args[1]), real(*args))[1])
+    for path in (csv_path, parquet_path):
+        parsed.clear()
+        column_wise = engagement.read_table(path, keep=keep)
+        assert len(parsed) == 100  # only the rows of the photos at hand were parsed one by one
+        row_wise = _read_both_ways(path, keep, monkeypatch)[1]
+        assert column_wise == row_wise  # rows, line numbers, unused names and count, extras
+    assert column_wise.where["a/p2970.jpg"] == "row 2971" and column_wise.n_unused == 2900 and len(column_wise.unused) == engagement.LISTED_UNUSED
+
+
+BAD_LINES = {
+    "negative count late": {2500: "a/p2500.jpg,-3,1,1,1,x,1,o"},
+    "iso date": {10: "a/p10.jpg,1,1,1,1,x,2024-05-01T10:00:00,o"},
+    "quoted line break in a kept row": {30: 'a/p30.jpg,1,1,1,1,"two\nlines",1,o'},
+    "absolute file name": {2999: "/etc/p.jpg,1,1,1,1,x,1,o"},
+    "ragged row": {1200: "a/p1200.jpg,1,1"},
+    "float count": {60: "a/p60.jpg,2.0,1,1,1,x,1,o"},
+    "repeated kept row": {31: "a/p30.jpg,1,1,1,1,x,1,o"},
+}
+
+
+@pytest.mark.parametrize("bad", BAD_LINES.values(), ids=BAD_LINES.keys())
+def test_a_table_with_a_value_to_parse_or_report_reads_as_row_by_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: dict[int, str]) -> None:
+    path = _wide_table(tmp_path / "eng.csv", 3000, bad)
+    column_wise, row_wise = _read_both_ways(path, {f"a/p{i}.jpg" for i in range(0, 3000, 30)}, monkeypatch)
+    assert column_wise == row_wise
