@@ -64,7 +64,11 @@ class SplitColumns:
         """Read ``split`` of a built dataset without decoding a single image."""
         from instacli_datasets import load_data
 
-        ds, info = load_data(Path(data), split=split)
+        return cls.from_dataset(*load_data(Path(data), split=split))
+
+    @classmethod
+    def from_dataset(cls, ds: Any, info: Any) -> SplitColumns:
+        """The columns of a split already loaded (``load_data``'s dataset and info)."""
         n = len(ds)
         labels = np.asarray(ds["label"], dtype=np.int64) if "label" in ds.column_names else np.full(n, -1)
         likes = as_float(ds["likes"]) if "likes" in ds.column_names else np.full(n, np.nan)

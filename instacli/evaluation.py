@@ -48,20 +48,22 @@ def _align_labels(split: SplitArrays, run: LoadedRun) -> np.ndarray:
     return mapping[labels]
 
 
-def reference_metrics(data: Path, split: str | None, likes: np.ndarray) -> dict[str, float | None]:
+def reference_metrics(data: Path, split: str | None, arrays: SplitArrays) -> dict[str, float | None]:
     """What the likes error is measured against, from the same functions as compare's baseline rows:
     ``likes_mae_class_median`` (each post gets the training median likes of its true category,
     :func:`instacli.baselines.class_median_likes`) and, on ``--synthetic-engagement realistic`` data,
     the generator's own guess (``oracle_*``, :func:`instacli.baselines.generator_log_likes`; its
     ``oracle_likes_mae`` scores ``expm1`` of a log-space guess, a reference, not the lowest possible
-    MAE on raw likes). None where they do not apply (a plain photo folder has no training split)."""
+    MAE on raw likes). None where they do not apply (a plain photo folder has no training split).
+    ``arrays`` is the evaluated split, already read: only the training split's columns are read here."""
     out: dict[str, float | None] = {"likes_mae_class_median": None, "oracle_log_likes_mae": None, "oracle_likes_mae": None}
+    likes = arrays.likes
     keep = ~np.isnan(likes)
     if split is None or not keep.any():
         return out
     from instacli.baselines import SplitColumns, class_median_likes, generator_log_likes
 
-    evaluated = SplitColumns.load(data, split)
+    evaluated = SplitColumns.from_dataset(arrays.dataset, arrays.info)
     medians = class_median_likes(SplitColumns.load(data, "train"), evaluated)
     labelled = keep & (evaluated.labels >= 0)
     if medians is not None and labelled.any():
@@ -143,7 +145,7 @@ def evaluate(
     result["temperature"] = temperatures[0] if len(runs) == 1 else temperatures
     result["unfamiliar_share"] = float(np.mean(predicted["unfamiliar"])) if predicted["unfamiliar"] is not None else None
     result.update(likes_metrics(arrays.likes, predicted["likes"]))
-    result.update(reference_metrics(data, split_name, arrays.likes))
+    result.update(reference_metrics(data, split_name, arrays))
     result["imputed_values"] = max(a.imputed for a in splits)  # cells of a run's numeric inputs filled with the training median
     skipped = arrays.info.skipped if arrays.info is not None else []  # files of a plain folder that could not be used
     result["skipped"] = [{"file": s.file, "reason": s.reason} for s in skipped]

@@ -483,13 +483,14 @@ def train_epoch(
             if accelerator.sync_gradients:
                 loop.scheduler.step()
             loop.optimizer.zero_grad(set_to_none=True)
-        sums += [total.item(), ce.item(), reg.item()]
+        loss = total.item()
+        sums += [loss, ce.item(), reg.item()]
         steps += 1
         state["images_seen"] += len(labels) * accelerator.num_processes
         job.reporter.step(epoch, sums[0] / steps)
         if accelerator.sync_gradients:
             state["optimizer_steps"] += 1
-            accelerator.log({"train/loss": total.item(), "train/lr": loop.scheduler.get_last_lr()[0]}, step=state["optimizer_steps"])
+            accelerator.log({"train/loss": loss, "train/lr": loop.scheduler.get_last_lr()[0]}, step=state["optimizer_steps"])
             every = settings.checkpoint_every
             if every and state["optimizer_steps"] % every == 0 and index + 1 < n_batches:
                 now = time.perf_counter()

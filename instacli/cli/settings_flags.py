@@ -22,15 +22,21 @@ from pydantic.fields import FieldInfo
 from instacli.settings import parse_options
 
 
-def _option_type(field: FieldInfo) -> Any:
-    """The type typer parses a field's flag as: the field's own scalar type, text for choices and
-    durations, repeatable ``KEY=VALUE`` text for option dicts, comma-separated text for lists."""
-    extra = field.json_schema_extra or {}
+def _value_type(field: FieldInfo) -> Any:
+    """A field's type without ``Optional`` and ``Annotated``: what one value of its flag holds."""
     annotation = field.annotation
     while typing.get_origin(annotation) in (Union, types.UnionType):  # Optional[X] → X
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
     if typing.get_origin(annotation) is Annotated:
         annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _option_type(field: FieldInfo) -> Any:
+    """The type typer parses a field's flag as: the field's own scalar type, text for choices and
+    durations, repeatable ``KEY=VALUE`` text for option dicts, comma-separated text for lists."""
+    extra = field.json_schema_extra or {}
+    annotation = _value_type(field)
     origin = typing.get_origin(annotation)
     if extra.get("text") or origin is Literal or origin is list:
         return str
@@ -91,17 +97,10 @@ def from_flags(model: type[BaseModel], given: dict[str, Any]) -> dict[str, Any]:
         field = model.model_fields[name]
         if value is not None and _option_type(field) == list[str]:
             value = parse_options(value, (_flag_names(field) or ("--" + name.replace("_", "-"),))[0])
-        elif value is not None and typing.get_origin(_strip_optional(field.annotation)) is list:
+        elif value is not None and typing.get_origin(_value_type(field)) is list:
             value = [v.strip() for v in value.split(",") if v.strip()]
         out[name] = value
     return out
-
-
-def _strip_optional(annotation: Any) -> Any:
-    if typing.get_origin(annotation) in (Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return args[0] if len(args) == 1 else annotation
-    return annotation
 
 
 def with_settings_flags(model: type[BaseModel]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
