@@ -115,6 +115,15 @@ def output_columns(class_names: Sequence[str]) -> list[str]:
     return ["file", "label", *category, "likes", "likes_from_defaults", "error"]
 
 
+def parquet_schema(class_names: Sequence[str]) -> Any:
+    """The Arrow schema of a prediction file's rows (:func:`output_columns`), for every Parquet writer."""
+    import pyarrow as pa
+
+    types = {"file": pa.string(), "label": pa.string(), "error": pa.string(), "likes": pa.int64(), "likes_from_defaults": pa.bool_(),
+             "unfamiliar": pa.bool_()}
+    return pa.schema([(c, types.get(c, pa.float64())) for c in output_columns(class_names)])
+
+
 def _writer(out: Path, handle: Any, class_names: Sequence[str]) -> Callable[[list[dict[str, Any]]], None]:
     """A function that appends rows to the open temp file in the format of ``out``'s suffix."""
     columns = output_columns(class_names)
@@ -127,9 +136,7 @@ def _writer(out: Path, handle: Any, class_names: Sequence[str]) -> Callable[[lis
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    types = {"file": pa.string(), "label": pa.string(), "error": pa.string(), "likes": pa.int64(), "likes_from_defaults": pa.bool_(),
-             "unfamiliar": pa.bool_()}
-    schema = pa.schema([(c, types.get(c, pa.float64())) for c in columns])
+    schema = parquet_schema(class_names)
     parquet = pq.ParquetWriter(handle, schema)
     return lambda rows: parquet.write_table(pa.Table.from_pylist(rows, schema=schema)) if rows else parquet.close()
 
@@ -236,14 +243,13 @@ class Predictor:
 
 
 def iter_predictions(
-    runs: Sequence[LoadedRun], folder: Path, files: Sequence[Path], table: dict[str, dict[str, Any]] | None, batch_size: int, workers: int,
+    runs: Sequence[LoadedRun], files: Sequence[Path], inputs: PhotoInputs, batch_size: int, workers: int,
     batches: dict[int, Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]] | None = None, tta: str = "none",
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield one list of output rows per batch: the answer of ``runs`` (one, or an ensemble) averaged
-    over the ``tta`` views (:mod:`instacli.ensemble`). ``batches``: already started
+    over the ``tta`` views (:mod:`instacli.ensemble`), for ``files`` and their ``inputs``. ``batches``: already started
     :func:`decoded_batches` of ``files`` by decode size; each size a run needs and lacks there is started here."""
-    names = [relative_name(folder, f) for f in files]
-    meta = _metadata_rows(names, table)
+    names, meta = inputs.names, inputs.meta
     predictor = Predictor(runs, tta)
     started = batches or {}
     loaders = {size: started[size] if size in started else decoded_batches(files, size, batch_size, workers) for size in predictor.sizes}
@@ -252,6 +258,93 @@ def iter_predictions(
         index = decoded[0][1].tolist()
         errors = [next((e for e in row if e), "") for row in zip(*(batch_errors for _, _, batch_errors in decoded))]
         yield predictor.rows(by_size, [names[i] for i in index], [meta[i] for i in index], errors)
+
+
+def check_paths(folder: Path, out: Path, shards: bool = False) -> None:
+    """Refuse a ``predict`` whose photos or output cannot be right, before any work. ``shards``: the
+    engine may write a folder of Parquet shards (an ``--out`` without a suffix)."""
+    if out.suffix not in FORMATS and not (shards and not out.suffix):
+        folder_note = " (or no suffix: a folder of Parquet shards)" if shards else ""
+        raise InstacliError(f"{out}: unknown output format; use a name ending in {', '.join(FORMATS)}{folder_note}")
+    if not folder.is_dir():
+        raise InstacliError(f"{folder}: not a folder; pass the folder of photos to score")
+    if out.suffix and out.is_dir():  # --overwrite replaces a file, never a folder
+        raise InstacliError(f"--out {out}: is a folder; give a file name, e.g. {out / ('predictions' + out.suffix)}")
+    if is_run(folder):  # its plots are images too: `predict RUN1 RUN2` forgot the photos
+        raise InstacliError(f"{folder}: is a trained run, not photos; give the folder of photos last (predict RUN... PHOTOS)")
+
+
+def list_photos(folder: Path) -> tuple[list[Path], list[Any]]:
+    """The image files under ``folder`` (sorted) and the sub-folders that could not be walked (each gets an error row)."""
+    from instacli_datasets.folder import is_image_file, scan
+
+    found, unwalked = scan(folder)
+    files = [f for f in found if is_image_file(f)]
+    if not files:
+        raise InstacliError(f"{folder}: no image files found (jpg, png, webp, …); check the path")
+    return files, unwalked
+
+
+@dataclass
+class PhotoInputs:
+    """What each photo brings besides its pixels: its name in the output, its engagement row, and
+    what the summary reports about it (missing numbers, missing caption)."""
+
+    names: list[str]
+    meta: list[dict[str, Any]]
+    missing: dict[str, int]
+    uncaptioned: set[str]
+
+    @classmethod
+    def read(cls, runs: Sequence[LoadedRun], folder: Path, files: Sequence[Path], metadata: Path | None,
+             column_map: dict[str, str] | None) -> PhotoInputs:
+        features = list(dict.fromkeys(f for run in runs for f in run.scaler.features))  # every numeric input a run reads
+        names = [relative_name(folder, f) for f in files]
+        table = _read_metadata(metadata, features, names, column_map) if metadata else None
+        if table is not None:
+            _check_bare_names(names, table, metadata)
+        meta = _metadata_rows(names, table)
+        missing = dict(zip(names, _missing_cells(features, meta).tolist()))
+        uncaptioned = {name for name, row in zip(names, meta) if any(run.config.text_encoder for run in runs) and not row.get("caption")}
+        return cls(names, meta, missing, uncaptioned)
+
+
+def unwalked_rows(unwalked: Sequence[Any], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """The error row of each sub-folder that could not be walked."""
+    return [{**dict.fromkeys(output_columns(class_names)), "file": s.file, "error": s.reason} for s in unwalked]
+
+
+@dataclass
+class Tally:
+    """The counts of a prediction's summary, added up batch by batch from the rows written."""
+
+    inputs: PhotoInputs
+    scored: int = 0
+    failed: int = 0
+    from_defaults: int = 0
+    imputed: int = 0
+    without_caption: int = 0
+    unfamiliar: int = 0
+
+    def add(self, rows: Sequence[dict[str, Any]]) -> None:
+        bad = sum(bool(r["error"]) for r in rows)
+        self.failed += bad
+        self.scored += len(rows) - bad
+        self.from_defaults += sum(bool(r["likes_from_defaults"]) for r in rows)
+        self.imputed += sum(self.inputs.missing.get(r["file"], 0) for r in rows
+                            if not r["error"] and r["likes"] is not None and not r["likes_from_defaults"])
+        self.without_caption += sum(r["file"] in self.inputs.uncaptioned for r in rows if not r["error"])
+        self.unfamiliar += sum(r.get("unfamiliar") is True for r in rows)
+
+    def summary(self, out: Path, folder: Path, started: float) -> PredictSummary:
+        """The summary; refuses (and so leaves nothing written) when not one photo could be scored."""
+        import time
+
+        if self.scored == 0:
+            raise InstacliError(f"{folder}: none of the {len(self.inputs.names)} files could be read as an image; nothing was written")
+        return PredictSummary(out=out, scored=self.scored, failed=self.failed, from_defaults=self.from_defaults,
+                              seconds=time.perf_counter() - started, imputed=self.imputed, without_caption=self.without_caption,
+                              unfamiliar=self.unfamiliar)
 
 
 def predict_folder(
@@ -273,59 +366,32 @@ def predict_folder(
     ``tta`` views of each photo (:data:`instacli.augment.TTA_CHOICES`; :mod:`instacli.ensemble`)."""
     import time
 
-    from instacli_datasets.folder import is_image_file, scan
-
     started = time.perf_counter()
     folder, out = Path(folder), Path(out)
     batch_size, workers = check_flag("--batch-size", batch_size, Count), check_flag("--workers", workers, NonNegativeInt)
-    if out.suffix not in FORMATS:
-        raise InstacliError(f"{out}: unknown output format; use a name ending in {', '.join(FORMATS)}")
-    if not folder.is_dir():
-        raise InstacliError(f"{folder}: not a folder; pass the folder of photos to score")
-    if out.is_dir():  # --overwrite replaces a file, never a folder
-        raise InstacliError(f"--out {out}: is a folder; give a file name, e.g. {out / ('predictions' + out.suffix)}")
-    if is_run(folder):  # its plots are images too: `predict RUN1 RUN2` forgot the photos
-        raise InstacliError(f"{folder}: is a trained run, not photos; give the folder of photos last (predict RUN... PHOTOS)")
+    check_paths(folder, out)
     with output_lock(out):  # another predict to the same --out fails here, before any work
         check_writable_target(out, overwrite, "prediction file")
-        found, unwalked = scan(folder)  # unwalked: sub-folders not read (unreadable, symlink loop), each gets an error row
-        files = [f for f in found if is_image_file(f)]
-        if not files:
-            raise InstacliError(f"{folder}: no image files found (jpg, png, webp, …); check the path")
+        files, unwalked = list_photos(folder)  # unwalked: sub-folders not read (unreadable, symlink loop), each gets an error row
         run_paths = [run_path] if isinstance(run_path, (str, Path)) else list(run_path)
         sizes = {size for size in map(_resize_size, run_paths) if size is not None}
         batches = {size: decoded_batches(files, size, batch_size, workers) for size in sizes}  # decoding starts while the models load
         runs = [load_run(path) for path in run_paths]
         check_compatible(runs)
-        features = list(dict.fromkeys(f for run in runs for f in run.scaler.features))  # every numeric input a run reads
-        names = [relative_name(folder, f) for f in files]
-        table = _read_metadata(metadata, features, names, column_map) if metadata else None
-        if table is not None:
-            _check_bare_names(names, table, metadata)
-        meta = _metadata_rows(names, table)
-        missing = dict(zip(names, _missing_cells(features, meta).tolist()))
-        uncaptioned = {name for name, row in zip(names, meta) if any(run.config.text_encoder for run in runs) and not row.get("caption")}
-        scored = failed = from_defaults = imputed = without_caption = unfamiliar = 0
+        inputs = PhotoInputs.read(runs, folder, files, Path(metadata) if metadata else None, column_map)
+        tally = Tally(inputs)
         with atomic_file(out, "wb" if out.suffix == ".parquet" else "w", overwrite) as handle:
             classes = runs[0].config.class_names
             write = _writer(out, handle, classes)
-            for rows in iter_predictions(runs, folder, files, table, batch_size, workers, batches, tta):
+            for rows in iter_predictions(runs, files, inputs, batch_size, workers, batches, tta):
                 write(rows)
-                bad = sum(bool(r["error"]) for r in rows)
-                failed += bad
-                scored += len(rows) - bad
-                from_defaults += sum(bool(r["likes_from_defaults"]) for r in rows)
-                imputed += sum(missing[r["file"]] for r in rows if not r["error"] and r["likes"] is not None and not r["likes_from_defaults"])
-                without_caption += sum(r["file"] in uncaptioned for r in rows if not r["error"])
-                unfamiliar += sum(r.get("unfamiliar") is True for r in rows)
+                tally.add(rows)
                 if on_batch:
                     on_batch(len(rows))
             if unwalked:  # (an empty list would close the Parquet file)
-                write([{**dict.fromkeys(output_columns(classes)), "file": s.file, "error": s.reason} for s in unwalked])
-                failed += len(unwalked)
+                rows = unwalked_rows(unwalked, classes)
+                write(rows)
+                tally.add(rows)
             if out.suffix == ".parquet":
                 write([])  # closes the Parquet footer
-            if scored == 0:
-                raise InstacliError(f"{folder}: none of the {len(files)} files could be read as an image; nothing was written")
-    return PredictSummary(out=out, scored=scored, failed=failed, from_defaults=from_defaults,
-                          seconds=time.perf_counter() - started, imputed=imputed, without_caption=without_caption, unfamiliar=unfamiliar)
+            return tally.summary(out, folder, started)
