@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import predict_throughput  # noqa: E402
 
 
 def cores() -> int:
@@ -36,12 +37,10 @@ def cores() -> int:
 def child(engine: str, run: Path, folder: Path, out: Path) -> dict:
     import instacli.cli.predict  # noqa: F401  (imported by both sides before the timer)
     from instacli import prediction
-    from instacli.cli.main import main
 
     batches: list[float] = []  # when each batch of rows was counted (both engines count through Tally.add): the first is the fixed cost
     add = prediction.Tally.add
     prediction.Tally.add = lambda self, rows: (batches.append(time.perf_counter()), add(self, rows))[1]
-
     flags = []
     if engine == "ray":
         import ray
@@ -50,16 +49,9 @@ def child(engine: str, run: Path, folder: Path, out: Path) -> dict:
 
         ray.init(num_cpus=cores(), include_dashboard=False, log_to_driver=False)
         flags = ["--engine", "ray"]
-    sys.argv = ["instacli", "predict", str(run), str(folder), "--out", str(out), "--overwrite", *flags]
     started = time.perf_counter()
-    try:
-        main()
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise
-    seconds = time.perf_counter() - started
-    rows = sum(1 for _ in out.open()) - 1
-    return {"images": rows, "seconds": seconds, "first_row_seconds": batches[0] - started}
+    measured = predict_throughput.child_instacli(run, folder, out, *flags)
+    return {**measured, "first_row_seconds": batches[0] - started}
 
 
 def measure(engine: str, run: Path, folder: Path, out: Path) -> float:

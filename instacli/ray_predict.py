@@ -1,7 +1,7 @@
 """``instacli predict --engine ray``: the same rows as the local path, scored on a Ray cluster.
 
 A Ray Data pipeline: the photo list (made here, as locally) → decoding in CPU tasks
-(:class:`~instacli.decode_cache.FileDataset`, the hardened reader every command uses) → scoring in
+(:func:`~instacli.photo_files.decode_or_reason`, the hardened reader every command uses) → scoring in
 model actors that each hold a :class:`~instacli.prediction.Predictor` (one GPU each when the cluster
 has GPUs) → the rows. A one-file ``--out`` is streamed back here in the order of the photo list and
 written by predict's own writer, atomically: on a remote cluster the workers' disks are not this
@@ -15,19 +15,18 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from instacli.ensemble import check_compatible
 from instacli.errors import InstacliError
 from instacli.io import atomic_dir, atomic_file, check_writable_target, output_lock
-from instacli.model import load_run
-from instacli.prediction import (
-    PhotoInputs, PredictSummary, Predictor, Tally, _writer, check_paths, list_photos, parquet_schema, unwalked_rows,
-)
-from instacli.registry import Count
-from instacli.settings import check_flag
+
+if TYPE_CHECKING:
+    from instacli.prediction import PhotoInputs, PredictSummary
+
+# torch and the models are imported inside the functions: the decoding tasks import this module and
+# need neither, so their workers start in a fraction of a second instead of ~5-10 s.
 
 #: The optional extra that installs Ray (pyproject.toml).
 EXTRA = "ray"
@@ -44,22 +43,19 @@ def _ray() -> Any:
 
 
 def _decode(batch: dict[str, np.ndarray], sizes: Sequence[int]) -> dict[str, np.ndarray]:
-    """Decode a batch of photo paths at each size (a CPU task); an unreadable file gets zeros and its
-    error, as locally. Paths travel as bytes: a file name that is not UTF-8 cannot be an Arrow string."""
-    from instacli.decode_cache import FileDataset
+    """Decode a batch of photo paths at each size (a CPU task that needs no torch: a worker starts in
+    a second, not ten); an unreadable file gets zeros and its error, as locally. Paths travel as
+    bytes: a file name that is not UTF-8 cannot be an Arrow string."""
+    from instacli.photo_files import decode_or_reason
 
     paths = [Path(os.fsdecode(bytes(p))) for p in batch["path"]]
-    given = list(batch["error"])  # a sub-folder that could not be walked comes with its error and no file
-    errors = list(given)
+    errors = list(batch["error"])  # a sub-folder that could not be walked comes with its error and no file
     out = dict(batch)
     for size in sizes:
-        dataset = FileDataset(paths, size)
-        pixels = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
-        for k in (k for k, error in enumerate(given) if not error):
-            image, _, reason = dataset[k]
-            pixels[k] = image.numpy()
-            errors[k] = errors[k] or reason
-        out[f"pixels_{size}"] = pixels
+        decoded = [decode_or_reason(path, size) if not batch["error"][k] else (np.zeros((3, size, size), np.uint8), "")
+                   for k, path in enumerate(paths)]
+        out[f"pixels_{size}"] = np.stack([pixels for pixels, _ in decoded])
+        errors = [error or reason for error, (_, reason) in zip(errors, decoded)]
     out["error"] = np.array(errors, dtype=object)
     return out
 
@@ -67,10 +63,13 @@ def _decode(batch: dict[str, np.ndarray], sizes: Sequence[int]) -> dict[str, np.
 class _Scorer:
     """A model actor: loads the runs once, then turns decoded batches into output rows."""
 
-    def __init__(self, run_paths: Sequence[str], tta: str, threads: int) -> None:
+    def __init__(self, run_paths: Sequence[str], tta: str) -> None:
         import torch
 
-        torch.set_num_threads(threads)
+        from instacli.model import load_run
+        from instacli.prediction import Predictor, parquet_schema
+
+        torch.set_num_threads(1)  # an actor holds one core (or one GPU): more threads would take the decoders' CPU
         self.predictor = Predictor([load_run(path) for path in run_paths], tta)
         self.schema = parquet_schema(self.predictor.classes)
 
@@ -84,13 +83,13 @@ class _Scorer:
 
 
 def _actors(ray: Any) -> dict[str, Any]:
-    """How many model actors, and what each holds: one GPU each where the cluster has GPUs, else the
-    CPUs shared out so that the decoding tasks keep a fraction of a core (they cost ~1/10 of a forward pass)."""
+    """How many model actors, and what each holds: one GPU each where the cluster has GPUs, else one per
+    CPU, each leaving a fifth of its core to the decoding tasks (decoding costs ~1/10 of a forward pass)."""
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
     if gpus:
-        return {"concurrency": gpus, "num_gpus": 1, "num_cpus": 1, "threads": 1}
-    return {"concurrency": cpus, "num_gpus": 0, "num_cpus": 0.8, "threads": 1}
+        return {"concurrency": gpus, "num_gpus": 1, "num_cpus": 1}
+    return {"concurrency": cpus, "num_gpus": 0, "num_cpus": 0.8}
 
 
 def predict_on_ray(
@@ -109,6 +108,12 @@ def predict_on_ray(
     process already joined) and score there."""
     import time
 
+    from instacli.ensemble import check_compatible
+    from instacli.model import load_run
+    from instacli.prediction import PhotoInputs, Tally, _writer, check_paths, list_photos
+    from instacli.registry import Count
+    from instacli.settings import check_flag
+
     ray = _ray()
     started = time.perf_counter()
     folder, out = Path(folder), Path(out)
@@ -125,7 +130,8 @@ def predict_on_ray(
         sizes = list(dict.fromkeys(run.preprocess.resize_size for run in runs))
         joined = ray.is_initialized()
         if not joined:
-            ray.init(address=address, **({} if address else {"include_dashboard": False}), log_to_driver=False)
+            local = {} if address else {"include_dashboard": False}  # a fresh local instance needs no dashboard
+            ray.init(address=address, log_to_driver=False, **local)
         try:
             rows = _pipeline(ray, files, unwalked, inputs, sizes, run_paths, batch_size, tta, classes)
             tally = Tally(inputs)
@@ -133,16 +139,17 @@ def predict_on_ray(
                 with atomic_file(out, "wb" if out.suffix == ".parquet" else "w", overwrite) as handle:
                     write = _writer(out, handle, classes)
                     for batch in rows.iter_batches(batch_size=None, batch_format="pyarrow"):
-                        if batch.num_rows:
-                            write(batch.to_pylist())
-                            tally.add(batch.to_pylist())
+                        if batch.num_rows:  # (an empty list would close the Parquet file)
+                            written = batch.to_pylist()
+                            write(written)
+                            tally.add(written)
                     if out.suffix == ".parquet":
                         write([])  # closes the Parquet footer
                     return tally.summary(out, folder, started)
+            import pyarrow.parquet as pq
+
             with atomic_dir(out, overwrite, "prediction folder") as tmp:
                 rows.write_parquet(str(tmp.absolute()))
-                import pyarrow.parquet as pq
-
                 for shard in sorted(tmp.glob("*.parquet")):
                     for batch in pq.ParquetFile(shard).iter_batches(columns=["file", "likes", "likes_from_defaults", "error", *(["unfamiliar"] if classes else [])]):
                         tally.add(batch.to_pylist())
@@ -155,16 +162,17 @@ def predict_on_ray(
 def _pipeline(ray: Any, files: Sequence[Path], unwalked: Sequence[Any], inputs: PhotoInputs, sizes: Sequence[int],
               run_paths: Sequence[str], batch_size: int, tta: str, classes: Sequence[str]) -> Any:
     """The Ray Dataset of output rows, in the order of ``files`` then the unwalked sub-folders (as locally)."""
+    from instacli.prediction import unwalked_rows
+
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows come back in the order of the photo list
     items = [{"path": os.fsencode(f), "file": name, "meta": json.dumps(meta, default=str), "error": ""}
              for f, name, meta in zip(files, inputs.names, inputs.meta)]
     items += [{"path": b"", "file": row["file"], "meta": "{}", "error": row["error"]} for row in unwalked_rows(unwalked, classes)]
     actors = _actors(ray)
-    threads = actors.pop("threads")
     return (
         ray.data.from_items(items, override_num_blocks=max(1, len(items) // batch_size))  # a block per batch, not per 2 rows
         .map_batches(_decode, fn_kwargs={"sizes": list(sizes)}, batch_size=batch_size, num_cpus=0.2 if not actors["num_gpus"] else 1)
-        .map_batches(_Scorer, fn_constructor_kwargs={"run_paths": list(run_paths), "tta": tta, "threads": threads},
+        .map_batches(_Scorer, fn_constructor_kwargs={"run_paths": list(run_paths), "tta": tta},
                      batch_size=batch_size, batch_format="numpy", **actors)
     )
