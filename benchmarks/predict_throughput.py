@@ -66,7 +66,7 @@ def child_bare(run: Path, folder: Path) -> dict:
     import torch
 
     from instacli.augment import eval_view
-    from instacli.decode_cache import decode_square
+    from instacli.photo_files import decode_square
     from instacli.model import load_run
     from instacli.launch import resolve_mixed_precision
 

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from instacli.errors import InstacliError, os_error_text
 from instacli.io import atomic_file, load_npy
-from instacli.photo_files import open_photo, read_limited, reason, to_rgb
+from instacli.photo_files import decode_or_reason, decode_square, reason
 
 
 def cache_dir() -> Path:
@@ -35,29 +34,6 @@ def write_cache(path: Path, write: Callable[[Path], None]) -> None:
     except OSError as exc:
         warnings.warn(f"instacli: cannot write the cache folder {cache_dir()} (INSTACLI_CACHE): {os_error_text(exc)}; "
                       "going on without caching; point INSTACLI_CACHE at a writable folder", stacklevel=2)
-
-
-def decode_square(source: bytes | str | Path, size: int) -> np.ndarray:
-    """Photo → ``(3, size, size)`` uint8: EXIF-rotated, RGB, its center square resized to ``size``.
-
-    Files are read and opened through :mod:`instacli.photo_files` (size, type and format checks).
-    ``Image.draft`` lets libjpeg decode a big JPEG directly at a reduced scale (2-8× less work).
-    Cropping *before* resizing (``box=``) keeps memory at ``size²`` whatever the aspect ratio
-    (upscaling the whole short side of a 1×200,000 image took gigabytes). Raises
-    :class:`~instacli.photo_files.UnusableFile` or the PIL error; callers decide whether to skip.
-    """
-    with open_photo(source if isinstance(source, bytes) else read_limited(source)) as img:
-        if img.format == "JPEG":
-            w, h = img.size
-            ratio = min(w, h) / size
-            if ratio >= 2:
-                img.draft("RGB", (int(w / ratio * 1.0) + 1, int(h / ratio) + 1))
-        img = to_rgb(ImageOps.exif_transpose(img))
-        w, h = img.size
-        side = min(w, h)
-        left, top = (w - side) / 2, (h - side) / 2
-        img = img.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=2.0)
-        return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
 
 
 class _BytesDataset(torch.utils.data.Dataset):
@@ -147,7 +123,5 @@ class FileDataset(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
-        try:
-            return torch.from_numpy(decode_square(self.files[i], self.size)), i, ""
-        except Exception as exc:  # corrupt, truncated, hostile or not an image: report and keep going
-            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), i, reason(exc)
+        pixels, error = decode_or_reason(self.files[i], self.size)
+        return torch.from_numpy(pixels), i, error

@@ -3,14 +3,15 @@
 ``accelerate launch --multi_gpu`` and ``torchrun`` start N processes themselves. ``accelerate launch
 --cpu --num_processes N`` does not: without ``--mpirun_hostfile`` its launcher starts one plain process
 and only sets ``MASTER_PORT``. Rather than let that process train alone, the train command starts the N
-processes itself through ``torch.distributed.run`` (what ``--multi_gpu`` uses), so the documented
-command does what it says.
+processes itself through ``torch.distributed.run`` (what ``--multi_gpu`` uses), this machine's share of
+them when ``--num_machines`` is given, so the documented command does what it says.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -59,20 +60,31 @@ def process_state() -> PartialState:
     return PartialState(cpu=launched_on_cpu())
 
 
-def _num_processes_flag(argv: list[str]) -> int | None:
-    """The value of ``--num_processes`` / ``--num-processes`` in a launcher's command line, if any."""
+def _int_flag(argv: list[str], name: str) -> int | None:
+    """The value of the launcher flag ``--name`` (or its ``--name-with-dashes`` spelling) in a command line, if any."""
+    spellings = (f"--{name}", f"--{name.replace('_', '-')}")
     for i, arg in enumerate(argv):
-        name, sep, value = arg.partition("=")
-        if name in ("--num_processes", "--num-processes"):
+        flag, sep, value = arg.partition("=")
+        if flag in spellings:
             value = value if sep else (argv[i + 1] if i + 1 < len(argv) else "")
             return int(value) if value.isdigit() else None
     return None
 
 
-def requested_cpu_processes(parent_cmdline: Path | None = None) -> int | None:
-    """N when this is the lone process of ``accelerate launch --cpu --num_processes N`` (N > 1), else None.
+@dataclass(frozen=True)
+class CpuLaunch:
+    """What ``accelerate launch --cpu`` was asked for: ``processes`` in all, over ``machines`` machines, this one being ``machine_rank``."""
 
-    The launcher puts N on its own command line only, so it is read from the parent process.
+    processes: int
+    machines: int = 1
+    machine_rank: int = 0
+
+
+def requested_cpu_processes(parent_cmdline: Path | None = None) -> CpuLaunch | None:
+    """The launch asked of this lone process of ``accelerate launch --cpu --num_processes N
+    [--num_machines M --machine_rank R]`` (N > 1), else None.
+
+    The launcher puts N, M and R on its own command line only, so they are read from the parent process.
     """
     if os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes") or "MASTER_PORT" not in os.environ:
         return None
@@ -80,24 +92,29 @@ def requested_cpu_processes(parent_cmdline: Path | None = None) -> int | None:
         return None  # a real multi-process launch (torchrun, mpirun)
     path = parent_cmdline or Path(f"/proc/{os.getppid()}/cmdline")
     try:
-        n = _num_processes_flag(path.read_bytes().decode(errors="replace").split("\0"))
+        argv = path.read_bytes().decode(errors="replace").split("\0")
     except OSError:
-        n = None
+        argv = []
+    n = _int_flag(argv, "num_processes")
     if n is None:
         raise InstacliError(
             "accelerate launch --cpu started a single process and its --num_processes could not be read; "
             "use `accelerate launch --multi_gpu --num_processes N -m instacli train ...` (gloo on CPU) or `torchrun --nproc_per_node N -m instacli train ...`"
         )
-    return n if n > 1 else None
+    machines, rank = _int_flag(argv, "num_machines") or 1, _int_flag(argv, "machine_rank") or 0
+    if n % machines:
+        raise InstacliError(f"accelerate launch: --num_processes {n} is the total over all machines; make it a multiple of --num_machines {machines}")
+    return CpuLaunch(n, machines, rank) if n > 1 else None
 
 
 def relaunch_cpu_processes() -> None:
-    """Replace this lone process with the N processes ``accelerate launch --cpu --num_processes N`` asked for."""
-    n = requested_cpu_processes()
-    if n is None:
+    """Replace this lone process with this machine's share of the processes ``accelerate launch --cpu`` asked for."""
+    launch = requested_cpu_processes()
+    if launch is None:
         return
     os.execv(sys.executable, [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(n),
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", str(launch.machines), "--node_rank", str(launch.machine_rank),
+        "--nproc_per_node", str(launch.processes // launch.machines),
         "--master_addr", os.environ.get("MASTER_ADDR", "127.0.0.1"), "--master_port", os.environ["MASTER_PORT"],
         "-m", "instacli", *sys.argv[1:],
     ])

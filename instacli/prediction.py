@@ -126,6 +126,15 @@ def output_columns(class_names: Sequence[str], post_columns: Sequence[str] = ())
     return ["file", *post_columns, "label", *category, "likes", "likes_from_defaults", "error"]
 
 
+def parquet_schema(class_names: Sequence[str], post_columns: Sequence[str] = ()) -> Any:
+    """The Arrow schema of a prediction file's rows (:func:`output_columns`), for every Parquet writer."""
+    import pyarrow as pa
+
+    types = {"file": pa.string(), "label": pa.string(), "error": pa.string(), "likes": pa.int64(), "likes_from_defaults": pa.bool_(),
+             "unfamiliar": pa.bool_(), **dict.fromkeys(POST_COLUMNS, pa.string())}
+    return pa.schema([(c, types.get(c, pa.float64())) for c in output_columns(class_names, post_columns)])
+
+
 def _writer(out: Path, handle: Any, class_names: Sequence[str], post_columns: Sequence[str] = ()) -> Callable[[list[dict[str, Any]]], None]:
     """A function that appends rows to the open temp file in the format of ``out``'s suffix."""
     columns = output_columns(class_names, post_columns)
@@ -138,9 +147,7 @@ def _writer(out: Path, handle: Any, class_names: Sequence[str], post_columns: Se
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    types = {"file": pa.string(), "label": pa.string(), "error": pa.string(), "likes": pa.int64(), "likes_from_defaults": pa.bool_(),
-             "unfamiliar": pa.bool_(), **dict.fromkeys(POST_COLUMNS, pa.string())}
-    schema = pa.schema([(c, types.get(c, pa.float64())) for c in columns])
+    schema = parquet_schema(class_names, post_columns)
     parquet = pq.ParquetWriter(handle, schema)
     return lambda rows: parquet.write_table(pa.Table.from_pylist(rows, schema=schema)) if rows else parquet.close()
 
@@ -224,10 +231,12 @@ class Predictor:
         """The decode sizes the runs read photos at (one per distinct size, in run order)."""
         return list(dict.fromkeys(run.preprocess.resize_size for run in self.runs))
 
-    def rows(self, images: dict[int, torch.Tensor], names: Sequence[str], meta: Sequence[dict[str, Any]], errors: Sequence[str]) -> list[dict[str, Any]]:
+    def rows(self, images: dict[int, torch.Tensor], names: Sequence[str], meta: Sequence[dict[str, Any]], errors: Sequence[str],
+             post_columns: Sequence[str] = ()) -> list[dict[str, Any]]:
         """One output row (:func:`output_columns`) per photo of a batch: ``images`` are its uint8
-        squares at each of :attr:`sizes`, ``meta`` its engagement rows (``{}`` when it has none) and
-        ``errors`` why a photo could not be decoded ("" when it could; its row then has only the error)."""
+        squares at each of :attr:`sizes`, ``meta`` its engagement rows (``{}`` when it has none),
+        ``errors`` why a photo could not be decoded ("" when it could; its row then has only the error)
+        and ``post_columns`` the columns of ``meta`` that the rows repeat (an Instaloader post's shortcode, owner)."""
         members = []
         from_defaults = np.zeros(len(names), dtype=bool)
         for scorer in self.scorers:
@@ -245,7 +254,7 @@ class Predictor:
         rows = []
         for k, name in enumerate(names):
             ok = not errors[k]
-            row: dict[str, Any] = {"file": name, "label": self.classes[int(probs[k].argmax())] if ok and probs is not None else None}
+            row: dict[str, Any] = {"file": name, **{column: meta[k].get(column) for column in post_columns}, "label": self.classes[int(probs[k].argmax())] if ok and probs is not None else None}
             for c, label in enumerate(self.classes):
                 row[f"prob_{label}"] = round(float(probs[k, c]), PROB_DIGITS) if ok and probs is not None else None
             if self.classes:
@@ -259,14 +268,13 @@ class Predictor:
 
 
 def iter_predictions(
-    runs: Sequence[LoadedRun], folder: Path, files: Sequence[Path], table: dict[str, dict[str, Any]] | None, batch_size: int, workers: int,
+    runs: Sequence[LoadedRun], files: Sequence[Path], inputs: PhotoInputs, batch_size: int, workers: int,
     batches: dict[int, Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]] | None = None, tta: str = "none",
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield one list of output rows per batch: the answer of ``runs`` (one, or an ensemble) averaged
-    over the ``tta`` views (:mod:`instacli.ensemble`). ``batches``: already started
+    over the ``tta`` views (:mod:`instacli.ensemble`), for ``files`` and their ``inputs``. ``batches``: already started
     :func:`decoded_batches` of ``files`` by decode size; each size a run needs and lacks there is started here."""
-    names = [relative_name(folder, f) for f in files]
-    meta = _metadata_rows(names, table)
+    names, meta = inputs.names, inputs.meta
     predictor = Predictor(runs, tta)
     started = batches or {}
     loaders = {size: started[size] if size in started else decoded_batches(files, size, batch_size, workers) for size in predictor.sizes}
@@ -274,7 +282,120 @@ def iter_predictions(
         by_size = {size: images for size, (images, _, _) in zip(loaders, decoded)}
         index = decoded[0][1].tolist()
         errors = [next((e for e in row if e), "") for row in zip(*(batch_errors for _, _, batch_errors in decoded))]
-        yield predictor.rows(by_size, [names[i] for i in index], [meta[i] for i in index], errors)
+        yield predictor.rows(by_size, [names[i] for i in index], [meta[i] for i in index], errors, inputs.post_columns)
+
+
+def check_paths(folder: Path, out: Path, shards: bool = False) -> None:
+    """Refuse a ``predict`` whose photos or output cannot be right, before any work. ``shards``: the
+    engine may write a folder of Parquet shards (an ``--out`` without a suffix)."""
+    if out.suffix not in FORMATS and not (shards and not out.suffix):
+        folder_note = " (or no suffix: a folder of Parquet shards)" if shards else ""
+        raise InstacliError(f"{out}: unknown output format; use a name ending in {', '.join(FORMATS)}{folder_note}")
+    if not folder.is_dir():
+        raise InstacliError(f"{folder}: not a folder; pass the folder of photos to score")
+    if out.suffix and out.is_dir():  # --overwrite replaces a file, never a folder
+        raise InstacliError(f"--out {out}: is a folder; give a file name, e.g. {out / ('predictions' + out.suffix)}")
+    if is_run(folder):  # its plots are images too: `predict RUN1 RUN2` forgot the photos
+        raise InstacliError(f"{folder}: is a trained run, not photos; give the folder of photos last (predict RUN... PHOTOS)")
+
+
+@dataclass
+class PhotoList:
+    """The photos a prediction scores, and what it does not."""
+
+    files: list[Path]
+    #: Sub-folders that could not be walked (unreadable, a symlink loop): each gets an error row.
+    unwalked: list[Skipped]
+    #: Files of an Instaloader download that are not post photos (videos, profile pictures, …), left out as ``data build`` does.
+    skipped: list[Skipped]
+    #: An Instaloader download's post rows (numbers, caption, shortcode, owner) by photo name; None for a plain folder.
+    posts: dict[str, dict[str, Any]] | None = None
+
+
+def list_photos(folder: Path, metadata: Path | str | None = None, carousel: str | None = None) -> PhotoList:
+    """The image files under ``folder``, sorted. Without ``metadata``, an Instaloader download is read
+    as ``data build`` reads it (:func:`instacli_datasets.instaloader.discover_instaloader`), ``carousel``
+    (``first``, the default, or ``all``) picking the photos of a carousel."""
+    from instacli_datasets.folder import is_image_file, scan
+    from instacli_datasets.instaloader import discover_instaloader, is_instaloader_folder
+
+    if metadata is None and is_instaloader_folder(folder):
+        source = discover_instaloader(folder, carousel=carousel or "first")
+        photos = PhotoList([photo.path for photo in source.photos], [], source.skipped, source.table.rows)
+    elif carousel is not None:
+        raise InstacliError(f"--carousel: only for an Instaloader download read without --metadata; {folder} is not one (or drop --metadata)")
+    else:
+        found, unwalked = scan(folder)
+        photos = PhotoList([f for f in found if is_image_file(f)], unwalked, [])
+    if not photos.files:
+        raise InstacliError(f"{folder}: no image files found (jpg, png, webp, …); check the path")
+    return photos
+
+
+@dataclass
+class PhotoInputs:
+    """What each photo brings besides its pixels: its name in the output, its engagement row, and
+    what the summary reports about it (missing numbers, missing caption)."""
+
+    names: list[str]
+    meta: list[dict[str, Any]]
+    missing: dict[str, int]
+    uncaptioned: set[str]
+    #: Columns of the post each row also carries (:data:`POST_COLUMNS` for an Instaloader download, read from ``meta``).
+    post_columns: tuple[str, ...] = ()
+
+    @classmethod
+    def read(cls, runs: Sequence[LoadedRun], folder: Path, photos: PhotoList, metadata: Path | None,
+             column_map: dict[str, str] | None) -> PhotoInputs:
+        """The inputs from ``metadata`` (a table), else from an Instaloader download's own posts."""
+        features = list(dict.fromkeys(f for run in runs for f in run.scaler.features))  # every numeric input a run reads
+        names = [relative_name(folder, f) for f in photos.files]
+        table = photos.posts
+        if metadata is not None:
+            table = _read_metadata(metadata, features, names, column_map)
+            _check_bare_names(names, table, metadata)
+        meta = _metadata_rows(names, table)
+        missing = dict(zip(names, _missing_cells(features, meta).tolist()))
+        uncaptioned = {name for name, row in zip(names, meta) if any(run.config.text_encoder for run in runs) and not row.get("caption")}
+        return cls(names, meta, missing, uncaptioned, POST_COLUMNS if photos.posts is not None else ())
+
+
+def unwalked_rows(unwalked: Sequence[Any], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """The error row of each sub-folder that could not be walked."""
+    return [{**dict.fromkeys(output_columns(class_names)), "file": s.file, "error": s.reason} for s in unwalked]
+
+
+@dataclass
+class Tally:
+    """The counts of a prediction's summary, added up batch by batch from the rows written."""
+
+    inputs: PhotoInputs
+    scored: int = 0
+    failed: int = 0
+    from_defaults: int = 0
+    imputed: int = 0
+    without_caption: int = 0
+    unfamiliar: int = 0
+
+    def add(self, rows: Sequence[dict[str, Any]]) -> None:
+        bad = sum(bool(r["error"]) for r in rows)
+        self.failed += bad
+        self.scored += len(rows) - bad
+        self.from_defaults += sum(bool(r["likes_from_defaults"]) for r in rows)
+        self.imputed += sum(self.inputs.missing.get(r["file"], 0) for r in rows
+                            if not r["error"] and r["likes"] is not None and not r["likes_from_defaults"])
+        self.without_caption += sum(r["file"] in self.inputs.uncaptioned for r in rows if not r["error"])
+        self.unfamiliar += sum(r.get("unfamiliar") is True for r in rows)
+
+    def summary(self, out: Path, folder: Path, started: float, skipped: Sequence[Skipped] = ()) -> PredictSummary:
+        """The summary; refuses (and so leaves nothing written) when not one photo could be scored."""
+        import time
+
+        if self.scored == 0:
+            raise InstacliError(f"{folder}: none of the {len(self.inputs.names)} files could be read as an image; nothing was written")
+        return PredictSummary(out=out, scored=self.scored, failed=self.failed, from_defaults=self.from_defaults,
+                              seconds=time.perf_counter() - started, imputed=self.imputed, without_caption=self.without_caption,
+                              unfamiliar=self.unfamiliar, skipped=list(skipped))
 
 
 def predict_folder(
@@ -305,73 +426,32 @@ def predict_folder(
     ``backend`` runs the network(s) in PyTorch or in onnxruntime (:func:`open_run`)."""
     import time
 
-    from instacli_datasets.folder import is_image_file, scan
-    from instacli_datasets.instaloader import discover_instaloader, is_instaloader_folder
-
     started = time.perf_counter()
     folder, out = Path(folder), Path(out)
     batch_size, workers = check_flag("--batch-size", batch_size, Count), check_flag("--workers", workers, NonNegativeInt)
-    if out.suffix not in FORMATS:
-        raise InstacliError(f"{out}: unknown output format; use a name ending in {', '.join(FORMATS)}")
-    if not folder.is_dir():
-        raise InstacliError(f"{folder}: not a folder; pass the folder of photos to score")
-    if out.is_dir():  # --overwrite replaces a file, never a folder
-        raise InstacliError(f"--out {out}: is a folder; give a file name, e.g. {out / ('predictions' + out.suffix)}")
-    if is_run(folder):  # its plots are images too: `predict RUN1 RUN2` forgot the photos
-        raise InstacliError(f"{folder}: is a trained run, not photos; give the folder of photos last (predict RUN... PHOTOS)")
+    check_paths(folder, out)
     with output_lock(out):  # another predict to the same --out fails here, before any work
         check_writable_target(out, overwrite, "prediction file")
-        posts: dict[str, dict[str, Any]] | None = None  # an Instaloader download's rows, by photo
-        skipped: list[Skipped] = []
-        if metadata is None and is_instaloader_folder(folder):
-            source = discover_instaloader(folder, carousel=carousel or "first")
-            files, unwalked, skipped, posts = [photo.path for photo in source.photos], [], source.skipped, source.table.rows
-        elif carousel is not None:
-            raise InstacliError(f"--carousel: only for an Instaloader download read without --metadata; {folder} is not one (or drop --metadata)")
-        else:
-            found, unwalked = scan(folder)  # unwalked: sub-folders not read (unreadable, symlink loop), each gets an error row
-            files = [f for f in found if is_image_file(f)]
-        if not files:
-            raise InstacliError(f"{folder}: no image files found (jpg, png, webp, …); check the path")
+        photos = list_photos(folder, metadata, carousel)
         run_paths = [run_path] if isinstance(run_path, (str, Path)) else list(run_path)
         sizes = {size for size in map(_resize_size, run_paths) if size is not None}
-        batches = {size: decoded_batches(files, size, batch_size, workers) for size in sizes}  # decoding starts while the models load
+        batches = {size: decoded_batches(photos.files, size, batch_size, workers) for size in sizes}  # decoding starts while the models load
         runs = [open_run(path, backend) for path in run_paths]
         check_compatible(runs)
-        features = list(dict.fromkeys(f for run in runs for f in run.scaler.features))  # every numeric input a run reads
-        names = [relative_name(folder, f) for f in files]
-        table = posts
-        if metadata:
-            table = _read_metadata(metadata, features, names, column_map)
-            _check_bare_names(names, table, metadata)
-        meta = _metadata_rows(names, table)
-        missing = dict(zip(names, _missing_cells(features, meta).tolist()))
-        uncaptioned = {name for name, row in zip(names, meta) if any(run.config.text_encoder for run in runs) and not row.get("caption")}
-        scored = failed = from_defaults = imputed = without_caption = unfamiliar = 0
+        inputs = PhotoInputs.read(runs, folder, photos, Path(metadata) if metadata else None, column_map)
+        tally = Tally(inputs)
         with atomic_file(out, "wb" if out.suffix == ".parquet" else "w", overwrite) as handle:
             classes = runs[0].config.class_names
-            write = _writer(out, handle, classes, POST_COLUMNS if posts is not None else ())
-            for rows in iter_predictions(runs, folder, files, table, batch_size, workers, batches, tta):
-                if posts is not None:
-                    for row in rows:
-                        row.update({column: posts[row["file"]].get(column) for column in POST_COLUMNS})
+            write = _writer(out, handle, classes, inputs.post_columns)
+            for rows in iter_predictions(runs, photos.files, inputs, batch_size, workers, batches, tta):
                 write(rows)
-                bad = sum(bool(r["error"]) for r in rows)
-                failed += bad
-                scored += len(rows) - bad
-                from_defaults += sum(bool(r["likes_from_defaults"]) for r in rows)
-                imputed += sum(missing[r["file"]] for r in rows if not r["error"] and r["likes"] is not None and not r["likes_from_defaults"])
-                without_caption += sum(r["file"] in uncaptioned for r in rows if not r["error"])
-                unfamiliar += sum(r.get("unfamiliar") is True for r in rows)
+                tally.add(rows)
                 if on_batch:
                     on_batch(len(rows))
-            if unwalked:  # (an empty list would close the Parquet file)
-                write([{**dict.fromkeys(output_columns(classes)), "file": s.file, "error": s.reason} for s in unwalked])
-                failed += len(unwalked)
+            if photos.unwalked:  # (an empty list would close the Parquet file)
+                rows = unwalked_rows(photos.unwalked, classes)
+                write(rows)
+                tally.add(rows)
             if out.suffix == ".parquet":
                 write([])  # closes the Parquet footer
-            if scored == 0:
-                raise InstacliError(f"{folder}: none of the {len(files)} files could be read as an image; nothing was written")
-    return PredictSummary(out=out, scored=scored, failed=failed, from_defaults=from_defaults,
-                          seconds=time.perf_counter() - started, imputed=imputed, without_caption=without_caption, unfamiliar=unfamiliar,
-                          skipped=skipped)
+            return tally.summary(out, folder, started, photos.skipped)

@@ -9,7 +9,7 @@ pass run in threads, so the event loop keeps accepting requests meanwhile.
 
 An upload is read as it streams in (python-multipart's parser) and refused as soon as a photo
 passes ``max_file_mb`` or the request brings more than ``max_files`` photos, so a huge upload never
-sits in memory. Photos are decoded by :func:`instacli.decode_cache.decode_square`, which refuses what is
+sits in memory. Photos are decoded by :func:`instacli.photo_files.decode_square`, which refuses what is
 not a photo in a supported format, decompression bombs and absurd sizes. Every refusal is a 4xx
 whose ``detail`` is one line; nothing a client sends stops the server.
 """
@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from instacli import __version__
 from instacli.features import NUMERIC_COLUMNS
-from instacli.decode_cache import decode_square
+from instacli.photo_files import decode_square
 from instacli.model import load_run
 from instacli.photo_files import printable_name, reason
 from instacli.prediction import Predictor, output_columns

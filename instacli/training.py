@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, set_seed
 from safetensors.torch import load_file
 
 from instacli.augment import Augmentation, eval_view
@@ -542,6 +542,16 @@ def end_epoch(
     return {**record, "best": improved}
 
 
+def _best_weights(folder: RunFolder, net: torch.nn.Module, accelerator: Accelerator) -> dict[str, torch.Tensor]:
+    """The best epoch's weights, read by the main process (which wrote them) and sent to the others: on
+    another machine the run folder is not there (it failed with ``No such file: run/model.safetensors``)."""
+    if accelerator.is_main_process:
+        weights = {name: value.to(accelerator.device) for name, value in load_file(str(folder / WEIGHTS)).items()}
+    else:  # a buffer of the right shapes for the broadcast to fill
+        weights = {name: value.detach().clone() for name, value in net.state_dict().items()}
+    return broadcast(dict(sorted(weights.items())))  # one order on every process: tensors are sent one by one
+
+
 def finish_run(job: Job, inputs: Inputs, loop: Loop, history: list[dict[str, Any]]) -> None:
     """After the last epoch: fit a scikit-learn regressor on the best weights, calibrate the category
     head on validation, draw the curves, and delete the checkpoint."""
@@ -553,7 +563,7 @@ def finish_run(job: Job, inputs: Inputs, loop: Loop, history: list[dict[str, Any
         n = len(inputs.val_split)
         with job.reporter.stage(f"calibrating on {n} validation images", n) as advance:
             accelerator.wait_for_everyone()
-            net.load_state_dict(load_file(str(folder / WEIGHTS)))
+            net.load_state_dict(_best_weights(folder, net, accelerator))
             out = run_inference(loop.model, loop.val_loader, accelerator, settings.freeze_encoder)
             advance(n)
             if accelerator.is_main_process:

@@ -26,7 +26,7 @@ from PIL import Image
 
 from tests.conftest import TINY_VIT, make_photo, make_photo_tree
 from instacli.errors import InstacliError
-from instacli.decode_cache import decode_square
+from instacli.photo_files import decode_square
 from instacli.photo_files import NOT_UTF8, UnusableFile, read_text_limited
 from instacli_datasets import build_dataset, load_data
 from instacli_datasets.engagement import read_table
@@ -102,7 +102,7 @@ def test_extreme_aspect_ratio_is_refused_and_crop_happens_before_resize(tmp_path
     assert (tmp_path / "wide.png").stat().st_size < 2000
     Image.new("RGB", (40, 1800), (10, 200, 30)).save(tmp_path / "tall.png")  # 1:45, a (very) long panorama
     result = run_capped(f"""
-        from instacli.decode_cache import decode_square
+        from instacli.photo_files import decode_square
         from instacli.photo_files import UnusableFile
         try:
             decode_square({str(tmp_path / 'wide.png')!r}, 512)

@@ -17,7 +17,7 @@ from instacli.calibration import probabilities, unfamiliarity
 from instacli.ensemble import combine
 from instacli.errors import InstacliError
 from instacli.evaluation import evaluate, predict_split
-from instacli.decode_cache import decode_square
+from instacli.photo_files import decode_square
 from instacli.model import load_run
 from instacli.prediction import predict_folder
 from instacli.settings import TrainSettings

@@ -24,13 +24,21 @@ class Backend(str, Enum):
     onnxruntime = "onnxruntime"
 
 
+class Engine(str, Enum):
+    """Where ``predict`` scores: here, or on a Ray cluster (:mod:`instacli.ray_predict`)."""
+
+    local = "local"
+    ray = "ray"
+
+
 @app.command("predict")
 def predict_command(
     paths: list[Path] = typer.Argument(..., metavar="RUN PHOTOS",
                                        help="Run folder(s) written by `instacli train` (several: an ensemble), then the folder of photos (searched recursively)."),
     metadata: Optional[Path] = typer.Option(None, help="Engagement table (CSV/JSONL/Parquet keyed by file_name) for the numeric inputs."),
     column_map: Optional[list[str]] = typer.Option(None, "--map", help="Column names of --metadata, e.g. file_name=img,comments=n_comments (repeatable)."),
-    out: Path = typer.Option(Path("predictions.csv"), "--out", help="Output file: .csv, .jsonl or .parquet."),
+    out: Path = typer.Option(Path("predictions.csv"), "--out",
+                             help="Output file: .csv, .jsonl or .parquet; with --engine ray, no suffix: a folder of Parquet shards."),
     batch_size: int = typer.Option(64, help="Images per batch."),
     workers: int = typer.Option(2, help="Processes that decode images."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
@@ -38,6 +46,9 @@ def predict_command(
     backend: Backend = typer.Option(Backend.pytorch, "--backend",
                                     help="onnxruntime: run the graph `instacli export` wrote (RUN may then be the .onnx file); needs the export extra."),
     carousel: Optional[str] = typer.Option(None, help="An Instaloader download's carousels: first (photo) or all.", show_default="first"),
+    engine: Engine = typer.Option(Engine.local, help="Where to score: this machine, or a Ray cluster (pip install 'instacli[ray]')."),
+    address: Optional[str] = typer.Option(
+        None, help="With --engine ray: the cluster, auto (the one on this machine), HOST:PORT or ray://HOST:PORT; default a local one."),
 ) -> None:
     """One row per photo: predicted label, class probabilities, likes, and an error column for unreadable files.
 
@@ -56,12 +67,19 @@ def predict_command(
     mapping = parse_mapping(column_map)
     if mapping and metadata is None:
         raise InstacliError("--map: renames the columns of --metadata; give --metadata too or drop --map")
-    total = sum(1 for _ in iter_image_files(folder)) if folder.is_dir() else 0
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("scoring", total=total)
-        summary = predict_folder(runs, folder, out, metadata, batch_size, workers, overwrite,
-                                 on_batch=lambda n: progress.advance(task, n), column_map=mapping, tta=TTA_DEFAULT if tta else "none",
-                                 backend=backend.value, carousel=carousel)
+    if address is not None and engine is not Engine.ray:
+        raise InstacliError("--address: names a Ray cluster; add --engine ray or drop --address")
+    common = dict(column_map=mapping, tta=TTA_DEFAULT if tta else "none", backend=backend.value, carousel=carousel)
+    if engine is Engine.ray:  # Ray shows its own progress
+        from instacli.ray_predict import predict_on_ray
+
+        summary = predict_on_ray(runs, folder, out, metadata, batch_size, overwrite, address=address, **common)
+    else:
+        total = sum(1 for _ in iter_image_files(folder)) if folder.is_dir() else 0
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("scoring", total=total)
+            summary = predict_folder(runs, folder, out, metadata, batch_size, workers, overwrite,
+                                     on_batch=lambda n: progress.advance(task, n), **common)
     console.print(
         f"[green]wrote[/] {summary.out}: {summary.scored} scored, {summary.failed} unreadable "
         f"({summary.scored / max(summary.seconds, 1e-9):.0f} images/s)"
