@@ -199,15 +199,21 @@ def decode_square(source: bytes | str | Path, size: int) -> np.ndarray:
             ratio = min(w, h) / size
             if ratio >= 2:
                 img.draft("RGB", (int(w / ratio * 1.0) + 1, int(h / ratio) + 1))
-        img = to_rgb(ImageOps.exif_transpose(img))
-        w, h = img.size
-        side = min(w, h)
-        left, top = (w - side) / 2, (h - side) / 2
-        img = img.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=2.0)
-        return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+        return square_of(img, size)
 
 
-def decode_or_reason(path: Path, size: int) -> tuple[np.ndarray, str]:
+def square_of(image: Image.Image, size: int) -> np.ndarray:
+    """An opened photo → ``(3, size, size)`` uint8: EXIF-rotated, RGB, its center square resized to
+    ``size``; the one resizing every photo goes through, whether read from a file or handed over in memory."""
+    image = to_rgb(ImageOps.exif_transpose(image))
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    image = image.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=2.0)
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def decode_or_reason(path: Path | bytes, size: int) -> tuple[np.ndarray, str]:
     """:func:`decode_square` of a file to score, never raising: a corrupt, truncated, hostile or
     non-image file gives black pixels and the one-line reason, so that it gets an error row and the rest go on."""
     try:

@@ -1,0 +1,99 @@
+"""``instacli.load(RUN).predict(images, metadata=…)``: the rows of ``instacli predict``, in memory.
+
+Paths, PIL images, arrays and file bytes of the same photos must answer exactly what ``predict``
+writes for the files; what cannot be read gets its error row; what is no image at all is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import instacli
+from instacli.errors import InstacliError
+from instacli.prediction import predict_folder
+from tests.test_pipeline import dataset, learnable_tree, trained  # noqa: F401 (session fixtures, trained once)
+
+
+@pytest.fixture(scope="module")
+def photos(learnable_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three photos of each category in one folder (so predict's file names are their bare names)."""
+    folder = tmp_path_factory.mktemp("api-photos")
+    for category in ("animal", "landscape"):
+        for f in sorted((learnable_tree / category).iterdir())[:3]:
+            (folder / f.name).write_bytes(f.read_bytes())
+    return sorted(folder.iterdir())
+
+
+def _predicted(trained: Path, photos: list[Path], tmp_path: Path, table: pd.DataFrame | None = None) -> list[dict]:
+    meta = None
+    if table is not None:
+        meta = tmp_path / "meta.csv"
+        table.assign(file_name=[p.name for p in photos]).to_csv(meta, index=False)
+    predict_folder(trained, photos[0].parent, tmp_path / "p.jsonl", metadata=meta, workers=0)
+    return [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+
+
+def _same(frame: pd.DataFrame, expected: list[dict]) -> None:
+    rows = frame.to_dict("records")
+    assert len(rows) == len(expected)
+    for mine, theirs in zip(rows, expected):
+        assert mine["label"] == theirs["label"] and mine["likes"] == theirs["likes"]
+        assert mine["likes_from_defaults"] == theirs["likes_from_defaults"] and mine["error"] == theirs["error"] == ""
+        for key in ("prob_animal", "prob_landscape", "confidence"):
+            assert mine[key] == pytest.approx(theirs[key], abs=1e-6)
+
+
+def test_paths_images_arrays_and_bytes_answer_what_predict_writes(trained: Path, photos: list[Path], tmp_path: Path) -> None:
+    table = pd.DataFrame({"comments": [3, 40, 7, 1, 90, 12], "shares": [1.0, None, 5.0, 0.0, 2.0, 8.0]})
+    expected = _predicted(trained, photos, tmp_path, table)
+    model = instacli.load(trained)
+    assert model.classes == ["animal", "landscape"] and model.features == ["comments", "shares"]
+    by_path = model.predict(photos, metadata=table)
+    assert list(by_path["file"]) == [str(p) for p in photos] and list(by_path.columns)[:2] == ["file", "label"]
+    _same(by_path, expected)
+    _same(model.predict([Image.open(p) for p in photos], metadata=table.to_dict("records")), expected)
+    _same(model.predict([np.asarray(Image.open(p).convert("RGB")) for p in photos], metadata=table, batch_size=4), expected)
+    _same(model.predict([p.read_bytes() for p in photos], metadata=table), expected)
+    one = model.predict(photos[0], metadata=table.iloc[0].to_dict())
+    assert len(one) == 1 and one["label"][0] == expected[0]["label"]
+
+
+def test_without_metadata_likes_come_from_the_training_medians(trained: Path, photos: list[Path], tmp_path: Path) -> None:
+    frame = instacli.load(trained).predict(photos)
+    assert frame["likes_from_defaults"].all()
+    _same(frame, _predicted(trained, photos, tmp_path))
+
+
+def test_an_unreadable_file_gets_its_error_row_and_the_rest_are_scored(trained: Path, photos: list[Path], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    frame = instacli.load(trained).predict([photos[0], broken, tmp_path / "missing.jpg"])
+    assert frame["error"][0] == "" and frame["label"][0] in ("animal", "landscape")
+    assert frame["error"][1].startswith("unreadable") and pd.isna(frame["label"][1]) and pd.isna(frame["likes"][1])
+    assert frame["error"][2] and pd.isna(frame["label"][2])
+
+
+@pytest.mark.parametrize("images, metadata, message", [
+    ([42], None, "a int is not an image"),
+    ([np.zeros((8, 8, 3), dtype=np.float32)], None, "must be uint8"),
+    (["x.jpg", "y.jpg"], [{"comments": 1}], "metadata has 1 rows for 2 images"),
+    (["x.jpg"], ["comments=1"], "give a DataFrame"),
+])
+def test_what_is_no_image_or_no_row_is_refused_in_one_line(trained: Path, images: list, metadata: object, message: str) -> None:
+    with pytest.raises(InstacliError, match=message) as caught:
+        instacli.load(trained).predict(images, metadata=metadata)
+    assert "\n" not in str(caught.value)
+
+
+def test_load_refuses_a_folder_that_is_no_run_and_an_unknown_tta(trained: Path, tmp_path: Path) -> None:
+    with pytest.raises(InstacliError):
+        instacli.load(tmp_path)
+    with pytest.raises(InstacliError, match="tta='sideways'"):
+        instacli.load(trained, tta="sideways")
+    assert len(instacli.load([trained, trained], tta=True).predict(np.zeros((40, 30, 3), dtype=np.uint8))) == 1
