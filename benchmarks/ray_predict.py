@@ -13,7 +13,9 @@ real CLI entry point, writing CSV, alternating ``--repeats`` times and keeping e
   load, scoring and writing.
 
 Both sides' rates are divided by the cores they used (the same cores here), and the ratio is
-ray per core / local per core (target ≥ 0.8): what distributing costs on one machine.
+ray per core / local per core (target ≥ 0.8): what distributing costs on one machine. A second line
+gives the same ratio in steady state, from the first row written to the last: the part of the cost
+that grows with the number of photos (the fixed start, actors and model loads, is printed apart).
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ def child(engine: str, run: Path, folder: Path, out: Path) -> dict:
     import instacli.cli.predict  # noqa: F401  (imported by both sides before the timer)
     from instacli import prediction
 
-    batches: list[float] = []  # when each batch of rows was counted (both engines count through Tally.add): the first is the fixed cost
+    batches: list[tuple[float, int]] = []  # when each batch of rows was counted, and its rows (both engines count through Tally.add)
     add = prediction.Tally.add
-    prediction.Tally.add = lambda self, rows: (batches.append(time.perf_counter()), add(self, rows))[1]
+    prediction.Tally.add = lambda self, rows: (batches.append((time.perf_counter(), len(rows))), add(self, rows))[1]
     flags = []
     if engine == "ray":
         import ray
@@ -51,7 +53,12 @@ def child(engine: str, run: Path, folder: Path, out: Path) -> dict:
         flags = ["--engine", "ray"]
     started = time.perf_counter()
     measured = predict_throughput.child_instacli(run, folder, out, *flags)
-    return {**measured, "first_row_seconds": batches[0] - started}
+    (first, first_rows), (last, _) = batches[0], batches[-1]
+    return {**measured, "first_row_seconds": first - started, "steady_rate": (sum(n for _, n in batches) - first_rows) / max(last - first, 1e-9)}
+
+
+#: Rows per second between the first and the last row, per side (the steady-state line).
+STEADY: dict[str, list[float]] = {"local": [], "ray": []}
 
 
 def measure(engine: str, run: Path, folder: Path, out: Path) -> float:
@@ -60,7 +67,9 @@ def measure(engine: str, run: Path, folder: Path, out: Path) -> float:
     if done.returncode != 0:
         sys.exit(f"{engine} side failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
     measured = json.loads(done.stdout.strip().splitlines()[-1])
-    common.log(f"  {engine}: {measured['images']} rows in {measured['seconds']:.1f} s, the first after {measured['first_row_seconds']:.1f} s")
+    common.log(f"  {engine}: {measured['images']} rows in {measured['seconds']:.1f} s, the first after {measured['first_row_seconds']:.1f} s, "
+               f"then {measured['steady_rate']:.1f} rows/s")
+    STEADY[engine].append(measured["steady_rate"] / cores())
     return measured["images"] / measured["seconds"] / cores()
 
 
@@ -81,6 +90,8 @@ def main() -> None:
         "ray predict": lambda: measure("ray", run, folder, work / "preds-ray.csv"),
     }, repeats)
     best = common.summarize(rates, "images/s per core")
+    common.log(f"steady state, images/s per core: ray {max(STEADY['ray']):.1f}, local {max(STEADY['local']):.1f}")
+    common.result("ray_vs_local_per_core_steady", max(STEADY["ray"]) / max(STEADY["local"]), 0.8)
     common.result("ray_vs_local_per_core", best["ray predict"] / best["local predict"], 0.8)
 
 

@@ -35,8 +35,11 @@ def test_readme_python_example_runs(index: int, tmp_path: Path, monkeypatch: pyt
     exec(compile(code, f"README.md, python example {index + 1}", "exec"), {"__name__": "readme_example"})
 
     if "predict_folder(" in code:  # the paths are plain strings there
-        accuracy = float(capsys.readouterr().out.strip().splitlines()[-1])
+        printed = capsys.readouterr().out.strip().splitlines()
+        accuracy = float(printed[0])
         assert 0.0 <= accuracy <= 1.0
+        if "instacli.load(" in code:  # the in-memory frame: a header and one row per image
+            assert printed[1].split() == ["file", "label", "confidence", "likes"] and len(printed) == 4
         with open(tmp_path / "preds.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
         assert sorted(r["file"] for r in rows) == sorted(p.relative_to(tmp_path / "new_photos").as_posix()
