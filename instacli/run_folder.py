@@ -26,7 +26,9 @@ evaluation, and evaluations of other data or splits stay as they were.
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +55,13 @@ FIGURES = {"confusion": "confusion_matrix.png", "reliability": "reliability.png"
 PLAIN_FOLDER = "folder"
 
 RunState = Literal["finished", "resumable", "partial", "absent"]
+
+
+def default_out(encoder: str, kind: str = "") -> Path:
+    """``runs/<kind><encoder>-<time>``, the output folder when none is given. A prefixed encoder name
+    becomes a plain folder name (``hf:/models/vit`` → ``hf-models-vit``): never a path elsewhere."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", encoder).strip("-.")
+    return Path("runs") / f"{kind}{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def read_json(path: Path) -> Any:

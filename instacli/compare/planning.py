@@ -89,7 +89,7 @@ def parse_overrides(pairs: Iterable[str], models: Sequence[str]) -> dict[str, di
             out.setdefault(model, {})[key] = option_value(value)
             continue
         encoder = SEED_PRESET_SETTINGS["encoder"] if model == SEED_PRESET_KEY else model
-        if encoder in registry.encoders.names():
+        if registry.encoders.knows(encoder):
             known = registry.encoders.get(encoder).options()
             if key not in known:
                 raise InstacliError(
