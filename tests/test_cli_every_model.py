@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_photo_tree, tiny_options
+from tests.conftest import every_encoder, make_photo_tree, tiny_options
 
 from instacli import registry
 
-#: Every registered encoder with the default regressor, and every regressor with the tiny ViT.
-CASES = [(encoder, "conv1d") for encoder in registry.encoders.names()] + [
+#: Every registered encoder and prefix example with the default regressor, and every regressor with the tiny ViT.
+CASES = [(encoder, "conv1d") for encoder in every_encoder()] + [
     ("vit-scratch", r) for r in registry.regressors.names() if r != "conv1d"
 ]
 

@@ -1,5 +1,5 @@
 """``instacli export --format onnx`` and ``predict --backend onnxruntime`` (issue 11): the exported graph
-answers as the PyTorch network does, for every built-in encoder, through predict's own code."""
+answers as the PyTorch network does, for every built-in encoder and prefix example, through predict's own code."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from instacli.decode_cache import decode_square
 from instacli.model import load_run
 from instacli.settings import TrainSettings
 from instacli.training import train
-from tests.conftest import make_photo_tree, tiny_options
+from tests.conftest import TINY_HF_DIR, every_encoder, make_photo_tree, tiny_options
 
 #: The issue's bound on the differences between PyTorch and onnxruntime, in fp32.
 TOLERANCE = 1e-4
@@ -61,12 +61,13 @@ def vit_run(data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -
     return _train(data[1], tmp_path_factory.mktemp("vit") / "run")
 
 
-#: Encoders whose export takes minutes on 2 cores (torch's dynamo exporter on Inception's 300 operators): slow-marked, still run by `pytest -m slow`.
-SLOW_EXPORTS = {"inception-v3"}
+#: Encoders whose export takes minutes on 2 cores (torch's dynamo exporter on Inception's 300 operators), or whose
+#: graph another case already exports (the tiny hf: ViT is hf-vit's ViTModel): slow-marked, still run by `pytest -m slow`.
+SLOW_EXPORTS = {"inception-v3", f"hf:{TINY_HF_DIR}/vit"}
 
 
 @pytest.mark.parametrize("encoder", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_EXPORTS else name
-                                     for name in registry.encoders.names()])
+                                     for name in every_encoder()])
 def test_onnxruntime_gives_pytorchs_probabilities_and_likes(encoder: str, data: tuple[Path, Path], tmp_path: Path, run_cli) -> None:
     run = _train(data[1], tmp_path / "run", encoder)
     result = run_cli("export", run, "--format", "onnx")
