@@ -57,11 +57,15 @@ PLAIN_FOLDER = "folder"
 RunState = Literal["finished", "resumable", "partial", "absent"]
 
 
+def folder_name(text: str) -> str:
+    """``text`` (a name made of encoder names) as one plain folder name: a prefixed encoder name
+    would be a path elsewhere (``hf:/models/vit`` → ``hf-models-vit``). Plain names stay as they are."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+
+
 def default_out(encoder: str, kind: str = "") -> Path:
-    """``runs/<kind><encoder>-<time>``, the output folder when none is given. A prefixed encoder name
-    becomes a plain folder name (``hf:/models/vit`` → ``hf-models-vit``): never a path elsewhere."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", encoder).strip("-.")
-    return Path("runs") / f"{kind}{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``runs/<kind><encoder>-<time>``, the output folder when none is given."""
+    return Path("runs") / f"{kind}{folder_name(encoder)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def read_json(path: Path) -> Any:

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 from instacli import registry
+from instacli.compare.planning import plan_runs
 from instacli.errors import InstacliError
 from instacli.model import load_run
 from instacli.registry import Registry
@@ -70,10 +71,13 @@ def test_a_prefixed_name_goes_to_its_factory_with_the_rest() -> None:
         fresh.register_prefix("toy")(lambda name, /: {})
 
 
-def test_default_run_folder_of_a_prefixed_name_stays_under_runs() -> None:
+def test_run_folders_of_prefixed_names_stay_where_they_belong() -> None:
     out = default_out("hf:/models/vit")  # Path("runs") / "hf:/models/vit-…" was /models/vit-…
     assert out.parent == Path("runs") and out.name.startswith("hf-models-vit-")
     assert default_out("timm:resnet18.a1_in1k", "tune-").name.startswith("tune-timm-resnet18.a1_in1k-")
+    plans = plan_runs(["hf:/models/vit", "vit-scratch"], ["conv1d"], [1], {})  # compare's runs/<name>: was /models/vit__conv1d__seed1
+    assert [plan.name for plan in plans] == ["hf-models-vit__conv1d__seed1", "vit-scratch__conv1d__seed1"]
+    assert plans[0].encoder == "hf:/models/vit"
 
 
 def test_models_show_and_help_name_the_prefixes(run_cli) -> None:
