@@ -125,6 +125,17 @@ def make_photo_tree(root: Path, counts: dict[str, int] | None = None, size: tupl
     return root
 
 
+def photo_dataset(tmp_path_factory: pytest.TempPathFactory, counts: dict[str, int]) -> tuple[Path, Path]:
+    """A tree of ``counts`` generated photos (:func:`make_photo_tree`) and the dataset built from it with
+    seed-generated likes, a quarter each for validation and test; returns (photos, dataset)."""
+    from instacli_datasets import build_dataset
+
+    photos = make_photo_tree(tmp_path_factory.mktemp("photos"), counts)
+    out = tmp_path_factory.mktemp("data") / "ds"
+    build_dataset(photos, out, synthetic="seed", seed=3, val_fraction=0.25, test_fraction=0.25, workers=1)
+    return photos, out
+
+
 def built_rows(out: Path) -> dict[str, dict]:
     """Every row of a dataset built into ``out`` (images dropped, ``split`` added), by file name."""
     from datasets import DatasetDict

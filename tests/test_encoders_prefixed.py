@@ -25,21 +25,23 @@ from instacli.registry import Registry
 from instacli.run_folder import default_out
 from instacli.settings import TrainSettings
 from instacli.training import train
-from tests.conftest import TINY_HF_DIR, make_photo_tree, save_tiny_hf
+from tests.conftest import TINY_HF_DIR, photo_dataset, save_tiny_hf
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_photo_tree(tmp_path_factory.mktemp("photos"), {"animal": 6, "landscape": 6})
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(photos, the dataset built from them)."""
+    return photo_dataset(tmp_path_factory, {"animal": 6, "landscape": 6})
 
 
 @pytest.fixture(scope="module")
-def dataset(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from instacli_datasets import build_dataset
+def photos(data: tuple[Path, Path]) -> Path:
+    return data[0]
 
-    out = tmp_path_factory.mktemp("data") / "ds"
-    build_dataset(photos, out, synthetic="seed", seed=3, val_fraction=0.25, test_fraction=0.25, workers=1)
-    return out
+
+@pytest.fixture(scope="module")
+def dataset(data: tuple[Path, Path]) -> Path:
+    return data[1]
 
 
 @pytest.fixture

@@ -12,13 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from instacli import registry
 from instacli.export import DEFAULT_FILE, description_path, load_exported, max_differences
 from instacli.decode_cache import decode_square
 from instacli.model import load_run
 from instacli.settings import TrainSettings
 from instacli.training import train
-from tests.conftest import TINY_HF_DIR, every_encoder, make_photo_tree, tiny_options
+from tests.conftest import TINY_HF_DIR, every_encoder, photo_dataset, tiny_options
 
 #: The issue's bound on the differences between PyTorch and onnxruntime, in fp32.
 TOLERANCE = 1e-4
@@ -42,12 +41,7 @@ def _noise_photos(folder: Path, n: int) -> list[Path]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(photos, the dataset built from them)."""
-    from instacli_datasets import build_dataset
-
-    root = tmp_path_factory.mktemp("export")
-    photos = make_photo_tree(root / "photos", {"animal": 6, "landscape": 6})
-    build_dataset(photos, root / "data", synthetic="seed", seed=3, val_fraction=0.25, test_fraction=0.25, workers=1)
-    return photos, root / "data"
+    return photo_dataset(tmp_path_factory, {"animal": 6, "landscape": 6})
 
 
 def _train(data: Path, out: Path, encoder: str = "vit-scratch", **settings: object) -> Path:
