@@ -116,32 +116,54 @@ def test_timm_random_init_trains_and_predict_reproduces_evaluate(dataset: Path, 
     assert _predicted_confusion(predictions, config["class_names"]) == json.loads(evaluated.stdout)["confusion_matrix"]
 
 
-def test_timm_pretrained_checkpoint_loads_offline_and_the_run_no_longer_needs_it(dataset: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def checkpoint_run(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """(run, checkpoint): timm's test_resnet trained frozen from a checkpoint file deleted afterwards."""
+    root = tmp_path_factory.mktemp("checkpoint")
     torch.manual_seed(0)
-    source = timm.create_model("test_resnet")  # with its 1000-class classifier, which the encoder drops
+    source = timm.create_model("test_resnet").state_dict()  # with its 1000-class classifier, which the encoder drops
+    save_file(source, str(root / "weights.safetensors"))
+    train(TrainSettings(data=dataset, out=root / "run", encoder="timm:test_resnet", pretrained=str(root / "weights.safetensors"),
+                        image_size=32, freeze_encoder=True, epochs=1, batch_size=4, workers=0))
+    (root / "weights.safetensors").unlink()
+    return root / "run", source
+
+
+def test_timm_pretrained_checkpoint_loads_offline_and_the_run_no_longer_needs_it(checkpoint_run: tuple[Path, dict], tmp_path: Path) -> None:
+    run, source = checkpoint_run
     checkpoint = tmp_path / "weights.safetensors"
-    save_file(source.state_dict(), str(checkpoint))
+    save_file(source, str(checkpoint))
     folder = tmp_path / "folder"
     folder.mkdir()
     shutil.copy(checkpoint, folder / "model.safetensors")
     for given in (checkpoint, folder):
         encoder = registry.encoders.create("timm:test_resnet", pretrained=str(given), image_size=32)
         loaded = encoder.net.state_dict()
-        assert loaded and all(torch.equal(tensor, source.state_dict()[name]) for name, tensor in loaded.items())
+        assert loaded and all(torch.equal(tensor, source[name]) for name, tensor in loaded.items())
 
-    run = tmp_path / "run"
-    train(TrainSettings(data=dataset, out=run, encoder="timm:test_resnet", pretrained=str(checkpoint), image_size=32,
-                        freeze_encoder=True, epochs=1, batch_size=4, workers=0))
-    checkpoint.unlink()
     config = json.loads((run / "config.json").read_text())
     assert config["encoder_options"]["pretrained"] is None
     trunk = load_run(run).model.encoder.net.state_dict()  # rebuilt with random weights, then the run's
-    assert all(torch.equal(tensor, source.state_dict()[name]) for name, tensor in trunk.items())  # frozen: still the checkpoint's
+    assert all(torch.equal(tensor, source[name]) for name, tensor in trunk.items())  # frozen: still the checkpoint's
 
     other = tmp_path / "other.safetensors"
     save_file(timm.create_model("test_efficientnet").state_dict(), str(other))
     with pytest.raises(InstacliError, match=r"^timm:test_resnet: .*other.safetensors does not fit this model"):
         registry.encoders.create("timm:test_resnet", pretrained=str(other))
+
+
+def test_timm_runs_name_their_grad_cam_layer(checkpoint_run: tuple[Path, dict], photos: Path) -> None:
+    from instacli.decode_cache import decode_square
+    from instacli.explain import category_heatmaps
+
+    run = load_run(checkpoint_run[0])
+    assert run.model.encoder.cam_layer() == (run.model.encoder.net.layer4, 0)  # its last feature maps
+    images = torch.stack([torch.from_numpy(decode_square(path, run.preprocess.resize_size)) for path in sorted(photos.rglob("*.jpg"))[:3]])
+    maps, _ = category_heatmaps(run, images)
+    assert maps.shape == (3, 32, 32) and 0 <= maps.min() and maps.max() <= 1
+    vit = registry.encoders.create("timm:test_vit", image_size=32)
+    assert vit.cam_layer() == (vit.net.blocks[-1], 1)  # tokens, the class token first
+    assert registry.encoders.create("timm:test_mambaout", image_size=32).cam_layer() is None  # channels last
 
 
 @pytest.mark.parametrize(("args", "expected"), [

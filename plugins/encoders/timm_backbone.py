@@ -115,6 +115,15 @@ class TimmEncoder(ImageEncoder):
         # the pooled features' width: after the head's hidden layer where the model has one (MobileNetV3)
         self.embed_dim = int(getattr(net, "head_hidden_size", None) or net.num_features)
 
+    def cam_layer(self) -> tuple[nn.Module, int] | None:
+        """The last stage timm lists in the model's ``feature_info``: feature maps ``(B, C, H, W)`` of a
+        conv net, or a ViT's tokens with its ``num_prefix_tokens`` (class, distillation, register) first.
+        None for channels-last models (Swin, MambaOut: ``output_fmt`` NHWC), which Grad-CAM would misread."""
+        info = getattr(self.net, "feature_info", None)
+        if not info or getattr(self.net, "output_fmt", "NCHW") != "NCHW":
+            return None
+        return self.net.get_submodule(info[-1]["module"]), int(getattr(self.net, "num_prefix_tokens", 0))
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.net(pixels)
 
