@@ -58,11 +58,12 @@ def load_checkpoint(model: nn.Module, model_name: str, path: Path) -> None:
         path = next((path / name for name in FOLDER_FILES if (path / name).is_file()), path / FOLDER_FILES[0])
     if not path.is_file():
         raise InstacliError(
-            f"timm:{model_name}: pretrained checkpoint {path} does not exist; pass a .safetensors/.pth file or a folder holding {' or '.join(FOLDER_FILES)}"
+            f"timm:{model_name}: pretrained checkpoint {path} does not exist; pass a .safetensors/.pth file or a folder holding "
+            f"{' or '.join(FOLDER_FILES)}, or true for timm's own pretrained weights"
         )
     try:
         state = load_state_dict(str(path))
-    except Exception as exc:  # pickle, zip, safetensors and "no checkpoint in folder" errors alike
+    except Exception as exc:  # noqa: BLE001 — pickle, zip and safetensors errors alike: not a usable state dict
         raise InstacliError(f"timm:{model_name}: cannot read {path} as a checkpoint ({exception_line(exc)}); pass a state dict saved from this model") from None
     classifier = model.pretrained_cfg.get("classifier") or ()
     heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
