@@ -54,9 +54,10 @@ def teacher_model(spec: str, class_names: list[str], scaler: dict) -> tuple[Mult
                 f"the data has {class_names}; give a run trained on the same categories"
             )
         return run.model.requires_grad_(False).eval(), run.config, False
-    if spec not in registry.encoders.names():
+    if not registry.encoders.knows(spec):
         raise InstacliError(
-            f"--distill-from {spec}: neither a run folder nor an encoder; give a trained run or one of {', '.join(registry.encoders.names())}"
+            f"--distill-from {spec}: neither a run folder nor an encoder; give a trained run or one of "
+            f"{', '.join(registry.encoders.names() + registry.encoders.prefix_names())}"
         )
     config = ModelConfig(
         encoder=spec, encoder_options=registry.encoders.resolve_options(spec), regressor="linear", regressor_options={},

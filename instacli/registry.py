@@ -7,10 +7,16 @@ packages add theirs through entry points (groups ``instacli.encoders``, ``instac
 
 An entry point may point at a module (whose ``@register_*`` decorators run on import) or at a
 factory function (registered under the entry point's name).
+
+Besides names, a registry holds prefixes for open-ended families: a name ``PREFIX:rest`` that is not
+registered itself goes to the factory registered for ``PREFIX``, with ``rest`` as its first argument
+(``timm:resnet18`` → the timm factory building ``resnet18``). Built-ins register ``timm`` and ``hf``;
+a plugin module adds its own with ``@registry.encoders.register_prefix(...)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import typing
@@ -59,6 +65,13 @@ class Entry:
     #: Training settings this component works best with, used where the user leaves them unset
     #: (e.g. a pretrained encoder's frozen probe with the semantic prior); measured, see README.
     recipe: dict[str, Any] = field(default_factory=dict)
+    #: For a prefixed name (``timm:resnet18``): what follows the prefix, the factory's first
+    #: (positional-only) argument. None for a plain name, and for a prefix's own entry.
+    argument: str | None = None
+
+    def build(self, **options: Any) -> Any:
+        """Call the factory with ``options`` (and the prefixed name's ``argument`` first)."""
+        return self.factory(**options) if self.argument is None else self.factory(self.argument, **options)
 
     def options(self) -> dict[str, Any]:
         """User-facing keyword options of the factory with their defaults (from its signature)."""
@@ -103,6 +116,8 @@ class Registry(Generic[F]):
     #: base classes import torch, the registry must not).
     contract: str
     entries: dict[str, Entry] = field(default_factory=dict)
+    #: Factories of prefixed names, by prefix (``timm`` for ``timm:resnet18``); see the module docstring.
+    prefixes: dict[str, Entry] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     _discovered: bool = False
 
@@ -131,17 +146,31 @@ class Registry(Generic[F]):
 
         return decorator
 
-    def add(self, name: str, factory: Callable[..., Any], **meta: Any) -> None:
-        """Register ``factory``; a name already taken by another factory is an error naming both."""
+    def register_prefix(
+        self, prefix: str, *, description: str | None = None, pretrained: str | None = None, recipe: dict[str, Any] | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator that makes ``factory`` build every name ``prefix:rest`` (``rest`` passed first,
+        positional-only); its keyword options work as a named factory's."""
+
+        def decorator(factory: F) -> F:
+            self.add(prefix, factory, table=self.prefixes, description=description, pretrained=pretrained, recipe=recipe or {})
+            return factory
+
+        return decorator
+
+    def add(self, name: str, factory: Callable[..., Any], table: dict[str, Entry] | None = None, **meta: Any) -> None:
+        """Register ``factory`` under ``name`` in ``table`` (the names, or the prefixes); a name already
+        taken by another factory is an error naming both."""
+        table = self.entries if table is None else table
         source = f"{factory.__module__}.{factory.__qualname__}"
-        old = self.entries.get(name)
+        old = table.get(name)
         if old is not None:
             if old.factory is factory:
                 return
             raise InstacliError(f"{self.kind} name '{name}' is registered twice: by {old.source} and by {source}; rename one of them")
         doc = (inspect.getdoc(factory) or "").strip().splitlines()
         meta["description"] = meta.get("description") or (doc[0] if doc else "")
-        self.entries[name] = Entry(name=name, kind=self.kind, factory=factory, source=source, **meta)
+        table[name] = Entry(name=name, kind=self.kind, factory=factory, source=source, **meta)
 
     def discover(self) -> None:
         """Import the built-ins and every installed entry point of this registry's group, once."""
@@ -163,13 +192,30 @@ class Registry(Generic[F]):
         self.discover()
         return sorted(self.entries)
 
+    def prefix_names(self) -> list[str]:
+        """The registered prefixes as names look with them: ``timm:NAME``."""
+        self.discover()
+        return [f"{prefix}:NAME" for prefix in sorted(self.prefixes)]
+
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is registered or has a registered prefix (without building or checking anything)."""
+        self.discover()
+        prefix, sep, _ = name.partition(":")
+        return name in self.entries or bool(sep and prefix in self.prefixes)
+
     def get(self, name: str) -> Entry:
         self.discover()
         if name in self.entries:
             return self.entries[name]
+        prefix, sep, rest = name.partition(":")
+        if sep and prefix in self.prefixes:
+            if not rest.strip():
+                raise InstacliError(f"{self.kind} '{name}': give a name after the prefix, {prefix}:NAME ({self.prefixes[prefix].description})")
+            return dataclasses.replace(self.prefixes[prefix], name=name, argument=rest)
         if name in self.failures:
             raise InstacliError(f"{self.kind} '{name}' is installed but failed to import ({self.failures[name]}); fix or reinstall that plugin")
-        raise InstacliError(f"unknown {self.kind} '{name}'; known: {', '.join(self.names())}")
+        prefixed = f"; or {', '.join(self.prefix_names())}" if self.prefixes else ""
+        raise InstacliError(f"unknown {self.kind} '{name}'; known: {', '.join(self.names())}{prefixed}")
 
     def resolve_options(self, name: str, preset: str | None = None, **options: Any) -> dict[str, Any]:
         """Merge a named preset with explicit options (explicit ones win)."""
@@ -188,7 +234,7 @@ class Registry(Generic[F]):
         (converted by :meth:`Entry.validate`); else a one-line error. Cheap (nothing is built), so a
         command can check all its components before any work."""
         entry = self.get(name)
-        accepted = inspect.signature(entry.factory).parameters
+        accepted = {n: p for n, p in inspect.signature(entry.factory).parameters.items() if p.kind is not p.POSITIONAL_ONLY}
         has_var_kw = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
         unknown = [k for k in options if k not in accepted and not has_var_kw]
         if unknown:
@@ -205,7 +251,7 @@ class Registry(Generic[F]):
         valid = self.check(name, options)
         entry = self.get(name)
         try:
-            built = entry.factory(**valid)
+            built = entry.build(**valid)
         except ValueError as exc:
             raise InstacliError(f"{self.kind} '{name}': {str(exc).strip().splitlines()[0]}; fix its options") from None
         base = self.base_class()
@@ -227,5 +273,6 @@ regressors: Registry = Registry(kind="regressor", group="instacli.regressors", c
 text_encoders: Registry = Registry(kind="text encoder", group="instacli.text_encoders", contract="instacli.text:TextEncoder")
 
 register_encoder = encoders.register
+register_encoder_prefix = encoders.register_prefix
 register_regressor = regressors.register
 register_text_encoder = text_encoders.register

@@ -26,7 +26,9 @@ evaluation, and evaluations of other data or splits stay as they were.
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +55,17 @@ FIGURES = {"confusion": "confusion_matrix.png", "reliability": "reliability.png"
 PLAIN_FOLDER = "folder"
 
 RunState = Literal["finished", "resumable", "partial", "absent"]
+
+
+def folder_name(text: str) -> str:
+    """``text`` (a name made of encoder names) as one plain folder name: a prefixed encoder name
+    would be a path elsewhere (``hf:/models/vit`` → ``hf-models-vit``). Plain names stay as they are."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+
+
+def default_out(encoder: str, kind: str = "") -> Path:
+    """``runs/<kind><encoder>-<time>``, the output folder when none is given."""
+    return Path("runs") / f"{kind}{folder_name(encoder)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def read_json(path: Path) -> Any:

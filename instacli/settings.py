@@ -46,10 +46,12 @@ class TrainSettings(BaseSettings):
     data: Path = setting(..., "Dataset folder from `instacli data build` (needed unless --resume, which reads the run's settings).",
                          flag="--data", show=False, required_on_cli=False)
     out: Path | None = setting(None, "Run folder to create.", flag="--out", show="runs/<encoder>-<time>")
-    encoder: str = setting("vit-scratch", "Image encoder name (`instacli models list`).")
+    encoder: str = setting("vit-scratch", "Image encoder: a name from `instacli models list`, timm:MODEL (any timm model, "
+                                          "e.g. timm:resnet50) or hf:ID_OR_FOLDER (a transformers image backbone).")
     preset: str | None = setting(None, "Named encoder preset, e.g. seed-512 (the original design).")
     encoder_options: dict[str, Any] = setting({}, "Encoder option KEY=VALUE (repeatable).", flag=("--encoder-option", "-E"), show=False)
-    pretrained: str | None = setting(None, "Pretrained weights for the encoder: hub id, local path or 'imagenet'.")
+    pretrained: str | None = setting(None, "Pretrained weights for the encoder: hub id, local path, 'imagenet', or for "
+                                           "timm:MODEL 'true' (timm's own, downloaded once) or a local checkpoint.")
     regressor: str = setting("conv1d", "Likes regressor name.")
     regressor_options: dict[str, Any] = setting({}, "Regressor option KEY=VALUE (repeatable).", flag=("--regressor-option", "-R"), show=False)
     task: Literal["auto", "both", "category", "likes"] = setting("auto", "What to learn; auto trains what the data supports.")

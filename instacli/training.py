@@ -36,7 +36,7 @@ from instacli.io import check_writable_target, output_lock
 from instacli.launch import launched_on_cpu, process_state, resolve_mixed_precision
 from instacli.model import ModelConfig, MultiTaskModel, build_model, save_model
 from instacli.progress import Reporter
-from instacli.run_folder import CHECKPOINT, CURVES, SETTINGS, TRACKER_LOGS, WEIGHTS, RunFolder
+from instacli.run_folder import CHECKPOINT, CURVES, SETTINGS, TRACKER_LOGS, WEIGHTS, RunFolder, default_out
 from instacli import tracking
 from instacli.settings import TrainSettings, apply_recipe, check_components
 from instacli.training_inputs import (
@@ -291,7 +291,7 @@ def train(
     check_components(settings)
     tracking.check_installed(settings.report_to)
     check_built_dataset(settings.data)
-    folder = RunFolder(settings.out or Path("runs") / f"{settings.encoder}-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder = RunFolder(settings.out or default_out(settings.encoder))
     folder.check_usable_as_out()
     with output_lock(folder.path) if process_state().is_main_process else nullcontext():
         job = Job(settings, folder, make_accelerator(settings, folder), reporter or Reporter(), should_stop)

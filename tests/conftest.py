@@ -32,10 +32,55 @@ TINY_ENCODER_OPTIONS: dict[str, dict[str, object]] = {
 }
 #: The tiny vit-scratch most tests train.
 TINY_VIT = TINY_ENCODER_OPTIONS["vit-scratch"]
+#: Where the tiny transformers checkpoints of :data:`PREFIXED_EXAMPLES` are saved, on first use.
+TINY_HF_DIR = Path(tempfile.mkdtemp(prefix="instacli-test-hf-"))
+#: A tiny example of every encoder prefix (``timm:``, ``hf:``) with its options: tests parametrized
+#: over :func:`every_encoder` train, export and rebuild these beside the named encoders. The
+#: ``hf:`` ones are local folders (:func:`save_tiny_hf`): nothing is downloaded.
+PREFIXED_EXAMPLES: dict[str, dict[str, object]] = {
+    "timm:test_resnet": {"image_size": 32},  # timm's 0.4M-parameter test model
+    f"hf:{TINY_HF_DIR}/vit": {"image_size": 32},
+    f"hf:{TINY_HF_DIR}/convnext": {"image_size": 32},
+}
+
+
+def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:
+    """Test ids name the tiny transformers folders ``hf:tiny/vit``, the same in every session."""
+    return val.replace(str(TINY_HF_DIR), "tiny") if isinstance(val, str) and str(TINY_HF_DIR) in val else None
+
+
+def every_encoder() -> list[str]:
+    """Every registered encoder name, then one example per prefix (:data:`PREFIXED_EXAMPLES`)."""
+    from instacli import registry
+
+    return registry.encoders.names() + list(PREFIXED_EXAMPLES)
+
+
+def save_tiny_hf(folder: Path) -> Path:
+    """A tiny transformers ``vit`` or ``convnext`` (by the folder's name) saved with ``save_pretrained``,
+    with an image processor of its own mean and std beside it, unless already there; returns ``folder``."""
+    from transformers import AutoModel, ConvNextConfig, ConvNextImageProcessor, ViTConfig, ViTImageProcessor
+
+    if (folder / "config.json").is_file():
+        return folder
+    if folder.name == "vit":
+        config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+        processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.3, 0.4])
+    else:
+        config = ConvNextConfig(num_stages=2, hidden_sizes=[16, 32], depths=[1, 1])
+        processor = ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.8, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.3, 0.4])
+    AutoModel.from_config(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
 
 
 def tiny_options(encoder: str) -> dict[str, object]:
-    """:data:`TINY_ENCODER_OPTIONS` of ``encoder``; a registered encoder without an entry fails the test that asks."""
+    """:data:`TINY_ENCODER_OPTIONS` (or :data:`PREFIXED_EXAMPLES`) of ``encoder``; a registered encoder
+    without an entry fails the test that asks."""
+    if encoder in PREFIXED_EXAMPLES:
+        if encoder.startswith("hf:"):
+            save_tiny_hf(Path(encoder.removeprefix("hf:")))
+        return PREFIXED_EXAMPLES[encoder]
     if encoder not in TINY_ENCODER_OPTIONS:
         raise AssertionError(f"encoder '{encoder}' is registered but has no tiny options in tests/conftest.py: add them so it is tested")
     return TINY_ENCODER_OPTIONS[encoder]
@@ -78,6 +123,17 @@ def make_photo_tree(root: Path, counts: dict[str, int] | None = None, size: tupl
         for i in range(n):
             make_photo(root / category / f"{category}_{i:02d}.jpg", size, ((i * 23) % 256, (i * 71 + 40) % 256, (c * 97) % 256))
     return root
+
+
+def photo_dataset(tmp_path_factory: pytest.TempPathFactory, counts: dict[str, int]) -> tuple[Path, Path]:
+    """A tree of ``counts`` generated photos (:func:`make_photo_tree`) and the dataset built from it with
+    seed-generated likes, a quarter each for validation and test; returns (photos, dataset)."""
+    from instacli_datasets import build_dataset
+
+    photos = make_photo_tree(tmp_path_factory.mktemp("photos"), counts)
+    out = tmp_path_factory.mktemp("data") / "ds"
+    build_dataset(photos, out, synthetic="seed", seed=3, val_fraction=0.25, test_fraction=0.25, workers=1)
+    return photos, out
 
 
 def built_rows(out: Path) -> dict[str, dict]:

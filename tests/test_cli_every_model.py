@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_photo_tree, tiny_options
+from tests.conftest import every_encoder, photo_dataset, tiny_options
 
 from instacli import registry
 
-#: Every registered encoder with the default regressor, and every regressor with the tiny ViT.
-CASES = [(encoder, "conv1d") for encoder in registry.encoders.names()] + [
+#: Every registered encoder and prefix example with the default regressor, and every regressor with the tiny ViT.
+CASES = [(encoder, "conv1d") for encoder in every_encoder()] + [
     ("vit-scratch", r) for r in registry.regressors.names() if r != "conv1d"
 ]
 
@@ -27,21 +27,14 @@ def tiny_flags(encoder: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_photo_tree(tmp_path_factory.mktemp("photos"), {"animal": 8, "landscape": 8})
-
-
-@pytest.fixture(scope="module")
-def dataset(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from instacli_datasets import build_dataset
-
-    out = tmp_path_factory.mktemp("data") / "ds"
-    build_dataset(photos, out, synthetic="seed", seed=3, val_fraction=0.25, test_fraction=0.25)
-    return out
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(photos, the dataset built from them)."""
+    return photo_dataset(tmp_path_factory, {"animal": 8, "landscape": 8})
 
 
 @pytest.mark.parametrize(("encoder", "regressor"), CASES)
-def test_train_evaluate_predict(encoder: str, regressor: str, dataset: Path, photos: Path, tmp_path: Path, run_cli) -> None:
+def test_train_evaluate_predict(encoder: str, regressor: str, data: tuple[Path, Path], tmp_path: Path, run_cli) -> None:
+    photos, dataset = data
     run = tmp_path / "run"
     result = run_cli("train", "--data", dataset, "--out", run, "--encoder", encoder, "--regressor", regressor,
                      "--epochs", "1", "--batch-size", "4", "--quiet", *tiny_flags(encoder))

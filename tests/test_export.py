@@ -1,5 +1,5 @@
 """``instacli export --format onnx`` and ``predict --backend onnxruntime`` (issue 11): the exported graph
-answers as the PyTorch network does, for every built-in encoder, through predict's own code."""
+answers as the PyTorch network does, for every built-in encoder and prefix example, through predict's own code."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from instacli import registry
 from instacli.export import DEFAULT_FILE, description_path, load_exported, max_differences
 from instacli.decode_cache import decode_square
 from instacli.model import load_run
 from instacli.settings import TrainSettings
 from instacli.training import train
-from tests.conftest import make_photo_tree, tiny_options
+from tests.conftest import TINY_HF_DIR, every_encoder, photo_dataset, tiny_options
 
 #: The issue's bound on the differences between PyTorch and onnxruntime, in fp32.
 TOLERANCE = 1e-4
@@ -42,12 +41,7 @@ def _noise_photos(folder: Path, n: int) -> list[Path]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(photos, the dataset built from them)."""
-    from instacli_datasets import build_dataset
-
-    root = tmp_path_factory.mktemp("export")
-    photos = make_photo_tree(root / "photos", {"animal": 6, "landscape": 6})
-    build_dataset(photos, root / "data", synthetic="seed", seed=3, val_fraction=0.25, test_fraction=0.25, workers=1)
-    return photos, root / "data"
+    return photo_dataset(tmp_path_factory, {"animal": 6, "landscape": 6})
 
 
 def _train(data: Path, out: Path, encoder: str = "vit-scratch", **settings: object) -> Path:
@@ -61,12 +55,13 @@ def vit_run(data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -
     return _train(data[1], tmp_path_factory.mktemp("vit") / "run")
 
 
-#: Encoders whose export takes minutes on 2 cores (torch's dynamo exporter on Inception's 300 operators): slow-marked, still run by `pytest -m slow`.
-SLOW_EXPORTS = {"inception-v3"}
+#: Encoders whose export takes minutes on 2 cores (torch's dynamo exporter on Inception's 300 operators), or whose
+#: graph another case already exports (the tiny hf: ViT is hf-vit's ViTModel): slow-marked, still run by `pytest -m slow`.
+SLOW_EXPORTS = {"inception-v3", f"hf:{TINY_HF_DIR}/vit"}
 
 
 @pytest.mark.parametrize("encoder", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_EXPORTS else name
-                                     for name in registry.encoders.names()])
+                                     for name in every_encoder()])
 def test_onnxruntime_gives_pytorchs_probabilities_and_likes(encoder: str, data: tuple[Path, Path], tmp_path: Path, run_cli) -> None:
     run = _train(data[1], tmp_path / "run", encoder)
     result = run_cli("export", run, "--format", "onnx")

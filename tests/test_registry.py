@@ -13,6 +13,7 @@ from instacli.cli import models
 from instacli.cli.main import app
 from instacli.errors import InstacliError
 from instacli.registry import Registry
+from tests.conftest import PREFIXED_EXAMPLES, every_encoder, tiny_options
 
 BUILTIN_ENCODERS = ["efficientnet-lite0", "hf-vit", "inception-v3", "vit-scratch"]
 BUILTIN_REGRESSORS = ["conv1d", "linear", "mlp"]
@@ -74,6 +75,7 @@ def test_models_list_counts_parameters_and_notes_failures(monkeypatch: pytest.Mo
     assert rows["efficientnet-lite0"][:3] == ["encoder", "4.7M", "224"]  # trunk 3.4M + the frozen ImageNet head the semantic prior reads
     assert rows["inception-v3"][:3] == ["encoder", "21.8M", "299"]
     assert rows["linear"][:3] == ["regressor", "388", "—"]  # LayerNorm(128) + Linear(131 → 1)
+    assert rows["timm:NAME"][:3] == rows["hf:NAME"][:3] == ["encoder", "—", "—"]  # a prefix is listed, not built
     assert "text encoder plugin 'broken-text' failed to import: ImportError" in result.output
 
 
@@ -107,12 +109,16 @@ def test_models_show_options_presets_and_source() -> None:
     assert unknown.exit_code == 2 and "error: unknown model 'nope'; known: conv1d, efficientnet-lite0" in unknown.output
 
 
-@pytest.mark.parametrize("name", registry.encoders.names())
+@pytest.mark.parametrize("name", every_encoder())
 def test_every_encoder_builds_its_contract(name: str) -> None:
-    from tests.conftest import tiny_options
 
     encoder = registry.encoders.create(name, **tiny_options(name))
     assert isinstance(encoder, registry.encoders.base_class()) and encoder.embed_dim > 0
+
+
+def test_every_prefix_has_a_tiny_example() -> None:
+    """A prefix without an example in tests/conftest.py would go untested by the parametrized tests."""
+    assert {name.partition(":")[0] for name in PREFIXED_EXAMPLES} == set(registry.encoders.prefixes) == {"timm", "hf"}
 
 
 @pytest.mark.parametrize("name", registry.regressors.names())

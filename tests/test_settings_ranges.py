@@ -161,3 +161,5 @@ def test_defaults_and_presets_of_builtins_pass_their_own_checks() -> None:
             reg.check(name, defaults)
             for preset in entry.presets.values():
                 reg.check(name, preset)
+        for prefix, entry in reg.prefixes.items():  # timm:, hf:
+            reg.check(f"{prefix}:any", {k: v for k, v in entry.options().items() if v is not None})

@@ -4,6 +4,8 @@ Parameter counts come from building each encoder's and regressor's default confi
 random weights (``pretrained=None`` where the factory has that option; regressors for a 128-d
 embedding and 3 numbers), so listing never loads or downloads weights. Text encoders are frozen
 pretrained models that cannot be built without their weights, so they are listed but not built.
+Prefixes (``timm:NAME``, ``hf:ID_OR_FOLDER``) are listed as one row each, not built: what they
+build depends on the name after the prefix (``models show timm:resnet50`` shows their options).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def summarize(entry: Entry) -> Summary:
 
 def find(name: str) -> list[Entry]:
     """Every registered component called ``name`` (an encoder and a text encoder may share one)."""
-    found = [reg.entries[name] for reg in REGISTRIES if name in reg.names()]
+    found = [reg.get(name) for reg in REGISTRIES if reg.knows(name)]
     if found:
         return found
     for reg in REGISTRIES:
@@ -108,10 +110,13 @@ def list_models() -> None:
             )
             if row.problem:
                 notes.append(f"{reg.kind} '{name}': {row.problem}")
+        for name, entry in zip(reg.prefix_names(), (reg.prefixes[prefix] for prefix in sorted(reg.prefixes))):
+            table.add_row(name, reg.kind, "—", "—", escape(entry.pretrained or "—"), escape(entry.description))
         notes += [f"{reg.kind} plugin '{name}' failed to import: {why}" for name, why in reg.failures.items()]
     console.print(table)
     console.print(
-        "params: default configuration with random weights (—: not built, it needs its weights); input: image side in pixels",
+        "params: default configuration with random weights (—: not built, it needs its weights or a name after its prefix); "
+        "input: image side in pixels",
         style="dim", highlight=False,
     )
     for note in notes:

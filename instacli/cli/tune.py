@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,6 +13,7 @@ from instacli.cli.common import console
 from instacli.cli.progress import RunBar
 from instacli.errors import InstacliError
 from instacli.registry import Count, PositiveFloat
+from instacli.run_folder import default_out
 from instacli.cli.settings_flags import setting_option
 from instacli.settings import TrainSettings, check_flag, load_settings, parse_duration, parse_options
 from instacli.progress import Reporter
@@ -101,7 +101,7 @@ def tune_command(
         settings = saved.model_copy(update={"trials": trials or saved.trials, "time_budget": seconds})
     else:
         base = load_settings(config, **train_flags)
-        out = out or Path("runs") / f"tune-{base.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = out or default_out(base.encoder, "tune-")
         settings = TuneSettings(train=base, out=out, trials=trials or TuneSettings.model_fields["trials"].default,
                                 time_budget=seconds, metric=metric or TuneSettings.model_fields["metric"].default)
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from instacli import registry
 from instacli.errors import InstacliError
 from instacli.results import COMPARE_INFO, RunIdentity
-from instacli.run_folder import RunFolder, read_json
+from instacli.run_folder import RunFolder, folder_name, read_json
 from instacli.settings import TrainSettings, apply_recipe, check_components, option_value
 
 #: The encoders compared when none are named.
@@ -89,7 +89,7 @@ def parse_overrides(pairs: Iterable[str], models: Sequence[str]) -> dict[str, di
             out.setdefault(model, {})[key] = option_value(value)
             continue
         encoder = SEED_PRESET_SETTINGS["encoder"] if model == SEED_PRESET_KEY else model
-        if encoder in registry.encoders.names():
+        if registry.encoders.knows(encoder):
             known = registry.encoders.get(encoder).options()
             if key not in known:
                 raise InstacliError(
@@ -148,7 +148,7 @@ def plan_runs(
             settings = _merge(base, budget, ENCODER_DEFAULTS.get(encoder, {}), overrides.get(encoder, {}))
             group = f"{encoder}__{regressor}"
             label = f"{encoder} + {regressor}"
-            plans += [Plan(f"{group}__seed{s}", group, label, "model", encoder, regressor, s, settings) for s in seeds]
+            plans += [Plan(f"{folder_name(group)}__seed{s}", group, label, "model", encoder, regressor, s, settings) for s in seeds]
     if include_seed_preset:
         regressor = DEFAULT_REGRESSORS[0]
         settings = _merge(base, budget, SEED_PRESET_SETTINGS, overrides.get(SEED_PRESET_KEY, {}))

@@ -14,7 +14,6 @@ listing the registry must not pay for it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
@@ -24,6 +23,7 @@ from pydantic import Field
 from instacli.encoders import ImageEncoder, Preprocess
 from instacli.errors import InstacliError
 from instacli.registry import Count, ImageSize, register_encoder
+from instacli_plugins.encoders.hf_backbone import load_error, processor_settings
 
 if TYPE_CHECKING:
     from transformers import ViTModel
@@ -32,48 +32,6 @@ if TYPE_CHECKING:
 VIT_MEAN = (0.5, 0.5, 0.5)
 VIT_STD = (0.5, 0.5, 0.5)
 POOLINGS = ("cls", "pooler")
-
-
-def _is_local(pretrained: str) -> bool:
-    """A hub id is ``name`` or ``owner/name``; anything that exists or looks like a path is a folder."""
-    return Path(pretrained).expanduser().exists() or pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1 or "\\" in pretrained
-
-
-def _load_error(pretrained: str, exc: Exception) -> InstacliError:
-    """Turn transformers' multi-line loading errors into one line that says how to fix the problem."""
-    from huggingface_hub import is_offline_mode
-
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if _is_local(pretrained):
-        if not Path(pretrained).expanduser().exists():
-            return InstacliError(
-                f"hf-vit: pretrained folder {pretrained} does not exist; pass a folder written by save_pretrained, or a hub id"
-            )
-        return InstacliError(
-            f"hf-vit: {pretrained} is not a ViT checkpoint folder ({reason}); it needs config.json and model.safetensors from save_pretrained"
-        )
-    if is_offline_mode():
-        return InstacliError(
-            f"hf-vit: '{pretrained}' is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
-            f"run once online (or `hf download {pretrained}`) to cache it, or pass --pretrained a local folder written by save_pretrained"
-        )
-    return InstacliError(
-        f"hf-vit: cannot load '{pretrained}' from the Hugging Face Hub ({reason}); "
-        "check the id and your connection, or pass --pretrained a local folder written by save_pretrained"
-    )
-
-
-def _checkpoint_preprocess(pretrained: str, default_size: int) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
-    """Image size, mean and std from the checkpoint's image processor, or ViT defaults when it has none."""
-    from transformers import AutoImageProcessor
-
-    try:
-        processor = AutoImageProcessor.from_pretrained(pretrained)
-    except OSError:  # no preprocessor_config.json: the weights still load, with ViT's default normalization
-        return default_size, VIT_MEAN, VIT_STD
-    size = processor.size
-    image_size = size.get("height") or size.get("shortest_edge") or default_size
-    return int(image_size), tuple(processor.image_mean), tuple(processor.image_std)
 
 
 class HFViT(ImageEncoder):
@@ -108,7 +66,7 @@ def _build_vit(pretrained: str | None, config: dict[str, Any], pooling: str) -> 
         try:
             return ViTModel.from_pretrained(pretrained, add_pooling_layer=add_pooling_layer)
         except (OSError, ValueError) as exc:
-            raise _load_error(pretrained, exc) from None
+            raise load_error("hf-vit", pretrained, exc, "a ViT checkpoint folder", "pass --pretrained a local folder written by save_pretrained") from None
     try:
         return ViTModel(ViTConfig.from_dict(config), add_pooling_layer=add_pooling_layer)
     except (ValueError, TypeError, StrictDataclassError) as exc:
@@ -149,12 +107,10 @@ def hf_vit(
             num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
         )
     vit = _build_vit(pretrained, config or {}, pooling)
-    size, default_mean, default_std = (
-        _checkpoint_preprocess(pretrained, vit.config.image_size) if pretrained is not None
-        else (vit.config.image_size, VIT_MEAN, VIT_STD)
-    )
+    # a checkpoint's image processor, else ViTImageProcessor's defaults (the weights still load without one)
+    default = (processor_settings(pretrained) if pretrained is not None else None) or Preprocess(vit.config.image_size, VIT_MEAN, VIT_STD)
     preprocess = Preprocess(
-        image_size=image_size or size, mean=tuple(mean or default_mean), std=tuple(std or default_std), crop_pct=crop_pct
+        image_size=image_size or default.image_size, mean=tuple(mean or default.mean), std=tuple(std or default.std), crop_pct=crop_pct
     )
     encoder = HFViT(vit, pooling, preprocess)
     encoder.saved_options = dict(

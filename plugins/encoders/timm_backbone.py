@@ -1,0 +1,161 @@
+"""``timm:MODEL``: any of timm's image models by name (``timm:resnet50``, ``timm:convnext_tiny.fb_in22k``).
+
+The embedding is timm's pooled pre-logits features (the model built with ``num_classes=0``: global
+pooling, and the head's norm or hidden layer where the model has one), so every architecture fits
+the heads the same way. Preprocessing (input size, mean, std, crop fraction) comes from timm's own
+``resolve_model_data_config`` for the model, i.e. its pretrained weights' recipe.
+
+Weights, per ``pretrained``: none by default (random init, never touches the network); ``true``
+for timm's own pretrained weights (downloaded through timm's hub loading, or read from its cache);
+or a local checkpoint file (``.safetensors``, ``.pth``) or folder of one, read offline. A trained
+run stores ``pretrained=None``: reloading it builds the architecture with random weights, which the
+run's own safetensors then replace, so no download happens again.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated
+
+import timm
+import torch
+from pydantic import Field
+from timm.data import resolve_model_data_config
+from timm.models import get_pretrained_cfg, load_state_dict
+from torch import nn
+
+from instacli.encoders import ImageEncoder, Preprocess
+from instacli.errors import InstacliError, exception_line
+from instacli.registry import DropRate, ImageSize, register_encoder_prefix
+
+#: Values of ``pretrained`` meaning "timm's own pretrained weights" (``-E pretrained=true`` arrives as a bool).
+HUB = {"true"}
+#: Values meaning "random initialization".
+NONE = {"none", "false"}
+#: The checkpoint read from a folder: what timm's ``save_for_hf`` and transformers' ``save_pretrained`` write.
+FOLDER_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def check_model_name(model_name: str) -> None:
+    """A name timm does not know is a one-line error with its closest names and how to list them all."""
+    if timm.is_model(model_name):
+        return
+    close = difflib.get_close_matches(model_name.split(".")[0], timm.list_models(), n=4)
+    pattern = f"*{re.match(r'[a-z]*', model_name.lower()).group()}*"  # resnet9000 → *resnet*
+    hint = f" (closest: {', '.join(close)})" if close else ""
+    raise InstacliError(
+        f"timm has no model '{model_name}'{hint}; list the names with "
+        f"python -c \"import timm; print(timm.list_models('{pattern}'))\""
+    )
+
+
+def load_checkpoint(model: nn.Module, model_name: str, path: Path) -> None:
+    """Load a local checkpoint (a file, or a folder holding one) into ``model`` strictly: every
+    tensor of the network must be there; only a classifier the encoder does not use may be extra."""
+    if path.is_dir():
+        path = next((path / name for name in FOLDER_FILES if (path / name).is_file()), path / FOLDER_FILES[0])
+    if not path.is_file():
+        raise InstacliError(
+            f"timm:{model_name}: pretrained checkpoint {path} does not exist; pass a .safetensors/.pth file or a folder holding "
+            f"{' or '.join(FOLDER_FILES)}, or true for timm's own pretrained weights"
+        )
+    try:
+        state = load_state_dict(str(path))
+    except Exception as exc:  # noqa: BLE001 — pickle, zip and safetensors errors alike: not a usable state dict
+        raise InstacliError(f"timm:{model_name}: cannot read {path} as a checkpoint ({exception_line(exc)}); pass a state dict saved from this model") from None
+    classifier = model.pretrained_cfg.get("classifier") or ()
+    heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of the wrong shape
+        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), exception_line(exc))
+        raise InstacliError(f"timm:{model_name}: {path} does not fit this model ({detail}); pass a checkpoint of {model_name}") from None
+    unexpected = [key for key in unexpected if not key.startswith(tuple(f"{head}." for head in heads))]
+    if missing or unexpected:
+        raise InstacliError(
+            f"timm:{model_name}: {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+            f"pass a checkpoint of {model_name}"
+        )
+
+
+def build_network(model_name: str, pretrained: bool | str | None, image_size: int | None, drop_path: float) -> nn.Module:
+    """timm's ``model_name`` without classifier, weights per ``pretrained`` (see the module docstring).
+
+    Models with a fixed input size (ViTs: position embeddings) are built for ``image_size``; timm
+    resamples pretrained position embeddings to it. Convolutional ones take any size as they are.
+    """
+    check_model_name(model_name)
+    choice = str(pretrained).lower() if pretrained is not None else "none"
+    kwargs = {"drop_path_rate": drop_path} if drop_path else {}
+    cfg = get_pretrained_cfg(model_name)
+    if image_size is not None and cfg is not None and cfg.fixed_input_size:
+        kwargs["img_size"] = image_size
+    try:
+        model = timm.create_model(model_name, pretrained=choice in HUB, num_classes=0, **kwargs)
+    except TypeError as exc:  # e.g. a model without stochastic depth given drop_path
+        raise InstacliError(f"timm:{model_name}: {exception_line(exc)}; leave that option out for this model") from None
+    except (OSError, RuntimeError) as exc:  # offline, not cached, or no pretrained weights for this name
+        raise InstacliError(
+            f"timm:{model_name}: cannot load timm's pretrained weights ({exception_line(exc)}); they need the network once "
+            "(or a filled Hugging Face cache): go online, or pass --pretrained a local checkpoint, or leave --pretrained out for random weights"
+        ) from None
+    if choice not in HUB | NONE:
+        load_checkpoint(model, model_name, Path(str(pretrained)).expanduser())
+    return model
+
+
+class TimmEncoder(ImageEncoder):
+    """A timm model without classifier: pixels → pooled pre-logits features."""
+
+    def __init__(self, net: nn.Module, preprocess: Preprocess) -> None:
+        super().__init__()
+        self.net = net
+        self.preprocess = preprocess
+        # the pooled features' width: after the head's hidden layer where the model has one (MobileNetV3)
+        self.embed_dim = int(getattr(net, "head_hidden_size", None) or net.num_features)
+
+    def cam_layer(self) -> tuple[nn.Module, int] | None:
+        """The last stage timm lists in the model's ``feature_info``: feature maps ``(B, C, H, W)`` of a
+        conv net, or a ViT's tokens with its ``num_prefix_tokens`` (class, distillation, register) first.
+        None for channels-last models (Swin, MambaOut: ``output_fmt`` NHWC), which Grad-CAM would misread."""
+        info = getattr(self.net, "feature_info", None)
+        if not info or getattr(self.net, "output_fmt", "NCHW") != "NCHW":
+            return None
+        return self.net.get_submodule(info[-1]["module"]), int(getattr(self.net, "num_prefix_tokens", 0))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.net(pixels)
+
+
+@register_encoder_prefix(
+    "timm",
+    description="any timm model by name, e.g. timm:resnet50 (names: timm.list_models('*pattern*'))",
+    pretrained="none by default; true: timm's own (downloads once); or a local checkpoint",
+)
+def timm_encoder(
+    model_name: str,
+    /,
+    *,
+    pretrained: bool | str | None = None,
+    image_size: ImageSize | None = None,
+    drop_path: DropRate = 0.0,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    crop_pct: Annotated[float, Field(gt=0, le=1)] | None = None,
+) -> TimmEncoder:
+    """timm model ``model_name`` (a ``.tag`` picks its pretrained weights); preprocessing from timm's
+    data config unless given. ``image_size`` defaults to the model's pretrained input size."""
+    net = build_network(model_name, pretrained, image_size, drop_path)
+    data = resolve_model_data_config(net)
+    preprocess = Preprocess(
+        image_size=image_size or int(data["input_size"][-1]),
+        mean=tuple(mean or data["mean"]), std=tuple(std or data["std"]), crop_pct=crop_pct or float(data["crop_pct"]),
+    )
+    encoder = TimmEncoder(net, preprocess)
+    encoder.saved_options = dict(
+        pretrained=None, image_size=preprocess.image_size, drop_path=drop_path,
+        mean=list(preprocess.mean), std=list(preprocess.std), crop_pct=preprocess.crop_pct,
+    )
+    return encoder
