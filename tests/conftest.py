@@ -6,7 +6,9 @@ the network or ../shared data.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from instacli.progress import Reporter
 # Tests never touch the network, and never write the user's decode cache.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["INSTACLI_CACHE"] = tempfile.mkdtemp(prefix="instacli-test-cache-")
+atexit.register(shutil.rmtree, os.environ["INSTACLI_CACHE"], ignore_errors=True)  # each run's decode caches, gone with it
 
 #: Tiny options for every built-in encoder, so that tests can build each of them in seconds;
 #: tests parametrized over ``registry.encoders.names()`` read them (a new built-in needs an entry).
