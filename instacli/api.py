@@ -26,6 +26,7 @@ from PIL import Image
 from instacli.errors import InstacliError
 from instacli.photo_files import decode_or_reason, square_of
 from instacli.prediction import Predictor, check_compatible, open_run, output_columns
+from instacli.settings import PREDICT_BATCH_SIZE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,7 +52,7 @@ class Model:
         """The engagement numbers the runs read (columns of ``metadata``); missing ones get the training median."""
         return list(dict.fromkeys(f for run in self.predictor.runs for f in run.scaler.features))
 
-    def predict(self, images: ImageLike | Sequence[ImageLike], metadata: Any = None, batch_size: int = 64) -> pd.DataFrame:
+    def predict(self, images: ImageLike | Sequence[ImageLike], metadata: Any = None, batch_size: int = PREDICT_BATCH_SIZE) -> pd.DataFrame:
         """One row per image, as ``instacli predict`` writes it: label, ``prob_*``, confidence,
         unfamiliar, likes, likes_from_defaults, error (``file`` holds the path of a path, else None).
 

@@ -20,7 +20,7 @@ from instacli.metrics import accuracy_by_group, classification_metrics, likes_me
 from instacli.model import LoadedRun, load_run
 from instacli.plots import plot_confusion, plot_likes, plot_reliability
 from instacli.registry import Count
-from instacli.settings import check_flag
+from instacli.settings import DECODE_WORKERS, EVALUATE_BATCH_SIZE, check_flag
 from instacli.split_arrays import SplitArrays, load_split_arrays
 
 
@@ -75,7 +75,7 @@ def reference_metrics(data: Path, split: str | None, arrays: SplitArrays) -> dic
     return out
 
 
-def split_members(run: LoadedRun, split: SplitArrays, batch_size: int = 128, workers: int = 2, tta: str = "none") -> list[Member]:
+def split_members(run: LoadedRun, split: SplitArrays, batch_size: int = EVALUATE_BATCH_SIZE, workers: int = DECODE_WORKERS, tta: str = "none") -> list[Member]:
     """One run's answers for every row of ``split``, one per ``tta`` view (:func:`instacli.ensemble.score_views`).
 
     The encoder always sees pixels here: a frozen run's cached training embeddings are of the eval view
@@ -92,14 +92,14 @@ def split_members(run: LoadedRun, split: SplitArrays, batch_size: int = 128, wor
     return [{key: np.concatenate([batch[v][key] for batch in views]) for key in views[0][v]} for v in range(len(views[0]))]
 
 
-def predict_split(run: LoadedRun, split: SplitArrays, batch_size: int = 128, workers: int = 2, tta: str = "none") -> dict[str, np.ndarray | None]:
+def predict_split(run: LoadedRun, split: SplitArrays, batch_size: int = EVALUATE_BATCH_SIZE, workers: int = DECODE_WORKERS, tta: str = "none") -> dict[str, np.ndarray | None]:
     """Calibrated and uncalibrated probabilities, unfamiliarity scores and flags, and likes for every
     row of ``split`` (:func:`instacli.ensemble.combine`), averaged over the ``tta`` views."""
     return combine(split_members(run, split, batch_size, workers, tta), [run])
 
 
 def evaluate(
-    run_path: Path | str | Sequence[Path | str], data: Path | str, split: str = "test", batch_size: int = 128, workers: int = 2,
+    run_path: Path | str | Sequence[Path | str], data: Path | str, split: str = "test", batch_size: int = EVALUATE_BATCH_SIZE, workers: int = DECODE_WORKERS,
     tta: str = "none", out: Path | str | None = None, overwrite: bool = False,
 ) -> dict[str, Any]:
     """Metrics of ``run_path`` on ``data``; also writes metrics.json and plots into the run's folder for

@@ -29,7 +29,7 @@ from instacli.model import LoadedRun, load_run
 from instacli.photo_files import relative_name
 from instacli.registry import Count
 from instacli.run_folder import CONFIG, is_run
-from instacli.settings import check_flag
+from instacli.settings import DECODE_WORKERS, PREDICT_BATCH_SIZE, check_flag
 
 if TYPE_CHECKING:
     from instacli_datasets.folder import Skipped
@@ -403,8 +403,8 @@ def predict_folder(
     folder: Path | str,
     out: Path | str,
     metadata: Path | str | None = None,
-    batch_size: int = 64,
-    workers: int = 2,
+    batch_size: int = PREDICT_BATCH_SIZE,
+    workers: int = DECODE_WORKERS,
     overwrite: bool = False,
     on_batch: Callable[[int], None] | None = None,
     column_map: dict[str, str] | None = None,

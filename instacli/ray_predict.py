@@ -21,6 +21,7 @@ import numpy as np
 
 from instacli.errors import InstacliError
 from instacli.io import atomic_dir, atomic_file, check_writable_target, output_lock
+from instacli.settings import PREDICT_BATCH_SIZE
 
 if TYPE_CHECKING:
     from instacli.prediction import PhotoInputs, PhotoList, PredictSummary
@@ -97,7 +98,7 @@ def predict_on_ray(
     folder: Path | str,
     out: Path | str,
     metadata: Path | str | None = None,
-    batch_size: int = 64,
+    batch_size: int = PREDICT_BATCH_SIZE,
     overwrite: bool = False,
     column_map: dict[str, str] | None = None,
     tta: str = "none",

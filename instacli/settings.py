@@ -13,6 +13,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from instacli.errors import InstacliError
 from instacli.registry import Count, ImageSize, PositiveFloat
 
+# Defaults of scoring, shared by the commands' flags and the library functions they call.
+#: Photos per forward pass of ``predict`` (also ``instacli.load(...).predict`` and ``--engine ray``).
+PREDICT_BATCH_SIZE = 64
+#: Photos per forward pass of ``evaluate``, whose split is already decoded: only the model's memory bounds it.
+EVALUATE_BATCH_SIZE = 128
+#: DataLoader processes that decode photos beside the model (``prediction.decode_workers`` keeps a core for the model).
+DECODE_WORKERS = 2
+
 
 def parse_duration(text: str | float | int | None) -> float | None:
     """``"10m"``, ``"90s"``, ``"1h30m"``, ``"600"`` → seconds (``--time-budget`` of train and compare, TOML, env)."""

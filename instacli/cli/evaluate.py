@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from instacli.cli.common import TTA_HELP, console
+from instacli.settings import DECODE_WORKERS, EVALUATE_BATCH_SIZE
 
 
 def _fmt(value: Any) -> str:
@@ -74,8 +75,8 @@ def evaluate_command(
     runs: list[Path] = typer.Argument(..., metavar="RUN", help="Run folder(s) written by `instacli train` (several: an ensemble; needs --out)."),
     data: Path = typer.Option(..., "--data", help="Dataset folder, or a folder with one sub-folder of photos per category."),
     split: str = typer.Option("test", help="Split of a saved dataset (ignored for a plain folder)."),
-    batch_size: int = typer.Option(128, help="Images per batch."),
-    workers: int = typer.Option(2, help="Processes that decode images."),
+    batch_size: int = typer.Option(EVALUATE_BATCH_SIZE, help="Images per batch."),
+    workers: int = typer.Option(DECODE_WORKERS, help="Processes that decode images."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     tta: bool = typer.Option(False, "--tta", help=TTA_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json and plots (default: RUN/eval/<data>-<split>[-tta-flip]/)."),

@@ -12,6 +12,7 @@ from rich.progress import Progress
 
 from instacli.cli.common import TTA_HELP, console
 from instacli.errors import InstacliError
+from instacli.settings import DECODE_WORKERS, PREDICT_BATCH_SIZE
 
 
 app = typer.Typer()
@@ -39,8 +40,8 @@ def predict_command(
     column_map: Optional[list[str]] = typer.Option(None, "--map", help="Column names of --metadata, e.g. file_name=img,comments=n_comments (repeatable)."),
     out: Path = typer.Option(Path("predictions.csv"), "--out",
                              help="Output file: .csv, .jsonl or .parquet; with --engine ray, no suffix: a folder of Parquet shards."),
-    batch_size: int = typer.Option(64, help="Images per batch."),
-    workers: int = typer.Option(2, help="Processes that decode images."),
+    batch_size: int = typer.Option(PREDICT_BATCH_SIZE, help="Images per batch."),
+    workers: int = typer.Option(DECODE_WORKERS, help="Processes that decode images."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     tta: bool = typer.Option(False, "--tta", help=TTA_HELP),
     backend: Backend = typer.Option(Backend.pytorch, "--backend",
