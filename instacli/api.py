@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from instacli.errors import InstacliError
-from instacli.photo_files import decode_or_reason, square_of
+from instacli.photo_files import decode_or_reason, reason, square_of
 from instacli.prediction import Predictor, check_compatible, open_run, output_columns
 from instacli.settings import PREDICT_BATCH_SIZE
 
@@ -123,5 +123,8 @@ def _square(item: Any, size: int, position: int) -> tuple[np.ndarray, str]:
                                 f"got {item.dtype} {item.shape}")
         item = Image.fromarray(item[:, :, 0] if item.ndim == 3 and item.shape[2] == 1 else item)
     if isinstance(item, Image.Image):
-        return square_of(item, size), ""
+        try:
+            return square_of(item, size), ""
+        except Exception as exc:  # noqa: BLE001 — an empty image, a lazily opened file that turns out truncated: its error row
+            return np.zeros((3, size, size), dtype=np.uint8), reason(exc)
     raise InstacliError(f"image #{position}: a {type(item).__name__} is not an image; give a path, a PIL image, a uint8 array or file bytes")

@@ -208,6 +208,8 @@ def square_of(image: Image.Image, size: int) -> np.ndarray:
     image = to_rgb(ImageOps.exif_transpose(image))
     w, h = image.size
     side = min(w, h)
+    if side == 0:
+        raise UnusableFile(f"{w}×{h} pixels: an empty image")
     left, top = (w - side) / 2, (h - side) / 2
     image = image.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=2.0)
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))

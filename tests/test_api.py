@@ -79,6 +79,14 @@ def test_an_unreadable_file_gets_its_error_row_and_the_rest_are_scored(trained: 
     assert frame["error"][2] and pd.isna(frame["label"][2])
 
 
+def test_an_empty_or_truncated_image_in_memory_gets_its_error_row(trained: Path, photos: list[Path], tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(photos[0].read_bytes()[:200])
+    frame = instacli.load(trained).predict([np.zeros((0, 5, 3), dtype=np.uint8), Image.open(truncated), Image.open(photos[0])])
+    assert frame["error"][0] and frame["error"][1] and frame["error"][2] == ""
+    assert pd.isna(frame["label"][0]) and pd.isna(frame["label"][1]) and frame["label"][2] in ("animal", "landscape")
+
+
 @pytest.mark.parametrize("images, metadata, message", [
     ([42], None, "a int is not an image"),
     ([np.zeros((8, 8, 3), dtype=np.float32)], None, "must be uint8"),
