@@ -207,7 +207,7 @@ def collect(
     if synthetic is not None and (engagement is not None or source.engagement == "instaloader"):
         raise InstacliError("--synthetic-engagement: the data already has engagement (--engagement or instaloader); choose one source")
     table, kind = (None, f"synthetic:{synthetic}") if synthetic else _engagement_table(source, engagement, column_map)
-    results = encode_photos([str(p.path) for p in source.photos], max_side, workers, progress)
+    results = encode_photos([p.file_path for p in source.photos], max_side, workers, progress)
 
     provided = SYNTHETIC_COLUMNS[synthetic] if synthetic else (table.columns if table is not None else ())
     columns = [*COUNT_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in provided)]
