@@ -9,7 +9,6 @@ only when complete (Ctrl-C leaves nothing behind).
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import os
@@ -22,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -51,17 +50,21 @@ Progress = Callable[[int, int], None]
 
 
 class Spool:
-    """Photo bytes kept in a file on disk while a build runs (in memory without ``path``): :func:`collect`
-    appends each photo's bytes as it is decoded; :func:`write_split` reads them back by number. A
-    build so holds 16 bytes per photo (where its bytes are), never every photo (100,000 photos
-    re-encoded at 256 px are about 3 GB)."""
+    """Photo bytes kept in a file on disk while a build runs: :func:`collect` appends each photo's
+    bytes as it is decoded; :func:`write_split` reads them back by number. A build so holds 16 bytes
+    per photo (where its bytes are), never every photo (100,000 photos re-encoded at 256 px are
+    about 3 GB). Without ``path`` the bytes are held in memory (a plain folder's in-memory dataset)."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.handle: BinaryIO = open(path, "w+b") if path is not None else io.BytesIO()
-        self.offsets, self.lengths = array("q"), array("q")  # 16 bytes a photo; a tuple a photo was 110
+        self.handle = open(path, "w+b") if path is not None else None
+        self.offsets, self.lengths = array("q"), array("q")  # 16 bytes a photo; a tuple a photo took 110
+        self.held: list[bytes] = []
 
     def put(self, data: bytes) -> int:
         """Store ``data``; returns its number in the spool (0, 1, ...)."""
+        if self.handle is None:
+            self.held.append(data)
+            return len(self.held) - 1
         self.offsets.append(self.handle.seek(0, os.SEEK_END))
         self.lengths.append(len(data))
         self.handle.write(data)
@@ -69,6 +72,8 @@ class Spool:
 
     def image(self, number: int) -> dict[str, Any]:
         """Stored image ``number``, as the dataset's image column holds it."""
+        if self.handle is None:
+            return {"bytes": self.held[number], "path": None}
         self.handle.seek(self.offsets[number])
         return {"bytes": self.handle.read(self.lengths[number]), "path": None}
 
@@ -76,7 +81,8 @@ class Spool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.handle.close()
+        if self.handle is not None:
+            self.handle.close()
 
 
 @dataclass
