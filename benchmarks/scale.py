@@ -13,14 +13,14 @@ while sampling the memory of each process tree (see ``common.measured``):
 * ``predict`` - ``instacli predict RUN SRC`` (every photo of the folder)
 
 Time per photo is the stage's *marginal* cost, ``(t(N) - t(n0)) / (N - n0)`` with the same stage
-timed on ``n0`` = 100 photos: a CLI call's fixed cost (starting Python, importing torch, loading a
-model: several seconds) would otherwise dominate small N. It is computed from the CPU seconds of
+timed on ``n0`` = 100 photos just before (alternated with N's runs): a CLI call's fixed cost
+(starting Python, importing torch, loading a model: several seconds) would otherwise dominate small N. It is computed from the CPU seconds of
 the stage's process tree (user + system, exact on Linux: ``common.measured``): on the shared 2-core
 development machine, wall time mostly measured the other sessions' load (a 1k stage took longer
 than the 10k one). Wall seconds are printed beside it. Even CPU seconds vary with the load (caches
 shared with other processes: ±0.3 s on a 3 s build, as much as 1,000 photos cost), so ``--repeats R``
-runs each size's stages R times on the same photos and keeps each stage's least CPU time (and its
-largest peak memory). ``--stages build`` (or ``build,train``) runs only the first stages.
+runs each size's stages, and the baseline's, R times (alternated) and keeps each stage's least CPU
+time (and its largest peak memory). ``--stages build`` (or ``build,train``) runs only the first stages.
 Everything generated for a size is removed before the next one. Goals: time per photo within 1.5×
 from the smallest to the largest N; peak RSS at the largest N ≤ 1.3× the one at the size before
 (10k for the default sizes). The last line is ``scale ratio X target 1``: X ≥ 1 when both goals hold
@@ -96,33 +96,38 @@ def best(runs: list[common.Measured]) -> common.Measured:
     return common.Measured(least.seconds, *peaks, least.cpu_seconds, least.stdout)
 
 
-def run_stages(work: Path, n: int, stages: Sequence[str], repeats: int) -> dict[str, common.Measured]:
-    """``stages`` on ``n`` generated photos, ``repeats`` times; everything they wrote is removed afterwards."""
+def run_stages(root: Path, src: Path, stages: Sequence[str]) -> dict[str, common.Measured]:
+    """``stages`` on the photos of ``src``, writing under ``root`` (what an earlier run wrote there is removed first)."""
+    data, run, preds = root / "data", root / "run", root / "preds.csv"
+    for path in (data, run, Path(os.environ["INSTACLI_CACHE"])):
+        shutil.rmtree(path, ignore_errors=True)
+    preds.unlink(missing_ok=True)
+    python = [sys.executable, "-m", "instacli"]
+    commands = {
+        "build": [*python, "data", "build", src, "--out", data, "--synthetic-engagement", "seed"],
+        "train": [*python, "train", "--data", data, "--out", run, "--epochs", "1", "--quiet", *common.TINY],
+        "predict": [*python, "predict", run, src, "--out", preds],
+    }
+    results = {}
+    for stage in stages:
+        results[stage] = m = common.measured([str(c) for c in commands[stage]])
+        common.log(f"  {src.parent.name:>12} {stage:<8} {m.seconds:8.1f} s  CPU {m.cpu_seconds:8.1f} s  peak RSS {m.peak_rss / 2**20:7.0f} MB  "
+                   f"PSS {m.peak_pss / 2**20:7.0f} MB  anon {m.peak_anon / 2**20:7.0f} MB")
+    return results
+
+
+def measure_size(work: Path, n: int, baseline: Path, stages: Sequence[str], repeats: int) -> tuple[dict[str, common.Measured], dict[str, common.Measured]]:
+    """``stages`` on ``n`` generated photos and on the ``baseline`` photos, alternated ``repeats``
+    times (so that both see the same load on a shared machine), each stage's runs made one by
+    :func:`best`: (on the baseline, on ``n``). Everything written for ``n`` is removed afterwards."""
     root = work / f"scale-{n}"
     shutil.rmtree(root, ignore_errors=True)
-    runs: dict[str, list[common.Measured]] = {stage: [] for stage in stages}
     try:
         src = generate(root / "photos", n)
-        data, run, preds = root / "data", root / "run", root / "preds.csv"
-        python = [sys.executable, "-m", "instacli"]
-        commands = {
-            "build": [*python, "data", "build", src, "--out", data, "--synthetic-engagement", "seed"],
-            "train": [*python, "train", "--data", data, "--out", run, "--epochs", "1", "--quiet", *common.TINY],
-            "predict": [*python, "predict", run, src, "--out", preds],
-        }
-        for _ in range(repeats):
-            for path in (data, run, work / "cache"):
-                shutil.rmtree(path, ignore_errors=True)
-            preds.unlink(missing_ok=True)
-            for stage in stages:
-                m = common.measured([str(c) for c in commands[stage]])
-                runs[stage].append(m)
-                common.log(f"  {n:>7} {stage:<8} {m.seconds:8.1f} s  CPU {m.cpu_seconds:8.1f} s  peak RSS {m.peak_rss / 2**20:7.0f} MB  "
-                           f"PSS {m.peak_pss / 2**20:7.0f} MB  anon {m.peak_anon / 2**20:7.0f} MB")
-        return {stage: best(measured) for stage, measured in runs.items()}
+        pairs = [(run_stages(baseline.parent, baseline, stages), run_stages(root, src, stages)) for _ in range(repeats)]
+        return tuple({s: best([pair[side][s] for pair in pairs]) for s in stages} for side in (0, 1))  # type: ignore[return-value]
     finally:
         shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(work / "cache", ignore_errors=True)
 
 
 def plot(path: Path, stages: Sequence[str], sizes: list[int], per_photo: dict[str, list[float]], peaks: dict[str, list[float]]) -> None:
@@ -161,17 +166,24 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ["INSTACLI_CACHE"] = str(args.work / "cache")
     common.log(f"scale: stages {', '.join(stages)} on {BASELINE_N} (fixed cost) and {', '.join(map(str, sizes))} generated photos, {repeats} time(s) each")
-    baseline = run_stages(args.work, BASELINE_N, stages, repeats)
-    measured = {n: run_stages(args.work, n, stages, repeats) for n in sizes}
-    per_photo = {s: [(measured[n][s].cpu_seconds - baseline[s].cpu_seconds) / (n - BASELINE_N) for n in sizes] for s in stages}
+    root = args.work / f"scale-{BASELINE_N}"
+    shutil.rmtree(root, ignore_errors=True)
+    try:
+        baseline_src = generate(root / "photos", BASELINE_N)
+        both = {n: measure_size(args.work, n, baseline_src, stages, repeats) for n in sizes}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(args.work / "cache", ignore_errors=True)
+    baseline, measured = ({n: both[n][side] for n in sizes} for side in (0, 1))
+    per_photo = {s: [(measured[n][s].cpu_seconds - baseline[n][s].cpu_seconds) / (n - BASELINE_N) for n in sizes] for s in stages}
     peaks = {s: [measured[n][s].peak_rss for n in sizes] for s in stages}
-    common.log("\n| stage | photos | wall s | CPU s | CPU ms/photo (marginal) | peak RSS MB | peak PSS MB | peak anon MB |")
-    common.log("|---|---:|---:|---:|---:|---:|---:|---:|")
+    common.log(f"\n| stage | photos | wall s | CPU s | CPU s at {BASELINE_N} | CPU ms/photo (marginal) | peak RSS MB | peak PSS MB | peak anon MB |")
+    common.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in stages:
         for i, n in enumerate(sizes):
             m = measured[n][s]
-            common.log(f"| {s} | {n:,} | {m.seconds:.1f} | {m.cpu_seconds:.1f} | {1000 * per_photo[s][i]:.2f} | {m.peak_rss / 2**20:.0f} | "
-                       f"{m.peak_pss / 2**20:.0f} | {m.peak_anon / 2**20:.0f} |")
+            common.log(f"| {s} | {n:,} | {m.seconds:.1f} | {m.cpu_seconds:.1f} | {baseline[n][s].cpu_seconds:.1f} | {1000 * per_photo[s][i]:.2f} | "
+                       f"{m.peak_rss / 2**20:.0f} | {m.peak_pss / 2**20:.0f} | {m.peak_anon / 2**20:.0f} |")
     margins = []
     for s in stages:
         spread = max(per_photo[s]) / min(per_photo[s])
