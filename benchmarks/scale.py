@@ -14,10 +14,10 @@ while sampling the memory of each process tree (see ``common.measured``):
 
 Time per photo is the stage's *marginal* cost, ``(t(N) - t(n0)) / (N - n0)`` with the same stage
 timed on ``n0`` = 100 photos just before (alternated with N's runs): a CLI call's fixed cost
-(starting Python, importing torch, loading a model: several seconds) would otherwise dominate small N. It is computed from the CPU seconds of
-the stage's process tree (user + system, exact on Linux: ``common.measured``): on the shared 2-core
-development machine, wall time mostly measured the other sessions' load (a 1k stage took longer
-than the 10k one). Wall seconds are printed beside it. Even CPU seconds vary with the load (caches
+(starting Python, importing torch, loading a model: several seconds) would otherwise dominate small
+N. It is computed from the CPU seconds of the stage's process tree (user + system, exact on Linux:
+``common.measured``): on the shared 2-core development machine, wall time mostly measured the other
+sessions' load (a 1k stage took longer than the 10k one). Wall seconds are printed beside it. Even CPU seconds vary with the load (caches
 shared with other processes: ±0.3 s on a 3 s build, as much as 1,000 photos cost), so ``--repeats R``
 runs each size's stages, and the baseline's, R times (alternated) and keeps each stage's least CPU
 time (and its largest peak memory). ``--stages build`` (or ``build,train``) runs only the first stages.
@@ -125,7 +125,7 @@ def measure_size(work: Path, n: int, baseline: Path, stages: Sequence[str], repe
     try:
         src = generate(root / "photos", n)
         pairs = [(run_stages(baseline.parent, baseline, stages), run_stages(root, src, stages)) for _ in range(repeats)]
-        return tuple({s: best([pair[side][s] for pair in pairs]) for s in stages} for side in (0, 1))  # type: ignore[return-value]
+        return {s: best([b[s] for b, _ in pairs]) for s in stages}, {s: best([m[s] for _, m in pairs]) for s in stages}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -174,7 +174,7 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(args.work / "cache", ignore_errors=True)
-    baseline, measured = ({n: both[n][side] for n in sizes} for side in (0, 1))
+    baseline, measured = {n: both[n][0] for n in sizes}, {n: both[n][1] for n in sizes}
     per_photo = {s: [(measured[n][s].cpu_seconds - baseline[n][s].cpu_seconds) / (n - BASELINE_N) for n in sizes] for s in stages}
     peaks = {s: [measured[n][s].peak_rss for n in sizes] for s in stages}
     common.log(f"\n| stage | photos | wall s | CPU s | CPU s at {BASELINE_N} | CPU ms/photo (marginal) | peak RSS MB | peak PSS MB | peak anon MB |")
