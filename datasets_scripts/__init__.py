@@ -5,11 +5,24 @@
 with a :class:`DataInfo`; ``iter_image_files`` lists the photos of a folder the same way the
 builder does; ``oracle_log_likes`` is the best possible likes prediction on ``synthetic:realistic``
 data (pass it ``DataInfo.params``).
+
+The names are imported when first used (PEP 562): a build's decode workers import
+:mod:`instacli_datasets.photo_bytes`, and importing the whole package with it (scipy among others)
+cost each worker 0.45 s of CPU, more than 1,000 small photos take to decode.
 """
 
-from instacli_datasets.build import BuildReport, build_dataset
-from instacli_datasets.folder import Skipped, iter_image_files
-from instacli_datasets.load import DataInfo, load_data
-from instacli_datasets.synthetic import oracle_log_likes
+import importlib
+from typing import Any
 
-__all__ = ["BuildReport", "DataInfo", "Skipped", "build_dataset", "iter_image_files", "load_data", "oracle_log_likes"]
+#: Each exported name → the module that defines it.
+_HOMES = {
+    "BuildReport": "build", "build_dataset": "build", "Skipped": "folder", "iter_image_files": "folder",
+    "DataInfo": "load", "load_data": "load", "oracle_log_likes": "synthetic",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

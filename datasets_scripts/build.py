@@ -9,17 +9,21 @@ only when complete (Ctrl-C leaves nothing behind).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
 import shutil
 import time
+from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+import numpy as np
 
 from instacli.errors import InstacliError
 from instacli.io import atomic_dir, check_writable_target, output_lock, write_json
@@ -47,39 +51,55 @@ Progress = Callable[[int, int], None]
 
 class Spool:
     """Photo bytes kept in a file on disk while a build runs: :func:`collect` appends each photo's
-    bytes as it is decoded and keeps only where they are; :func:`write_split` reads them back in
-    order. A build so holds each photo's numbers, never every photo (100,000 photos re-encoded at
-    256 px are about 3 GB)."""
+    bytes as it is decoded; :func:`write_split` reads them back by number. A build so holds 16 bytes
+    per photo (where its bytes are), never every photo (100,000 photos re-encoded at 256 px are
+    about 3 GB). Without ``path`` the bytes are held in memory (a plain folder's in-memory dataset)."""
 
-    def __init__(self, path: Path) -> None:
-        self.handle = open(path, "w+b")
+    def __init__(self, path: Path | None = None) -> None:
+        self.handle = open(path, "w+b") if path is not None else None
+        self.offsets, self.lengths = array("q"), array("q")  # 16 bytes a photo; a tuple a photo took 110
+        self.held: list[bytes] = []
 
-    def put(self, data: bytes) -> tuple[int, int]:
-        """Store ``data``; returns its (offset, length) in the spool."""
-        offset = self.handle.seek(0, os.SEEK_END)
+    def put(self, data: bytes) -> int:
+        """Store ``data``; returns its number in the spool (0, 1, ...)."""
+        if self.handle is None:
+            self.held.append(data)
+            return len(self.held) - 1
+        self.offsets.append(self.handle.seek(0, os.SEEK_END))
+        self.lengths.append(len(data))
         self.handle.write(data)
-        return offset, len(data)
+        return len(self.offsets) - 1
 
-    def image(self, where: tuple[int, int]) -> dict[str, Any]:
-        """The stored image at ``where``, as the dataset's image column holds it."""
-        self.handle.seek(where[0])
-        return {"bytes": self.handle.read(where[1]), "path": None}
+    def image(self, number: int) -> dict[str, Any]:
+        """Stored image ``number``, as the dataset's image column holds it."""
+        if self.handle is None:
+            return {"bytes": self.held[number], "path": None}
+        self.handle.seek(self.offsets[number])
+        return {"bytes": self.handle.read(self.lengths[number]), "path": None}
 
     def __enter__(self) -> Spool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.handle.close()
+        if self.handle is not None:
+            self.handle.close()
 
 
 @dataclass
 class Collected:
-    """The decoded rows of a source, sorted by file name, before any split."""
+    """The decoded rows of a source, sorted by file name, before any split, held as columns (a dict
+    per row cost a build about 1 kB a photo): row ``i`` is ``file_names[i]``, ``labels[i]``, image
+    ``i`` of ``spool``, ``values[column][i]`` for each engagement column, and the image's sha256 and
+    its group (the key of the photos that must share its split)."""
 
     source: Source
-    rows: list[dict[str, Any]]
-    hashes: list[str]
+    spool: Spool
+    file_names: list[str]
+    labels: list[int]
+    #: sha256 of each row's image bytes, 32 bytes a row (hex strings took 113).
+    digests: bytearray
     groups: list[str]
+    values: dict[str, list[Any]]
     columns: list[str]
     engagement: str | None
     params: dict[str, Any]
@@ -91,10 +111,22 @@ class Collected:
     #: Rows of ``--engagement`` that matched no photo; ``unused_rows`` lists the first of them.
     n_unused: int = 0
 
+    def __len__(self) -> int:
+        return len(self.file_names)
+
+    def sha256(self, i: int) -> str:
+        return self.digests[32 * i : 32 * (i + 1)].hex()
+
+    def rows(self, indices: Iterable[int] | None = None) -> Iterator[dict[str, Any]]:
+        """Rows ``indices`` (all by default) as dicts, each made when asked for; ``image`` is the
+        row's number in :attr:`spool`."""
+        for i in range(len(self)) if indices is None else indices:
+            yield {"image": i, "label": self.labels[i], "file_name": self.file_names[i], **{c: self.values[c][i] for c in self.columns}}
+
     @property
     def numeric_columns(self) -> list[str]:
         """Input columns that exist and are not all missing."""
-        return [c for c in NUMERIC_INPUTS if c in self.columns and any(r[c] is not None for r in self.rows)]
+        return [c for c in NUMERIC_INPUTS if c in self.columns and any(v is not None for v in self.values[c])]
 
 
 @dataclass
@@ -174,55 +206,58 @@ def collect(
     column_map: dict[str, str] | None = None,
     spool: Spool | None = None,
 ) -> Collected:
-    """Validate the engagement of ``source`` and decode every photo into dataset rows: their images
-    in ``spool`` (the rows say where), else in the rows themselves (in memory)."""
+    """Validate the engagement of ``source`` and decode every photo into dataset rows, their images
+    in ``spool`` (by default one in memory)."""
     if synthetic is not None and synthetic not in SYNTHETIC_KINDS:
         raise InstacliError(f"--synthetic-engagement: unknown generator '{synthetic}'; choose {' or '.join(SYNTHETIC_KINDS)}")
     if synthetic is not None and (engagement is not None or source.engagement == "instaloader"):
         raise InstacliError("--synthetic-engagement: the data already has engagement (--engagement or instaloader); choose one source")
     table, kind = (None, f"synthetic:{synthetic}") if synthetic else _engagement_table(source, engagement, column_map)
-    results = encode_photos([str(p.path) for p in source.photos], max_side, workers, progress)
+    results = encode_photos([p.file_path for p in source.photos], max_side, workers, progress)
 
     provided = SYNTHETIC_COLUMNS[synthetic] if synthetic else (table.columns if table is not None else ())
     columns = [*COUNT_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in provided)]
     index = {name: i for i, name in enumerate(source.class_names)}
-    rows, hashes, groups, skipped, kept = [], [], [], list(source.skipped), 0
-    first_copy: dict[str, tuple[Photo, str]] = {}  # image hash → (first photo with it, its group)
+    spool = spool if spool is not None else Spool()
+    file_names: list[str] = []
+    labels: list[int] = []
+    digests, groups, skipped, kept = bytearray(), [], list(source.skipped), 0
+    values: dict[str, list[Any]] = {c: [] for c in columns}
+    first_copy: dict[bytes, Photo] = {}  # image sha256 → the first photo with it
     for photo, result in zip(source.photos, results):
         if isinstance(result, str):
             skipped.append(Skipped(photo.file_name, result))
             continue
         # the same picture twice: in two categories it contradicts itself (skip the later copy), in
         # one it shares its first copy's group, so that train and test never hold the same photo
-        original, group = first_copy.setdefault(result.sha256, (photo, photo.group or photo.file_name))
+        digest = bytes.fromhex(result.sha256)
+        original = first_copy.setdefault(digest, photo)
         if original.label != photo.label:
             skipped.append(Skipped(photo.file_name, f"same picture as {original.file_name} (category {original.label}); keep one copy"))
             continue
-        values = table.rows[photo.file_name] if table is not None else {}
-        rows.append({
-            "image": spool.put(result.data) if spool is not None else {"bytes": result.data, "path": None},
-            "label": index.get(photo.label, -1),
-            "file_name": photo.file_name,
-            **{c: values.get(c) for c in columns},
-        })
-        hashes.append(result.sha256)
-        groups.append(group)
+        spool.put(result.data)
+        file_names.append(photo.file_name)
+        labels.append(index.get(photo.label, -1))
+        digests += digest
+        groups.append(original.group or original.file_name)
+        row = table.rows[photo.file_name] if table is not None else {}
+        for column, column_values in values.items():
+            column_values.append(row.get(column))
         kept += result.kept_original
-    _check_every_class_readable(source, rows, skipped)
+    del first_copy  # before synthesize allocates its columns: a build's peak
+    _check_every_class_readable(source, labels, skipped)
     params: dict[str, Any] = {}
     if synthetic:
-        generated, params = synthesize(synthetic, [r["label"] for r in rows], source.class_names, seed)
-        for column, values in generated.items():
-            for row, value in zip(rows, values):
-                row[column] = value
+        generated, params = synthesize(synthetic, labels, source.class_names, seed)
+        values.update(generated)
     unused = table.unused if table is not None and table is not source.table else []
-    return Collected(source, rows, hashes, groups, columns, kind, params, skipped, unused, kept, table or source.table,
-                     n_unused=table.n_unused if unused else 0)
+    return Collected(source, spool, file_names, labels, digests, groups, values, columns, kind, params, skipped, unused, kept,
+                     table or source.table, n_unused=table.n_unused if unused else 0)
 
 
-def _check_every_class_readable(source: Source, rows: list[dict[str, Any]], skipped: list[Skipped]) -> None:
-    present = Counter(r["label"] for r in rows)
-    if not rows:
+def _check_every_class_readable(source: Source, labels: list[int], skipped: list[Skipped]) -> None:
+    present = Counter(labels)
+    if not labels:
         raise InstacliError(f"{source.root}: none of its {len(source.photos)} photos is readable (e.g. {skipped[-1].file}: {skipped[-1].reason}); fix or replace them")
     for i, name in enumerate(source.class_names):
         if not present[i]:
@@ -281,7 +316,7 @@ def to_dataset(rows: list[dict[str, Any]], class_names: Sequence[str], columns: 
 WRITE_BATCH = 1000
 
 
-def write_split(rows: Sequence[dict[str, Any]], class_names: Sequence[str], columns: Sequence[str], spool: Spool, path: Path):
+def write_split(rows: Iterable[dict[str, Any]], class_names: Sequence[str], columns: Sequence[str], spool: Spool, path: Path):
     """A memory-mapped ``datasets.Dataset`` of ``rows`` (images in ``spool``), written to the Arrow file
     ``path`` a batch at a time: the same table as :func:`to_dataset`, without holding it in memory."""
     import pyarrow as pa
@@ -289,17 +324,38 @@ def write_split(rows: Sequence[dict[str, Any]], class_names: Sequence[str], colu
 
     features = features_for(class_names, columns)
     schema = features.arrow_schema
+    rows = iter(rows)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for start in range(0, len(rows), WRITE_BATCH):
-            writer.write_batch(pa.RecordBatch.from_pydict(_arrow_columns(rows[start : start + WRITE_BATCH], features, spool.image), schema=schema))
-    return Dataset.from_file(str(path), info=DatasetInfo(features=features))
+        while batch := list(itertools.islice(rows, WRITE_BATCH)):
+            writer.write_batch(pa.RecordBatch.from_pydict(_arrow_columns(batch, features, spool.image), schema=schema))
+    return Dataset.from_file(str(path), info=DatasetInfo(features=features))  # maps the file: reads no photo
+
+
+def save_splits(splits: dict[str, Iterable[dict[str, Any]]], class_names: Sequence[str], columns: Sequence[str], spool: Spool, folder: Path) -> None:
+    """``folder`` as ``DatasetDict.save_to_disk`` lays it out (``datasets.load_from_disk`` reads it),
+    each split's Arrow file written straight from its rows (images in ``spool``) by :func:`write_split`.
+
+    ``save_to_disk`` copies existing datasets: it read the Arrow files written first memory-mapped,
+    so that a build's memory grew by the whole dataset (250 MB of mapped pages at 100,000 small
+    photos, 3 GB at 256 px). Here ``datasets`` saves empty splits (the format's JSON files stay the
+    library's) and each split's rows replace its one data file; a split is so always one file, where
+    ``save_to_disk`` cuts files at 500 MB.
+    """
+    from datasets import Dataset, DatasetDict, config
+
+    features = features_for(class_names, columns)
+    empty = DatasetDict({s: Dataset.from_dict({name: [] for name in features}, features=features) for s in splits})
+    empty.save_to_disk(str(folder), num_shards=dict.fromkeys(splits, 1))
+    for split, rows in splits.items():
+        (data_file,) = json.loads((folder / split / config.DATASET_STATE_JSON_FILENAME).read_text())["_data_files"]
+        write_split(rows, class_names, columns, spool, folder / split / data_file["filename"])
 
 
 def fingerprint(collected: Collected, splits: Sequence[str] | None = None) -> str:
     """sha256 over class names and, per photo, file name, image-bytes hash, label, split and engagement."""
     digest = hashlib.sha256(json.dumps(collected.source.class_names).encode())
-    for i, (row, image_hash) in enumerate(zip(collected.rows, collected.hashes)):
-        values = [row["file_name"], image_hash, row["label"], splits[i] if splits else None, *(row[c] for c in collected.columns)]
+    for i, (file_name, label) in enumerate(zip(collected.file_names, collected.labels)):
+        values = [file_name, collected.sha256(i), label, splits[i] if splits else None, *(collected.values[c][i] for c in collected.columns)]
         digest.update(json.dumps(values, default=str).encode())
     return f"sha256:{digest.hexdigest()}"
 
@@ -348,18 +404,18 @@ def column_values(collected: Collected, column: str, sources: dict[str, str] | N
     column of the table (instaloader's ``owner``, any extra column of an engagement table);
     ``option`` names the option in errors (default ``--split-by COLUMN``)."""
     option = option or f"--split-by {column}"
-    rows, table = collected.rows, collected.table
+    names, table = collected.file_names, collected.table
     extras = table.extra_columns if table is not None else ()
     if column == SOURCE_COLUMN and sources is not None:
-        values = [sources[r["file_name"]] for r in rows]
+        values = [sources[name] for name in names]
     elif column in collected.columns:
-        values = [r[column] for r in rows]
+        values = collected.values[column]
     elif column in extras:
-        values = [table.rows[r["file_name"]].get(column) for r in rows]  # type: ignore[union-attr]
+        values = [table.rows[name].get(column) for name in names]  # type: ignore[union-attr]
     else:
         known = ", ".join([*collected.columns, *extras]) or "none"
         raise InstacliError(f"{option}: no such column (this data has: {known}); name one of them, or derive '{SOURCE_COLUMN}' with --group-pattern")
-    missing = next((r["file_name"] for r, v in zip(rows, values) if v is None or v == ""), None)
+    missing = next((name for name, v in zip(names, values) if v is None or v == ""), None)
     if missing is not None:
         raise InstacliError(f"{option}: photo '{missing}' has no {column}; fill it in or split by another column")
     return values
@@ -383,12 +439,12 @@ def assign_splits(
         present = sorted(set(values))
         listed = ", ".join(present[:20]) + (f" (and {len(present) - 20} more)" if len(present) > 20 else "")
         raise InstacliError(f"--holdout {sorted(held - set(values))[0]}: no photo has that {column}; its values: {listed}")
-    rest = [i for i in range(len(collected.rows)) if values is None or values[i] not in held]
+    rest = [i for i in range(len(collected)) if values is None or values[i] not in held]
     if not rest:
         raise InstacliError(f"--holdout: holds out every photo; leave some {column} values for training")
     fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction}
     if split_by == "random":
-        labels = [collected.rows[i]["label"] for i in rest]
+        labels = [collected.labels[i] for i in rest]
         picked = stratified_split(labels, [collected.groups[i] for i in rest], seed=seed, **fractions)
     elif split_by == "time":
         if "timestamp" not in collected.columns:
@@ -401,13 +457,12 @@ def assign_splits(
     if empty and split_by != "random":  # the stratified split never empties train, and keeps its old behaviour otherwise
         units = "" if split_by == "time" else f" with {len({values[i] for i in rest})} values of {column}"  # type: ignore[index]
         raise InstacliError(f"--split-by {split_by}: split '{empty[0]}' would be empty ({len(rest)} photos{units}); add photos or values, or set its fraction to 0")
-    assignment = [HOLDOUT] * len(collected.rows)
+    assignment = [HOLDOUT] * len(collected)
     for i, split in zip(rest, picked):
         assignment[i] = split
     if column and column not in collected.columns:  # store it, so the groups of each split can be checked and analysed
         collected.columns.append(column)
-        for row, value in zip(collected.rows, values):  # type: ignore[arg-type]
-            row[column] = value
+        collected.values[column] = values  # type: ignore[assignment]
     return assignment, column
 
 
@@ -440,8 +495,6 @@ def build_dataset(
     :func:`instacli_datasets.instaloader.discover_instaloader`; ``split_by``, ``group_pattern`` and
     ``holdout`` at :func:`assign_splits` and :func:`derive_sources`.
     """
-    from datasets import DatasetDict
-
     from instacli import __version__
 
     started = time.perf_counter()
@@ -457,23 +510,19 @@ def build_dataset(
         with Spool(scratch / "photos") as spool:
             collected = collect(source, engagement=engagement, synthetic=synthetic, seed=seed, max_side=max_side,
                                 workers=workers, progress=progress, column_map=column_map, spool=spool)
-            rows, names = collected.rows, source.class_names
+            names = source.class_names
             assignment, group_column = assign_splits(collected, split_by=split_by, sources=sources, holdout=holdout,
                                                      val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
             split_names = [*SPLITS, HOLDOUT] if holdout else list(SPLITS)
-            splits = DatasetDict({
-                s: write_split([r for r, a in zip(rows, assignment) if a == s], names, collected.columns, spool, scratch / f"{s}.arrow")
-                for s in split_names
-            })
-        # an empty split needs an explicit single shard, or datasets writes none and cannot load it back
-        splits.save_to_disk(str(tmp), num_shards={s: 1 for s, ds in splits.items() if len(ds) == 0})
+            split_of = np.asarray(assignment)
+            save_splits({s: collected.rows(np.flatnonzero(split_of == s)) for s in split_names}, names, collected.columns, spool, tmp)
         shutil.rmtree(scratch)
         counts = {s: {n: 0 for n in names or [UNLABELED]} for s in split_names}
-        for row, split in zip(rows, assignment):
-            counts[split][label_name(row["label"], names)] += 1
+        for label, split in zip(collected.labels, assignment):
+            counts[split][label_name(label, names)] += 1
         report = BuildReport(
             out=out, class_names=names, counts=counts, skipped=collected.skipped, unused_rows=collected.unused_rows, n_unused=collected.n_unused,
-            kept_original=collected.kept_original, reencoded=len(rows) - collected.kept_original,
+            kept_original=collected.kept_original, reencoded=len(collected) - collected.kept_original,
             fingerprint=fingerprint(collected, assignment), seconds=0.0, engagement=collected.engagement,
         )
         info = {

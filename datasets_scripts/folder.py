@@ -25,15 +25,22 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".
 METADATA_NAMES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Photo:
     """One photo to decode: where it is, its key, its category (None for unlabeled data) and the
-    group it must share a split with (the photos of one post; None: a group of its own)."""
+    group it must share a split with (the photos of one post; None: a group of its own).
 
-    path: Path
+    A build holds one per photo, so it is small: slots, and the file as a ``str`` (a ``Path`` also
+    keeps each of its parts: 350 bytes a photo, 35 MB for 100,000 photos)."""
+
+    file_path: str
     file_name: str
     label: str | None
     group: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file_path)
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,7 @@ def _from_category_folders(src: Path) -> Source:
         images = [f for f in files if is_image_file(f)]
         if not images:
             raise InstacliError(f"{src / category}: category folder has no photos ({', '.join(sorted(IMAGE_SUFFIXES))}); add photos or remove the folder")
-        photos.extend(Photo(f, relative_name(src, f), category) for f in images)
+        photos.extend(Photo(str(f), relative_name(src, f), category) for f in images)
         skipped.extend(unwalked)
         skipped.extend(Skipped(relative_name(src, f), "not an image file (by its suffix)") for f in files if not is_image_file(f))
     skipped.extend(Skipped(relative_name(src, f), "not inside a category folder") for f in src.iterdir() if f.is_file() and is_image_file(f))
@@ -170,7 +177,7 @@ def _from_metadata(src: Path, metadata: Path, column_map: dict[str, str] | None)
         if os.path.commonpath([os.path.realpath(path.parent), real_src]) != real_src:
             skipped.append(Skipped(file_name, "in a symlinked folder outside the source folder; not read"))
         elif is_image_file(path):
-            photos.append(Photo(path, file_name, values["label"]))
+            photos.append(Photo(str(path), file_name, values["label"]))
         else:
             skipped.append(Skipped(file_name, "not an image file (by its suffix)"))
     listed = set(table.rows)

@@ -216,7 +216,7 @@ def discover_instaloader(
         values["shortcode"] = node.get("shortcode")  # nor this: `predict` writes it beside the post's photos
         for path in pictures[: None if carousel == "all" else 1]:
             file_name = download.key(path)
-            photos.append(Photo(path, file_name, _label(file_name, owner, label_table, label_from), group=post_key))
+            photos.append(Photo(str(path), file_name, _label(file_name, owner, label_table, label_from), group=post_key))
             rows[file_name], where[file_name] = values, post_key
     for images in download.images.values():
         download.skipped.extend(Skipped(download.key(p), "no instaloader post metadata for it") for p in images if p not in claimed)

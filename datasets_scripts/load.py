@@ -104,4 +104,5 @@ def load_data(path: Path, split: str = "test", *, workers: int = 2):
         fingerprint=fingerprint(collected), source=str(path.resolve()),
         numeric_columns=collected.numeric_columns, skipped=collected.skipped, params=collected.params,
     )
-    return to_dataset(collected.rows, info.class_names, collected.columns), info
+    rows = [row | {"image": collected.spool.image(row["image"])} for row in collected.rows()]
+    return to_dataset(rows, info.class_names, collected.columns), info

@@ -34,7 +34,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr
 
 KNOWN_LIKES_EXPONENTS = {"landscape": 6, "animal": 5}
 
@@ -114,6 +113,8 @@ def oracle_log_likes(rows: Any, params: Mapping[str, Any], chunk: int = 4096) ->
     The latent log-likes is integrated out on a grid of ±7 standard deviations around its prior
     given category and followers, weighted by the probability of the observed comment count.
     """
+    from scipy.special import ndtr  # here: every build imports this module, and scipy costs it 0.25 s
+
     labels = _column(rows, "label").astype(np.int64)
     followers, comments = _column(rows, "followers"), _column(rows, "comments")
     grid = np.linspace(-7.0, 7.0, 561)

@@ -177,3 +177,57 @@ def test_decode_pool_does_not_fork_the_calling_process(tmp_path: Path, monkeypat
     results = list(images.encode_photos(paths, max_side=32, workers=2))
     assert methods == [images.POOL_START_METHOD] and images.POOL_START_METHOD in ("forkserver", "spawn")
     assert len(results) == 6 and all(not isinstance(r, str) for r in results)
+
+
+def _golden_source(root: Path) -> Path:
+    """Photos of 3 categories (one re-encoded, one copied within a category, one copied into another)
+    and an engagement table with every optional column and an extra one (account)."""
+    src = make_photo_tree(root / "src", {"animal": 9, "landscape": 8, "zebra": 5}, size=(40, 30))
+    make_photo(src / "animal" / "big.jpg", size=(600, 300), color=(10, 200, 30))
+    make_photo(src / "animal" / "copy.jpg", size=(40, 30), color=(0, 40, 0))  # = animal_00: shares its group
+    make_photo(src / "zebra" / "copy.jpg", size=(40, 30), color=(23, 111, 194))  # = animal_01 in another category: skipped
+    (src / "landscape" / "notes.txt").write_text("not a photo")
+    names = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.jpg"))
+    lines = ["file_name,likes,comments,followers,timestamp,caption,account"]
+    lines += [f"{n},{i * 37 % 101},{i % 7 if i % 5 else ''},{1000 + i},{1600000000 + i * 3600 * (i % 4)},cap {i},acc{i % 3}" for i, n in enumerate(names)]
+    (root / "table.csv").write_text("\n".join(lines) + "\n")
+    return src
+
+
+def _content_checksum(out: Path) -> str:
+    """sha256 of what a built dataset holds: its instacli_dataset.json (less the source path and the
+    version), datasets' JSON files (less the random fingerprint), each split's schema and rows."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    info = json.loads((out / "instacli_dataset.json").read_text())
+    del info["source"], info["instacli_version"]
+    digest.update(json.dumps(info, sort_keys=True).encode())
+    digest.update((out / "dataset_dict.json").read_bytes())
+    for split, ds in DatasetDict.load_from_disk(str(out)).items():
+        digest.update((out / split / "dataset_info.json").read_bytes())
+        state = json.loads((out / split / "state.json").read_text())
+        del state["_fingerprint"]
+        digest.update(json.dumps(state, sort_keys=True).encode())
+        digest.update(ds.data.schema.to_string(show_schema_metadata=True).encode())
+        for row in ds.cast_column("image", ImageFeature(decode=False)):
+            row["image"] = hashlib.sha256(row["image"]["bytes"]).hexdigest() + str(row["image"]["path"])
+            digest.update(json.dumps([split, row]).encode())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize(("options", "checksum"), [
+    ({"synthetic": "realistic", "seed": 7}, "752f6694aea4d92f4f171ed5f132858f5d1c22f29c7ba801d69af297a6bef51a"),
+    ({"engagement": "table.csv", "group_pattern": r"(\d|[a-z])\.jpg$", "holdout": ["1"]}, "ae27de7225866b838d5530485718d5820b04c4a4d3f75be48f85d9c3ab2738de"),
+    ({"engagement": "table.csv", "split_by": "account", "val_fraction": 0.2, "test_fraction": 0.3}, "e5b180adbf7b43309389b0576855dd06f954d3223bf787415dfb0ffa3bfba998"),
+    ({"engagement": "table.csv", "split_by": "time"}, "72c82cc1b732edf06b19d1bfce4c822b56e6c87fb623b3e7c5dbe11cc3cfea21"),
+], ids=["synthetic", "holdout", "by-column", "by-time"])
+def test_built_dataset_is_the_one_built_before_streaming(tmp_path: Path, options: dict, checksum: str) -> None:
+    """The rows, splits, schema and files of a build are those the build wrote before it streamed
+    rows into Arrow (checksums computed at commit 1c0e932, which held every row and saved with
+    ``save_to_disk``)."""
+    src = _golden_source(tmp_path)
+    if "engagement" in options:
+        options = options | {"engagement": tmp_path / options["engagement"]}
+    _build(src, tmp_path / "data", **options)
+    assert _content_checksum(tmp_path / "data") == checksum
