@@ -15,7 +15,7 @@ path of predict and serve), in the order of the images, as a :class:`pandas.Data
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 #: What :meth:`Model.predict` takes as a photo: a file path, a PIL image, an ``(H, W, 3)`` or
 #: ``(H, W)`` uint8 array, or the encoded bytes of a file.
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
+#: One image, not a list of them (file bytes may come as a bytearray or memoryview: iterated, they are ints).
+_ONE_IMAGE = (str, os.PathLike, Image.Image, np.ndarray, bytes, bytearray, memoryview)
 
 
 class Model:
@@ -62,8 +64,9 @@ class Model:
         row with ``error`` filled, as in ``predict``; an object that is no image at all is refused."""
         import pandas as pd
 
-        single = isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, bytes))
-        items = [images] if single else list(images)
+        if not isinstance(images, _ONE_IMAGE) and not isinstance(images, Iterable):
+            raise InstacliError(f"images: a {type(images).__name__} is no image; give an image or a list of them")
+        items = [images] if isinstance(images, _ONE_IMAGE) else list(images)
         meta = _metadata_rows(metadata, len(items))
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InstacliError(f"batch_size={batch_size!r}: give a whole number of at least 1")
@@ -135,8 +138,10 @@ def _metadata_rows(metadata: Any, n: int) -> list[dict[str, Any]]:
 
 def _square(item: Any, size: int, position: int) -> tuple[np.ndarray, str]:
     """The ``(3, size, size)`` uint8 square of one image and why it could not be read ("" when it could)."""
-    if isinstance(item, (str, os.PathLike, bytes)):
-        return decode_or_reason(item if isinstance(item, bytes) else Path(item), size)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return decode_or_reason(bytes(item), size)
+    if isinstance(item, (str, os.PathLike)):
+        return decode_or_reason(Path(item), size)
     if isinstance(item, np.ndarray):
         if item.dtype != np.uint8 or item.ndim not in (2, 3) or (item.ndim == 3 and item.shape[2] not in (1, 3, 4)):
             raise InstacliError(f"image #{position}: an array must be uint8 of shape (H, W), (H, W, 3) or (H, W, 4); "

@@ -60,6 +60,8 @@ def test_paths_images_arrays_and_bytes_answer_what_predict_writes(trained: Path,
     _same(model.predict([Image.open(p) for p in photos], metadata=table.to_dict("records")), expected)
     _same(model.predict([np.asarray(Image.open(p).convert("RGB")) for p in photos], metadata=table, batch_size=4), expected)
     _same(model.predict([p.read_bytes() for p in photos], metadata=table), expected)
+    _same(model.predict([bytearray(p.read_bytes()) for p in photos], metadata=table), expected)  # not iterated as ints
+    assert model.predict(memoryview(photos[0].read_bytes()))["label"][0] == expected[0]["label"]
     one = model.predict(photos[0], metadata=table.iloc[0].to_dict())
     assert len(one) == 1 and one["label"][0] == expected[0]["label"]
 
@@ -89,6 +91,7 @@ def test_an_empty_or_truncated_image_in_memory_gets_its_error_row(trained: Path,
 
 @pytest.mark.parametrize("images, metadata, message", [
     ([42], None, "a int is not an image"),
+    (None, None, "images: a NoneType is no image"),
     ([np.zeros((8, 8, 3), dtype=np.float32)], None, "must be uint8"),
     (["x.jpg", "y.jpg"], [{"comments": 1}], "metadata has 1 rows for 2 images"),
     (["x.jpg"], ["comments=1"], "give a DataFrame"),
