@@ -82,6 +82,8 @@ def test_ray_writes_a_folder_of_parquet_shards_never_over_an_output(trained: Pat
     again = run_cli("predict", trained, folder, "--engine", "ray", "--out", tmp_path / "shards")
     assert again.code == 2 and "already exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
     assert run_cli("predict", trained, folder, "--address", "auto", "--out", tmp_path / "q.csv").code == 2  # --address needs --engine ray
+    ignored = run_cli("predict", trained, folder, "--engine", "ray", "--workers", "3", "--out", tmp_path / "q.csv")
+    assert ignored.code == 2 and ignored.stderr.startswith("error: --workers:")  # Ray decodes in its own tasks: not silently dropped
 
 
 def test_missing_ray_is_one_line_naming_the_extra(trained: Path, photos: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
