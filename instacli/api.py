@@ -15,7 +15,7 @@ path of predict and serve), in the order of the images, as a :class:`pandas.Data
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 #: What :meth:`Model.predict` takes as a photo: a file path, a PIL image, an ``(H, W, 3)`` or
 #: ``(H, W)`` uint8 array, or the encoded bytes of a file.
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
+#: One image, not a list of them (file bytes may come as a bytearray or memoryview: iterated, they are ints).
+_ONE_IMAGE = (str, os.PathLike, Image.Image, np.ndarray, bytes, bytearray, memoryview)
 
 
 class Model:
@@ -62,11 +64,12 @@ class Model:
         row with ``error`` filled, as in ``predict``; an object that is no image at all is refused."""
         import pandas as pd
 
-        single = isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, bytes))
-        items = [images] if single else list(images)
+        if not isinstance(images, _ONE_IMAGE) and not isinstance(images, Iterable):
+            raise InstacliError(f"images: a {type(images).__name__} is no image; give an image or a list of them")
+        items = [images] if isinstance(images, _ONE_IMAGE) else list(images)
         meta = _metadata_rows(metadata, len(items))
-        if batch_size < 1:
-            raise InstacliError(f"batch_size={batch_size}: give at least 1")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InstacliError(f"batch_size={batch_size!r}: give a whole number of at least 1")
         rows: list[dict[str, Any]] = []
         for start in range(0, len(items), batch_size):
             batch = items[start : start + batch_size]
@@ -98,25 +101,47 @@ def load(runs: str | os.PathLike | Sequence[str | os.PathLike], tta: bool | str 
 
 def _metadata_rows(metadata: Any, n: int) -> list[dict[str, Any]]:
     """One engagement row (a dict, ``{}`` when there is none) per image, from a DataFrame, a list of
-    dicts, or one dict; NaN cells are left for the training medians to fill."""
+    dicts, or one dict (or a DataFrame row, a Series); missing cells are left for the training
+    medians to fill. Known columns are checked as a ``--metadata`` table's cells are
+    (:data:`instacli_datasets.engagement.PARSERS`): a negative, infinite or non-numeric count gave
+    NaN likes and a traceback from deep inside."""
+    import pandas as pd
+    from instacli_datasets.engagement import PARSERS
+
     if metadata is None:
         return [{} for _ in range(n)]
+    if hasattr(metadata, "to_dict") and not hasattr(metadata, "columns"):  # a pandas Series: one row, as a dict
+        metadata = metadata.to_dict()
     if isinstance(metadata, Mapping):
         metadata = [metadata]
     if hasattr(metadata, "to_dict") and hasattr(metadata, "columns"):  # a pandas DataFrame
         metadata = metadata.to_dict("records")
+    if isinstance(metadata, (str, bytes)):
+        raise InstacliError("metadata: give a DataFrame, a list of dicts or one dict (column name → value)")
     rows = list(metadata)
     if len(rows) != n:
         raise InstacliError(f"metadata has {len(rows)} rows for {n} images; give one row per image, in the order of the images")
     if not all(isinstance(row, Mapping) for row in rows):
         raise InstacliError("metadata: give a DataFrame, a list of dicts or one dict (column name → value)")
-    return [{k: v for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))} for row in rows]
+    checked = []
+    for i, row in enumerate(rows):
+        values = {}
+        for key, value in row.items():
+            try:
+                missing = pd.api.types.is_scalar(value) and pd.isna(value)  # None, NaN, pd.NA of a nullable column
+                values[key] = None if missing else PARSERS[key](value) if key in PARSERS else value
+            except ValueError as exc:
+                raise InstacliError(f"metadata row {i}: {key} {exc}") from None
+        checked.append({k: v for k, v in values.items() if v is not None})
+    return checked
 
 
 def _square(item: Any, size: int, position: int) -> tuple[np.ndarray, str]:
     """The ``(3, size, size)`` uint8 square of one image and why it could not be read ("" when it could)."""
-    if isinstance(item, (str, os.PathLike, bytes)):
-        return decode_or_reason(item if isinstance(item, bytes) else Path(item), size)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return decode_or_reason(bytes(item), size)
+    if isinstance(item, (str, os.PathLike)):
+        return decode_or_reason(Path(item), size)
     if isinstance(item, np.ndarray):
         if item.dtype != np.uint8 or item.ndim not in (2, 3) or (item.ndim == 3 and item.shape[2] not in (1, 3, 4)):
             raise InstacliError(f"image #{position}: an array must be uint8 of shape (H, W), (H, W, 3) or (H, W, 4); "

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from instacli.errors import InstacliError
+from instacli.errors import InstacliError, exception_line
 from instacli.io import atomic_dir, atomic_file, check_writable_target, output_lock
 from instacli.settings import PREDICT_BATCH_SIZE
 
@@ -118,6 +119,7 @@ def predict_on_ray(
     from instacli.settings import check_flag
 
     ray = _ray()
+    _check_reachable(address)
     started = time.perf_counter()
     folder, out = Path(folder), Path(out)
     batch_size = check_flag("--batch-size", batch_size, Count)
@@ -134,7 +136,10 @@ def predict_on_ray(
         joined = ray.is_initialized()
         if not joined:
             local = {} if address else {"include_dashboard": False}  # a fresh local instance needs no dashboard
-            ray.init(address=address, log_to_driver=False, **local)
+            try:
+                ray.init(address=address, log_to_driver=False, **local)
+            except ConnectionError as exc:  # an OSError: the CLI called it "a file operation" and blamed the disk
+                raise InstacliError(f"--address {address}: {exception_line(exc)}") from None
         try:
             rows = _pipeline(ray, photos, inputs, sizes, run_paths, batch_size, tta, backend, classes)
             tally = Tally(inputs)
@@ -160,6 +165,25 @@ def predict_on_ray(
         finally:
             if not joined:
                 ray.shutdown()
+
+
+#: Seconds to wait for a cluster's port to accept a connection before saying nothing answers there.
+CONNECT_TIMEOUT_S = 5
+
+
+def _check_reachable(address: str | None) -> None:
+    """Refuse a HOST:PORT (or ray://HOST:PORT) where nothing listens, in seconds: ``ray.init`` retried
+    such an address 20 times, ~40 s each (about 13 minutes of warnings), then raised a traceback."""
+    if address is None or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise InstacliError(f"--address {address}: give auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise InstacliError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+                            "start one (ray start --head) or check the address") from None
 
 
 def _pipeline(ray: Any, photos: PhotoList, inputs: PhotoInputs, sizes: Sequence[int],

@@ -60,6 +60,8 @@ def test_paths_images_arrays_and_bytes_answer_what_predict_writes(trained: Path,
     _same(model.predict([Image.open(p) for p in photos], metadata=table.to_dict("records")), expected)
     _same(model.predict([np.asarray(Image.open(p).convert("RGB")) for p in photos], metadata=table, batch_size=4), expected)
     _same(model.predict([p.read_bytes() for p in photos], metadata=table), expected)
+    _same(model.predict([bytearray(p.read_bytes()) for p in photos], metadata=table), expected)  # not iterated as ints
+    assert model.predict(memoryview(photos[0].read_bytes()))["label"][0] == expected[0]["label"]
     one = model.predict(photos[0], metadata=table.iloc[0].to_dict())
     assert len(one) == 1 and one["label"][0] == expected[0]["label"]
 
@@ -89,9 +91,16 @@ def test_an_empty_or_truncated_image_in_memory_gets_its_error_row(trained: Path,
 
 @pytest.mark.parametrize("images, metadata, message", [
     ([42], None, "a int is not an image"),
+    (None, None, "images: a NoneType is no image"),
     ([np.zeros((8, 8, 3), dtype=np.float32)], None, "must be uint8"),
     (["x.jpg", "y.jpg"], [{"comments": 1}], "metadata has 1 rows for 2 images"),
     (["x.jpg"], ["comments=1"], "give a DataFrame"),
+    (["x.jpg"], "comments", "give a DataFrame"),
+    # counts are checked as a --metadata table's are: these gave NaN likes and a traceback from numpy
+    (["x.jpg"], [{"comments": -5}], "metadata row 0: comments is negative"),
+    (["x.jpg"], [{"shares": float("inf")}], "metadata row 0: shares is 'inf', not a whole number"),
+    (["x.jpg"], pd.DataFrame({"comments": ["12x"]}), "metadata row 0: comments is '12x', not a number"),
+    (["x.jpg"], [{"comments": 10**400}], "larger than any count"),
 ])
 def test_what_is_no_image_or_no_row_is_refused_in_one_line(trained: Path, images: list, metadata: object, message: str) -> None:
     with pytest.raises(InstacliError, match=message) as caught:
@@ -105,3 +114,20 @@ def test_load_refuses_a_folder_that_is_no_run_and_an_unknown_tta(trained: Path, 
     with pytest.raises(InstacliError, match="tta='sideways'"):
         instacli.load(trained, tta="sideways")
     assert len(instacli.load([trained, trained], tta=True).predict(np.zeros((40, 30, 3), dtype=np.uint8))) == 1
+
+
+def test_metadata_as_a_series_strings_or_nullable_ints_answers_as_numbers(trained: Path, photos: list[Path]) -> None:
+    """A DataFrame row (a Series) is one image's row, and numeric strings and pd.NA read as a table's cells do."""
+    model = instacli.load(trained)
+    table = pd.DataFrame({"comments": [40, 7], "shares": [3, 5]})
+    expected = model.predict(photos[:2], metadata=table)
+    assert model.predict(photos[0], metadata=table.iloc[0])["likes"][0] == expected["likes"][0]
+    as_text = model.predict(photos[:2], metadata=[{"comments": "40", "shares": "3"}, {"comments": "7", "shares": "5"}])
+    assert list(as_text["likes"]) == list(expected["likes"])
+    nullable = model.predict(photos[:2], metadata=pd.DataFrame({"comments": [40, None], "shares": [3, None]}, dtype="Int64"))
+    assert nullable["likes"][0] == expected["likes"][0] and nullable["likes_from_defaults"].tolist() == [False, True]
+
+
+def test_a_batch_size_that_is_no_whole_number_is_refused(trained: Path) -> None:
+    with pytest.raises(InstacliError, match="batch_size=1.5"):
+        instacli.load(trained).predict([np.zeros((8, 8, 3), dtype=np.uint8)], batch_size=1.5)

@@ -171,6 +171,8 @@ def test_timm_runs_name_their_grad_cam_layer(checkpoint_run: tuple[Path, dict], 
      "error: timm has no model 'resnet9000' (closest: resnet200, resnet200d, resnet50, resnetrs200); list the names with "
      "python -c \"import timm; print(timm.list_models('*resnet*'))\""),
     (["--encoder", "timm:test_resnet", "--pretrained", "true"], "error: timm:test_resnet: cannot load timm's pretrained weights"),
+    (["--encoder", "timm:test_resnet", "--pretrained", "/dev/zero"],  # it exists: "does not exist" sent the user looking for a typo
+     "error: timm:test_resnet: pretrained checkpoint /dev/zero is not a regular file; pass a .safetensors/.pth file"),
     (["--encoder", "hf:google/vit-base-patch16-224"],
      "error: hf:google/vit-base-patch16-224: 'google/vit-base-patch16-224' is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
      "it needs the network once"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def test_ray_writes_a_folder_of_parquet_shards_never_over_an_output(trained: Pat
     again = run_cli("predict", trained, folder, "--engine", "ray", "--out", tmp_path / "shards")
     assert again.code == 2 and "already exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
     assert run_cli("predict", trained, folder, "--address", "auto", "--out", tmp_path / "q.csv").code == 2  # --address needs --engine ray
+    ignored = run_cli("predict", trained, folder, "--engine", "ray", "--workers", "3", "--out", tmp_path / "q.csv")
+    assert ignored.code == 2 and ignored.stderr.startswith("error: --workers:")  # Ray decodes in its own tasks: not silently dropped
 
 
 def test_missing_ray_is_one_line_naming_the_extra(trained: Path, photos: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,3 +112,27 @@ def test_ray_reads_an_instaloader_download_as_the_local_path_does(trained: Path,
     assert local_rows and all(r["shortcode"] and r["owner"] for r in local_rows)
     _assert_same_rows(pq.read_table(tmp_path / "ray.parquet").to_pylist(), local_rows)
     assert remote.skipped == local.skipped and remote.skipped and remote.scored == local.scored
+
+
+def test_an_address_where_nothing_listens_is_one_line_in_seconds(trained: Path, photos: tuple[Path, Path], tmp_path: Path) -> None:
+    """ray.init retried such an address for ~13 minutes, then raised a traceback (and a Ray already
+    started in this process was used instead of the address given)."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(InstacliError, match=rf"--address 127.0.0.1:{port}: no Ray cluster answers there"):
+        predict_on_ray([trained], photos[0], tmp_path / "p.csv", address=f"127.0.0.1:{port}")
+    with pytest.raises(InstacliError, match="give auto, HOST:PORT"):
+        predict_on_ray([trained], photos[0], tmp_path / "p.csv", address="nowhere")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_auto_without_a_cluster_names_the_address_not_the_disk(trained: Path, photos: tuple[Path, Path], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_cluster(**_: object) -> None:  # what ray.init(address="auto") raises when no Ray runs on this machine
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+    with pytest.raises(InstacliError, match="--address auto: Could not find any running Ray instance"):
+        predict_on_ray([trained], photos[0], tmp_path / "p.csv", address="auto")

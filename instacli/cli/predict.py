@@ -70,6 +70,8 @@ def predict_command(
         raise InstacliError("--map: renames the columns of --metadata; give --metadata too or drop --map")
     if address is not None and engine is not Engine.ray:
         raise InstacliError("--address: names a Ray cluster; add --engine ray or drop --address")
+    if engine is Engine.ray and workers != DECODE_WORKERS:  # was silently ignored: Ray decodes in its own tasks
+        raise InstacliError("--workers: sets this machine's decode processes; with --engine ray, Ray sizes its own: drop --workers")
     common = dict(column_map=mapping, tta=TTA_DEFAULT if tta else "none", backend=backend.value, carousel=carousel)
     if engine is Engine.ray:  # Ray shows its own progress
         from instacli.ray_predict import predict_on_ray

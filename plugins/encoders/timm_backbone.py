@@ -58,7 +58,8 @@ def load_checkpoint(model: nn.Module, model_name: str, path: Path) -> None:
         path = next((path / name for name in FOLDER_FILES if (path / name).is_file()), path / FOLDER_FILES[0])
     if not path.is_file():
         raise InstacliError(
-            f"timm:{model_name}: pretrained checkpoint {path} does not exist; pass a .safetensors/.pth file or a folder holding "
+            f"timm:{model_name}: pretrained checkpoint {path} {'is not a regular file' if path.exists() else 'does not exist'}; "
+            f"pass a .safetensors/.pth file or a folder holding "
             f"{' or '.join(FOLDER_FILES)}, or true for timm's own pretrained weights"
         )
     try:
