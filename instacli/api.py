@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from instacli.errors import InstacliError
-from instacli.photo_files import decode_or_reason, reason, square_of
+from instacli.photo_files import check_photo_size, decode_or_reason, reason, square_of
 from instacli.prediction import Predictor, check_compatible, open_run, output_columns
 from instacli.settings import PREDICT_BATCH_SIZE
 
@@ -149,6 +149,7 @@ def _square(item: Any, size: int, position: int) -> tuple[np.ndarray, str]:
         item = Image.fromarray(item[:, :, 0] if item.ndim == 3 and item.shape[2] == 1 else item)
     if isinstance(item, Image.Image):
         try:
+            check_photo_size(*item.size)  # as for a file: a 1×200,000 strip is no photo
             return square_of(item, size), ""
         except Exception as exc:  # noqa: BLE001 — an empty image, a lazily opened file that turns out truncated: its error row
             return np.zeros((3, size, size), dtype=np.uint8), reason(exc)

@@ -159,12 +159,16 @@ def open_photo(data: bytes) -> Image.Image:
         raise UnusableFile(f"unreadable: not a photo in a supported format ({', '.join(formats)}){hint}") from None
     except Image.DecompressionBombError as exc:
         raise UnusableFile(f"too many pixels ({exc})") from None
-    width, height = image.size
+    check_photo_size(*image.size)
+    return image
+
+
+def check_photo_size(width: int, height: int) -> None:
+    """Refuse a size no photo has (:data:`MAX_PIXELS`, :data:`MAX_ASPECT`), read from a file or handed over in memory alike."""
     if width * height > MAX_PIXELS:
         raise UnusableFile(f"{width}×{height} pixels, more than the {MAX_PIXELS / 1e6:.0f} megapixel limit; downscale it")
     if max(width, height) > MAX_ASPECT * min(width, height):
         raise UnusableFile(f"{width}×{height} pixels: an aspect ratio over {MAX_ASPECT}:1 is not a photo")
-    return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

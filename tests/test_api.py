@@ -81,12 +81,13 @@ def test_an_unreadable_file_gets_its_error_row_and_the_rest_are_scored(trained: 
     assert frame["error"][2] and pd.isna(frame["label"][2])
 
 
-def test_an_empty_or_truncated_image_in_memory_gets_its_error_row(trained: Path, photos: list[Path], tmp_path: Path) -> None:
+def test_an_empty_truncated_or_strip_image_in_memory_gets_its_error_row(trained: Path, photos: list[Path], tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(photos[0].read_bytes()[:200])
-    frame = instacli.load(trained).predict([np.zeros((0, 5, 3), dtype=np.uint8), Image.open(truncated), Image.open(photos[0])])
-    assert frame["error"][0] and frame["error"][1] and frame["error"][2] == ""
-    assert pd.isna(frame["label"][0]) and pd.isna(frame["label"][1]) and frame["label"][2] in ("animal", "landscape")
+    strip = np.zeros((1, 200_000, 3), dtype=np.uint8)  # refused as a file (an aspect ratio no photo has): in memory too
+    frame = instacli.load(trained).predict([np.zeros((0, 5, 3), dtype=np.uint8), Image.open(truncated), strip, Image.open(photos[0])])
+    assert frame["error"][0] and frame["error"][1] and "aspect ratio" in frame["error"][2] and frame["error"][3] == ""
+    assert frame["label"][:3].isna().all() and frame["label"][3] in ("animal", "landscape")
 
 
 @pytest.mark.parametrize("images, metadata, message", [
