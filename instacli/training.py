@@ -27,6 +27,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import broadcast, set_seed
 from safetensors.torch import load_file
 
+from instacli import interrupts
 from instacli.augment import Augmentation, eval_view
 from instacli.calibration import calibrate
 from instacli.checkpoint import TrainerState, load_checkpoint, new_trainer_state, save_checkpoint
@@ -497,6 +498,7 @@ def train_epoch(
                 state.update(batch=index + 1, steps=steps, epoch_seconds=now - epoch_start, seconds=now - started,
                              sums=accelerator.reduce(torch.from_numpy(sums), "mean").tolist())
                 save_checkpoint(accelerator, job.folder, state)
+        interrupts.check()  # a Ctrl-C that a finalizer swallowed (e.g. the last epoch's loader shutting down) stops here
         if job.should_stop is not None:  # asked in every process, agreed on by all of them
             if job.should_stop():
                 accelerator.set_trigger()

@@ -116,9 +116,41 @@ def test_ctrl_c_stops_a_real_training_with_a_message_and_130(tiny_dataset: Path,
     while not (run / "metrics.jsonl").is_file() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # training is under way once the first epoch is recorded
     child.send_signal(signal.SIGINT)
-    _, stderr = child.communicate(timeout=120)
+    try:
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        child.kill()  # a failed run must not leave a training of 100,000 epochs behind
     assert child.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
+
+
+class _SwallowsCtrlC:
+    """Deleted at once, its finalizer receives a Ctrl-C, as a DataLoader iterator's may while it shuts
+    its workers down at the end of an epoch: Python prints the KeyboardInterrupt as ignored and drops it."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # the handler runs here, inside the finalizer
+
+
+def test_a_ctrl_c_that_a_finalizer_swallowed_still_stops_training(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The run that went on training after its Ctrl-C (its child found still training minutes later)."""
+    from instacli.interrupts import Interrupted, signals_interrupt
+    from instacli.training import train
+
+    asked: list[int] = []
+
+    def should_stop() -> bool:
+        asked.append(len(asked))
+        if len(asked) == 2:
+            _SwallowsCtrlC()
+        return False
+
+    settings = TrainSettings(data=tiny_dataset, out=tmp_path / "run", epochs=50, batch_size=2, workers=0,
+                             encoder_options={"image_size": 32, "patch_size": 8, "width": 16, "heads": 2})
+    with signals_interrupt(), pytest.raises(Interrupted) as stopped:
+        train(settings, should_stop=should_stop)
+    assert stopped.value.signum == signal.SIGINT and len(asked) == 2, "stopped after the next batch, not 50 epochs later"
 
 
 #: ``data build`` that stops inside its atomic output folder, saying so on stdout.

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 from typing import Any
 
 import typer
@@ -24,16 +21,7 @@ from instacli import __version__
 from instacli.cli import compare, data, demo, evaluate, explain, export, models, predict, serve, train, tune
 from instacli.cli.common import err_console
 from instacli.errors import InstacliError, os_error_message
-
-
-
-class Interrupted(KeyboardInterrupt):
-    """A stop asked for by a signal; a ``KeyboardInterrupt`` so that every cleanup written for
-    Ctrl-C (atomic outputs, checkpoints) runs for SIGTERM too."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+from instacli.interrupts import signals_interrupt
 
 
 class InstacliGroup(TyperGroup):
@@ -90,27 +78,6 @@ for command in (train, evaluate, predict, serve, export, explain, compare, demo,
     app.add_typer(command.app)
 
 
-@contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """While the CLI runs, SIGTERM (``kill``, a scheduler, ``timeout``) stops it like Ctrl-C: temp
-    outputs are removed and the exit code says so. Forked children (decode pools, loader workers)
-    inherit the handler; they die of the signal as before, as their parent expects."""
-    pid = os.getpid()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != pid:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise Interrupted(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main() -> None:
     """Run the CLI (exits with the command's code; see :class:`InstacliGroup`)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -119,5 +86,5 @@ def main() -> None:
         # second job) wants the same cores: predict of 2,000 photos on 2 shared cores ran at 59 images/s
         # spinning and 226-258 passive; on idle cores passive costs ≈ 3%.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    with sigterm_interrupts():
+    with signals_interrupt():
         app()
