@@ -133,6 +133,7 @@ class _SwallowsCtrlC:
         time.sleep(0.2)  # the handler runs here, inside the finalizer
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowing is the point
 def test_a_ctrl_c_that_a_finalizer_swallowed_still_stops_training(tiny_dataset: Path, tmp_path: Path) -> None:
     """The run that went on training after its Ctrl-C (its child found still training minutes later)."""
     from instacli.interrupts import Interrupted, signals_interrupt
