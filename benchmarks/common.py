@@ -43,6 +43,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def repeats(args: argparse.Namespace, quick: int = 2, full: int = 3) -> int:
+    """Alternating measurements per side: ``--repeats`` when given, else ``quick`` with ``--quick`` and ``full`` without."""
+    return args.repeats or (quick if args.quick else full)
+
+
 def setup(args: argparse.Namespace) -> Path:
     """Create the work folder and point the decode cache into it (also for child processes)."""
     args.work.mkdir(parents=True, exist_ok=True)
@@ -70,6 +75,12 @@ def cli(*args: object, check: bool = True, quiet_output: bool = True) -> subproc
     if not quiet_output:
         log(done.stdout)
     return done
+
+
+def sized_subset(args: argparse.Namespace, work: Path, quick: int, full: int) -> Path:
+    """:func:`subset` of ``--src`` with ``quick`` photos per category under ``--quick``, else ``full``."""
+    per_class = quick if args.quick else full
+    return subset(args.src, work / f"src-{per_class}", per_class)
 
 
 def subset(src: Path, dest: Path, per_class: int | None) -> Path:

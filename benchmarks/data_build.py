@@ -50,7 +50,7 @@ def main() -> None:
     args = common.parser(__doc__.splitlines()[0]).parse_args()
     work = common.setup(args)
     per_class = 400 if args.quick else None
-    repeats = args.repeats or 2
+    repeats = common.repeats(args, quick=2, full=2)
     src = common.subset(args.src, work / f"src-{per_class or 'all'}", per_class)
     files = common.photos(src)
     out = work / "build-bench"

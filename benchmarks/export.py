@@ -64,9 +64,8 @@ def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     args = p.parse_args()
     work = common.setup(args)
-    repeats = args.repeats or (2 if args.quick else 3)
-    per_class = 100 if args.quick else 500
-    folder = common.subset(args.src, work / f"src-{per_class}", per_class)
+    repeats = common.repeats(args)
+    folder = common.sized_subset(args, work, quick=100, full=500)
     data = common.dataset(work, args.src, 200)
     files = common.photos(folder)
     common.log(f"export benchmark: {len(files)} photos, batch {BATCH}, {repeats} repeat(s); {', '.join(common.torch_threads())}")

@@ -141,7 +141,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=None, help="--workers for instacli predict (default: the CLI's)")
     args = p.parse_args()
     work = common.setup(args)
-    repeats = args.repeats or (2 if args.quick else 3)
+    repeats = common.repeats(args)
     per_class = 1000
     folder = common.subset(args.src, work / f"src-{per_class}", per_class)
     data = common.dataset(work, args.src, 200)

@@ -92,9 +92,8 @@ def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     args = p.parse_args()
     work = common.setup(args)
-    repeats = args.repeats or (2 if args.quick else 3)
-    per_class = 200 if args.quick else 1000
-    folder = common.subset(args.src, work / f"src-{per_class}", per_class)
+    repeats = common.repeats(args)
+    folder = common.sized_subset(args, work, quick=200, full=1000)
     small = common.subset(args.src, work / "src-32", 32)
     run = common.trained_run(work, common.dataset(work, args.src, 200), "predict-vit-scratch")
     common.log(f"ray predict: {len(common.photos(folder))} photos, {cores()} cores, {repeats} repeat(s), every side in a fresh process")

@@ -161,7 +161,7 @@ def main() -> None:
     stages = args.stages.split(",")
     if stages != list(STAGES[: len(stages)]):
         p.error(f"--stages {args.stages}: give the first stages, in order: build, build,train or build,train,predict")
-    repeats = args.repeats or 1
+    repeats = common.repeats(args, quick=1, full=1)
     sizes = [500, 2000] if args.quick else sorted(int(s) for s in args.sizes.split(","))
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ["INSTACLI_CACHE"] = str(args.work / "cache")

@@ -99,7 +99,7 @@ def main() -> None:
         sys.exit(f"encoder {args.encoder} is not in the registry yet")
     plan = PLANS[args.encoder]
     per_class, epochs, batch = plan["quick" if args.quick else "full"]
-    repeats = args.repeats or (1 if args.quick else 2)
+    repeats = common.repeats(args, quick=1, full=2)
     data = common.dataset(work, args.src, per_class)
     run = work / "runs" / f"train-bench-{args.encoder}"
     common.log(f"train throughput, {args.encoder}: {data.name}, epochs 2..{epochs} timed, batch {batch}, {repeats} repeat(s)")
