@@ -95,10 +95,13 @@ class TrainSettings(BaseSettings):
         0.0, "Largest random hue rotation of a training photo, in turns (0.5: any hue); for encoders trained end to end.")
     grayscale: Annotated[float, Field(ge=0, le=1)] = setting(
         0.0, "Probability of turning a training photo gray; for encoders trained end to end.")
-    #: A pretrained encoder or a trained run that teaches the category head its answers (``instacli.distill``).
-    distill_from: str | None = setting(None, "Teacher whose answers on crops of the training photos the model also learns: a trained "
-                                             "run folder or an encoder name (e.g. efficientnet-lite0, its frozen-probe recipe fitted first). See README.")
-    distill_weight: NonNegativeFloat = setting(1.0, "Weight of the teacher's answers beside the labels in the category loss.")
+    #: A pretrained encoder or a trained run whose answers on unlabelled photos the model also learns (``instacli.distill``).
+    distill_from: str = setting("auto", "Teacher whose answers on unlabelled transfer photos (--distill-photos) the model also learns: "
+                                        "auto (the encoder's recipe: efficientnet-lite0 for vit-scratch), none, a trained run folder "
+                                        "or an encoder name. See README.")
+    distill_photos: list[str] = setting(["bundled"], "Unlabelled photos the teacher answers for, comma-separated folders; bundled: "
+                                                    "the 124 varied CC0 photos instacli ships.")
+    distill_weight: NonNegativeFloat = setting(1.0, "Weight of the teacher's answers on the transfer photos beside the labels in the category loss.")
     text: bool = setting(False, "Use captions as a third input (frozen text encoder).")
     text_encoder: str = setting("minilm", "Caption encoder name (minilm is bundled, works offline).")
     text_options: dict[str, Any] = setting({}, "Text encoder option KEY=VALUE, e.g. pretrained=bert-base-uncased.", flag=("--text-option",), show=False)

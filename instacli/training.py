@@ -31,7 +31,7 @@ from instacli import interrupts
 from instacli.augment import Augmentation, eval_view
 from instacli.calibration import calibrate
 from instacli.checkpoint import TrainerState, load_checkpoint, new_trainer_state, save_checkpoint
-from instacli.distill import distill_loss, pick_views
+from instacli.distill import TransferSet, distill_loss, teacher_spec
 from instacli.errors import InstacliError
 from instacli.io import check_writable_target, output_lock
 from instacli.launch import launched_on_cpu, process_state, resolve_mixed_precision
@@ -41,7 +41,7 @@ from instacli.run_folder import CHECKPOINT, CURVES, SETTINGS, TRACKER_LOGS, WEIG
 from instacli import tracking
 from instacli.settings import TrainSettings, apply_recipe, check_components
 from instacli.training_inputs import (
-    cached_embeddings, embed_images, loader, model_config, split_inputs, teacher_targets, training_augmentation,
+    cached_embeddings, embed_images, loader, model_config, split_inputs, training_augmentation, transfer_set,
 )
 
 if TYPE_CHECKING:  # the splits module brings in `datasets` (≈ 100 MB)
@@ -263,7 +263,8 @@ class Inputs:
     train_inputs: torch.Tensor
     val_inputs: torch.Tensor
     augmentation: Augmentation
-    teacher: tuple[torch.Tensor, torch.Tensor] | None
+    #: ``--distill-from``: the transfer photos and the teacher's answers (:mod:`instacli.distill`).
+    transfer: TransferSet | None
 
 
 @dataclass
@@ -381,15 +382,12 @@ def prepare_inputs(job: Job) -> Inputs:
         train_inputs = split_inputs(train_split, model, config, settings, accelerator, reporter)
         val_inputs = split_inputs(val_split, model, config, settings, accelerator, reporter)
     augmentation = training_augmentation(settings, config, model, accelerator)
-    teacher = None
-    if settings.distill_from is not None:
-        if settings.freeze_encoder:
-            raise InstacliError("--distill-from teaches the encoder; it cannot be frozen (drop --freeze-encoder)")
-        if config.task == "likes":
-            raise InstacliError("--distill-from teaches the category head; this data has no categories (drop --distill-from)")
+    transfer = None
+    teacher = teacher_spec(settings.distill_from, settings.encoder, config.task, bool(settings.freeze_encoder), settings.text_to_classifier)
+    if teacher is not None:
         with accelerator.main_process_first():
-            teacher = teacher_targets(train_split, model.encoder.preprocess, settings, accelerator, reporter)
-    inputs = Inputs(train_split, val_split, config, model, train_inputs, val_inputs, augmentation, teacher)
+            transfer = transfer_set(train_split, model.encoder.preprocess, teacher, settings, accelerator, reporter)
+    inputs = Inputs(train_split, val_split, config, model, train_inputs, val_inputs, augmentation, transfer)
     fit_probe(job, inputs)
     return inputs
 
@@ -418,7 +416,7 @@ def fit_probe(job: Job, inputs: Inputs) -> None:
 def prepare_loop(job: Job, inputs: Inputs) -> Loop:
     """Data loaders, AdamW with warm-up + cosine, all through ``accelerator.prepare``."""
     settings, accelerator = job.settings, job.accelerator
-    train_loader = loader(inputs.train_split, inputs.train_inputs, settings.batch_size, shuffle=True, seed=settings.seed, teacher=inputs.teacher)
+    train_loader = loader(inputs.train_split, inputs.train_inputs, settings.batch_size, shuffle=True, seed=settings.seed)
     val_loader = loader(inputs.val_split, inputs.val_inputs, settings.batch_size * 2, shuffle=False, seed=settings.seed)
     optimizer = torch.optim.AdamW(_param_groups(inputs.model, settings), betas=(0.9, 0.999))
     # optimizer steps per epoch and process: accelerate gives each process ceil(batches / processes) batches
@@ -444,6 +442,16 @@ def start_or_resume(job: Job, loop: Loop) -> TrainerState:
     return state
 
 
+def with_transfer_photos(
+    views: torch.Tensor, pixels: torch.Tensor, features: torch.Tensor, text: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch with the transfer photos' ``views`` appended: they pass through the same forward
+    (one call of the wrapped model, as distributed training needs), with zero (mean) numbers and captions."""
+    extra = len(views)
+    return (torch.cat([pixels, views]), torch.cat([features, features.new_zeros(extra, features.shape[1])]),
+            torch.cat([text, text.new_zeros(extra, *text.shape[1:])]))
+
+
 def train_epoch(
     job: Job, inputs: Inputs, loop: Loop, state: TrainerState, epoch: int, started: float
 ) -> tuple[np.ndarray, int, bool]:
@@ -460,21 +468,26 @@ def train_epoch(
     epoch_start = time.perf_counter() - state["epoch_seconds"]
     sums, steps = np.array(state["sums"], dtype=np.float64), state["steps"]
     accum, n_batches = settings.grad_accum, len(loop.train_loader)
-    for index, (pixels_or_embeddings, features, targets, labels, text, *distill) in enumerate(batches, start=done):
+    for index, (pixels_or_embeddings, features, targets, labels, text) in enumerate(batches, start=done):
         with accelerator.accumulate(model):
-            boxes, teacher_probabilities = pick_views(*distill) if distill else (None, None)
+            taught = None
             if settings.freeze_encoder:
                 pixels, soft_labels = pixels_or_embeddings, None
             else:
-                pixels, soft_labels = inputs.augmentation.mix(inputs.augmentation.view(pixels_or_embeddings, boxes), labels)
+                pixels, soft_labels = inputs.augmentation.mix(inputs.augmentation.view(pixels_or_embeddings), labels)
+            if inputs.transfer is not None:
+                photos, taught = inputs.transfer.batch(len(labels), settings.seed, epoch, index, accelerator.process_index)
+                pixels, features, text = with_transfer_photos(inputs.augmentation.view(photos.to(pixels.device)), pixels, features, text)
             with accelerator.autocast():
                 logits, likes = model(pixels, features, text, embedded=settings.freeze_encoder)
                 aux = None if settings.freeze_encoder else net.encoder.auxiliary_loss()
+            if taught is not None:  # the transfer photos' rows come last; they have no label and no likes
+                transfer_logits, logits, likes = logits[len(labels):], logits[: len(labels)], likes[: len(labels)] if likes is not None else None
             total, ce, reg = multitask_loss(logits, likes, labels, targets, settings, soft_labels)
             if aux is not None:
                 total = total + aux
-            if teacher_probabilities is not None:
-                total = total + settings.distill_weight * distill_loss(logits, teacher_probabilities)
+            if taught is not None:
+                total = total + settings.distill_weight * distill_loss(transfer_logits, taught.to(logits.device))
             # accelerate divides every loss by grad_accum; the epoch's last group may be shorter
             group = min(accum, n_batches - index // accum * accum)
             accelerator.backward(total if group == accum else total * (accum / group))

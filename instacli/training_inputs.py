@@ -1,7 +1,7 @@
 """What the training loop feeds, prepared once before the first epoch.
 
 The network's config from the settings and the data; every photo decoded once (the decode cache),
-or, with a frozen encoder, embedded once (the embedding cache); a distillation teacher's answers;
+or, with a frozen encoder, embedded once (the embedding cache); a distillation teacher's transfer photos;
 the training augmentation; the data loaders. Caches are written by the main process while the
 others wait (``main_process_first``), then read by all of them.
 """
@@ -25,6 +25,7 @@ from instacli.progress import Reporter
 from instacli.settings import TrainSettings, encoder_options
 
 if TYPE_CHECKING:  # the splits module brings in `datasets` (≈ 100 MB)
+    from instacli.distill import TransferSet
     from instacli.split_arrays import SplitArrays
 
 
@@ -107,32 +108,42 @@ def split_inputs(
     )
 
 
-def teacher_targets(
-    split: SplitArrays, student: Preprocess, settings: TrainSettings, accelerator: Accelerator, reporter: Reporter
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``--distill-from``'s teacher on crops of the training photos (:mod:`instacli.distill`): the crop
-    boxes ``(N, VIEWS, 2, 3)`` and its probabilities ``(N, VIEWS, C)``, cached like embeddings."""
-    from instacli.distill import VIEWS, head_digest, teacher_model, view_boxes, view_probabilities
+def transfer_set(
+    split: SplitArrays, student: Preprocess, teacher_spec: str, settings: TrainSettings, accelerator: Accelerator, reporter: Reporter
+) -> TransferSet:
+    """``--distill-from``'s teacher on the ``--distill-photos`` (:mod:`instacli.distill`): the photos
+    decoded for the student and the teacher's probabilities for each. An encoder named as teacher
+    first gets its frozen probe, fitted on its (cached) embeddings of the training photos."""
+    from instacli.distill import TransferSet, teacher_model, teacher_probabilities, transfer_files
     from instacli.probe import fit_category_probe
 
-    teacher, config, needs_head = teacher_model(str(settings.distill_from), split.class_names, split.scaler.to_dict())
+    teacher, config, needs_head = teacher_model(teacher_spec, split.class_names, split.scaler.to_dict())
     device = accelerator.device
     precision = resolve_mixed_precision("auto", config.encoder) if device.type == "cpu" else accelerator.mixed_precision
     if needs_head:
         embeddings = cached_embeddings(split, teacher.encoder, config.encoder_options, precision, settings, accelerator, reporter, f"teacher {config.encoder}")
         fit_category_probe(teacher, embeddings, split.labels)
-    boxes = view_boxes(len(split), student, settings.seed)
-    key = {**config.encoder_options, "views": VIEWS, "seed": settings.seed, "student": student.to_dict(), "temperature": config.temperature,
-           "head": head_digest(teacher)}
+    files = transfer_files(settings.distill_photos)
+    teacher_images, unreadable = decoded_files(files, teacher.encoder.preprocess.resize_size, settings.workers)
+    student_images, _ = decoded_files(files, student.resize_size, settings.workers)
+    if not len(student_images):
+        raise InstacliError(f"--distill-photos {','.join(settings.distill_photos)}: no readable photo; give folders of photos")
+    skipped = f" ({unreadable} unreadable files skipped)" if unreadable else ""
+    with reporter.stage(f"teacher {config.encoder} labels {len(student_images)} transfer photos{skipped}", len(student_images)) as advance:
+        answers = teacher_probabilities(teacher.to(device), config.temperature, teacher_images, device, precision, on_batch=advance)
+    return TransferSet(student_images, answers)
 
-    def ask() -> torch.Tensor:
-        images = decoded_images(split, teacher.encoder.preprocess.resize_size, settings, reporter)
-        with reporter.stage(f"teacher {config.encoder} labels {VIEWS} crops of {len(split)} {split.name} images", len(split)) as advance:
-            answers = view_probabilities(teacher.to(device), config.temperature, images, boxes, device, precision, on_batch=advance)
-        return answers.reshape(len(split), -1)  # the cache holds (rows, D) tensors
 
-    probabilities = cached(embeddings_path(split.cache_key, teacher.encoder, key, precision), len(split), ask, accelerator)
-    return boxes, probabilities.view(len(split), VIEWS, -1)
+def decoded_files(files: list[Path], size: int, workers: int) -> tuple[torch.Tensor, int]:
+    """The readable ``files`` as uint8 squares of ``size`` (in order), and how many were unreadable."""
+    from instacli.prediction import decoded_batches
+
+    images, unreadable = [], 0
+    for batch, _, errors in decoded_batches(files, size, 64, workers):
+        readable = torch.tensor([not error for error in errors], dtype=torch.bool)
+        images.append(batch[readable])
+        unreadable += int((~readable).sum())
+    return torch.cat(images) if images else torch.empty(0, 3, size, size, dtype=torch.uint8), unreadable
 
 
 def training_augmentation(settings: TrainSettings, config: ModelConfig, model: MultiTaskModel, accelerator: Accelerator) -> Augmentation:
@@ -145,21 +156,15 @@ def training_augmentation(settings: TrainSettings, config: ModelConfig, model: M
     blends = extras["mixup"] or extras["cutmix"]
     if blends and config.task != "category":
         raise InstacliError("--mixup/--cutmix blend two photos, and a blend has no likes count; train with --task category or drop the flag")
-    if blends and settings.distill_from is not None:
-        raise InstacliError("--mixup/--cutmix blend photos the --distill-from teacher has not seen; use one or the other")
     return Augmentation.create(
         model.encoder.preprocess, settings.auto_augment, settings.random_erasing, settings.mixup, settings.cutmix,
         len(config.class_names), settings.label_smoothing, accelerator.device, settings.hue, settings.grayscale,
     )
 
 
-def loader(
-    arrays: SplitArrays, inputs: torch.Tensor, batch_size: int, shuffle: bool, seed: int,
-    teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.utils.data.DataLoader:
-    """Batches of (inputs, features, targets, labels, text), and the teacher's crop boxes and answers when distilling."""
-    columns = (inputs, arrays.features, arrays.targets, arrays.labels, arrays.text) + (teacher or ())
-    dataset = torch.utils.data.TensorDataset(*columns)
+def loader(arrays: SplitArrays, inputs: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
+    """Batches of (inputs, features, targets, labels, text)."""
+    dataset = torch.utils.data.TensorDataset(inputs, arrays.features, arrays.targets, arrays.labels, arrays.text)
     generator = torch.Generator().manual_seed(seed)
     global_batch = batch_size * process_state().num_processes  # N processes must drop (or keep) what one process would
     return torch.utils.data.DataLoader(

@@ -1,4 +1,4 @@
-"""``--distill-from``: the teacher answers for fixed crops of each training photo, the student learns from those answers."""
+"""``--distill-from``: the student also learns a teacher's answers on unlabelled transfer photos."""
 
 from __future__ import annotations
 
@@ -9,16 +9,25 @@ from typing import Any
 import pytest
 import torch
 
-from instacli import distill, registry
-from instacli.augment import crop, eval_view, normalize
-from instacli.distill import VIEWS, teacher_model, view_boxes, view_probabilities
+from instacli import registry
+from instacli.augment import eval_view
+from instacli.distill import TRANSFER_SHARE, TransferSet, teacher_model, teacher_spec
 from instacli.errors import InstacliError
 from instacli.model import load_run
 from instacli.settings import TrainSettings
 from instacli.training import train
+from instacli.progress import Reporter
 from tests.conftest import CliResult, TINY_VIT, make_photo_tree
 
 COUNTS = {"animal": 12, "landscape": 12}
+
+
+class Stages(Reporter):
+    def __init__(self) -> None:
+        self.stages: list[str] = []
+
+    def stage_start(self, description: str, total: int | None) -> None:
+        self.stages.append(description)
 
 
 def _build(photos: Path, out: Path) -> Path:
@@ -29,9 +38,13 @@ def _build(photos: Path, out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("distill")
-    return _build(make_photo_tree(root / "src", COUNTS), root / "data")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_photo_tree(tmp_path_factory.mktemp("distill") / "src", COUNTS)
+
+
+@pytest.fixture(scope="module")
+def data(photos: Path) -> Path:
+    return _build(photos, photos.parent / "data")
 
 
 @pytest.fixture(scope="module")
@@ -48,52 +61,74 @@ def contrary_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-def _train_photos(data: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from instacli.split_arrays import load_split_arrays
-
-    split = load_split_arrays(data, "train", TrainSettings(data=data))
-    return split.images(size, 0), split.labels
-
-
 @torch.inference_mode()
 def _predicted(run: Path, data: Path) -> torch.Tensor:
+    from instacli.split_arrays import load_split_arrays
+
     model = load_run(run).model
-    images, _ = _train_photos(data, model.encoder.preprocess.resize_size)
+    images = load_split_arrays(data, "train", TrainSettings(data=data)).images(model.encoder.preprocess.resize_size, 0)
     embedding = model.encoder(eval_view(images, model.encoder.preprocess))
     return model.classify(embedding, embedding).argmax(1)
 
 
-def _student(data: Path, out: Path, **overrides: Any) -> Path:
+def _student(data: Path, out: Path, reporter: Any = None, **overrides: Any) -> Path:
     settings = {"encoder_options": TINY_VIT, "epochs": 6, "batch_size": 8, "workers": 0, "warmup_epochs": 1, "task": "category", **overrides}
-    train(TrainSettings(data=data, out=out, **settings))
+    train(TrainSettings(data=data, out=out, **settings), reporter)
     return out
 
 
-def test_a_student_learns_the_teachers_answers(data: Path, contrary_teacher: Path, tmp_path: Path) -> None:
+def test_a_student_learns_the_teachers_answers_on_the_transfer_photos(photos: Path, data: Path, contrary_teacher: Path, tmp_path: Path) -> None:
+    """The transfer photos are the training photos here, so the teacher's answers contradict their labels."""
+    from instacli.split_arrays import load_split_arrays
+
     teacher_says = _predicted(contrary_teacher, data)
-    _, labels = _train_photos(data, 8)
-    assert (teacher_says != labels).float().mean() > 0.8  # the teacher contradicts the labels
+    labels = load_split_arrays(data, "train", TrainSettings(data=data)).labels
+    assert (teacher_says != labels).float().mean() > 0.8
     plain = _predicted(_student(data, tmp_path / "plain"), data)
-    taught = _predicted(_student(data, tmp_path / "taught", distill_from=str(contrary_teacher), distill_weight=10.0), data)
+    taught = _predicted(_student(data, tmp_path / "taught", distill_from=str(contrary_teacher), distill_photos=[str(photos)],
+                                 distill_weight=10.0), data)
     agreement = {name: float((said == teacher_says).float().mean()) for name, said in (("plain", plain), ("taught", taught))}
     assert agreement["taught"] > agreement["plain"] + 0.3, agreement
 
 
-def test_the_teacher_answers_once_per_crop_and_its_first_crop_is_the_evaluation_view(contrary_teacher: Path, data: Path) -> None:
-    teacher, config, needs_head = teacher_model(str(contrary_teacher), ["animal", "landscape"], {})
-    assert not needs_head and config.encoder == "vit-scratch"
-    preprocess = teacher.encoder.preprocess
-    images, _ = _train_photos(data, preprocess.resize_size)
-    boxes = view_boxes(len(images), preprocess, seed=0)
-    assert boxes.shape == (len(images), VIEWS, 2, 3)
-    central = normalize(crop(images, boxes[:, 0], preprocess.image_size), preprocess)
-    assert (central - eval_view(images, preprocess)).abs().mean() < 0.05  # the first crop is the evaluation view
-    seen = view_probabilities(teacher, config.temperature, images, boxes, torch.device("cpu"), "no")
-    assert seen.shape == (len(images), VIEWS, 2) and torch.allclose(seen.sum(-1), torch.ones(len(images), VIEWS))
-    with torch.inference_mode():
-        logits = teacher.classify(*[teacher.encoder(eval_view(images, preprocess))] * 2)
-    assert torch.allclose(seen[:, 0], (logits / config.temperature).softmax(1), atol=0.05)
-    assert not torch.allclose(seen[:, 1:], seen[:, :1].expand(-1, VIEWS - 1, -1), atol=1e-4)  # other crops, other answers
+def test_vit_scratch_distills_from_the_bundled_efficientnet_by_default(
+    photos: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("INSTACLI_DISTILL_FROM")
+    transfer = tmp_path / "unlabelled"
+    transfer.mkdir()
+    for photo in sorted(photos.rglob("*.jpg"))[::4]:
+        (transfer / photo.name).write_bytes(photo.read_bytes())
+    (transfer / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")
+    reporter = Stages()
+    _student(data, tmp_path / "run", reporter, epochs=1, distill_photos=[str(transfer)])
+    assert "teacher efficientnet-lite0 labels 6 transfer photos (1 unreadable files skipped)" in reporter.stages
+    assert teacher_spec("auto", "vit-scratch", "both", False, False) == "efficientnet-lite0"
+
+
+@pytest.mark.parametrize(
+    ("distill_from", "task", "frozen", "text_to_classifier", "expected"),
+    [
+        ("auto", "likes", False, False, None),  # no category head to teach
+        ("auto", "both", True, False, None),  # a frozen encoder learns nothing
+        ("auto", "both", False, True, None),  # transfer photos have no caption
+        ("none", "both", False, False, None),
+        ("auto", "both", False, False, "efficientnet-lite0"),
+    ],
+)
+def test_the_recipes_teacher_steps_aside_where_it_cannot_teach(
+    distill_from: str, task: str, frozen: bool, text_to_classifier: bool, expected: str | None
+) -> None:
+    assert teacher_spec(distill_from, "vit-scratch", task, frozen, text_to_classifier) == expected
+    assert teacher_spec("auto", "efficientnet-lite0", "both", False, False) is None  # a recipe without a teacher
+
+
+def test_transfer_batches_depend_on_seed_epoch_step_and_process_only() -> None:
+    transfer = TransferSet(torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1).expand(50, 3, 2, 2), torch.rand(50, 2))
+    first = transfer.batch(16, 42, 3, 7, 0)
+    assert first[0].shape == (round(16 * TRANSFER_SHARE), 3, 2, 2) and first[1].shape == (8, 2)
+    assert torch.equal(first[0], transfer.batch(16, 42, 3, 7, 0)[0])  # a resumed step draws the same photos
+    assert not any(torch.equal(first[0], transfer.batch(16, *args)[0]) for args in ((42, 3, 8, 0), (42, 4, 7, 0), (42, 3, 7, 1), (1, 3, 7, 0)))
 
 
 def test_a_teacher_named_by_encoder_gets_the_frozen_probe_recipe() -> None:
@@ -107,28 +142,22 @@ def test_a_teacher_of_other_categories_is_refused(contrary_teacher: Path) -> Non
         teacher_model(str(contrary_teacher), ["cat", "dog"], {})
 
 
-def test_a_second_run_reuses_the_teachers_answers(data: Path, contrary_teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _student(data, tmp_path / "first", distill_from=str(contrary_teacher), epochs=1)
-
-    def asked_again(*args: object, **kwargs: object) -> torch.Tensor:
-        raise AssertionError("the teacher was asked again")
-
-    monkeypatch.setattr(distill, "view_probabilities", asked_again)
-    _student(data, tmp_path / "second", distill_from=str(contrary_teacher), epochs=1)
-    assert (tmp_path / "second" / "model.safetensors").is_file()
-
-
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--distill-from", "no-such-teacher"], "neither a run folder nor an encoder"),
         (["--distill-from", "vit-scratch", "--freeze-encoder"], "cannot be frozen"),
-        (["--distill-from", "vit-scratch", "--task", "category", "--mixup", "0.5"], "use one or the other"),
+        (["--distill-from", "vit-scratch", "--distill-photos", "no/such/folder"], "--distill-photos no/such/folder: not a folder"),
+        (["--distill-from", "vit-scratch", "--distill-photos", "EMPTY"], "no readable photo"),
     ],
 )
-def test_a_bad_teacher_is_a_one_line_error(
+def test_a_bad_teacher_or_transfer_folder_is_a_one_line_error(
     data: Path, tmp_path: Path, run_cli: Callable[..., CliResult], extra: list[str], message: str
 ) -> None:
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.jpg").write_bytes(b"not a photo")
+    extra = [str(junk) if arg == "EMPTY" else arg for arg in extra]
     result = run_cli("train", "--data", data, "--out", tmp_path / "run", "--epochs", "1", "--workers", "0", *extra)
     assert result.code == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
