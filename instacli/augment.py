@@ -137,12 +137,14 @@ def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator 
 
 
 def train_view(
-    images: torch.Tensor, preprocess: Preprocess, generator: torch.Generator | None = None, hue: float = 0.0, grayscale: float = 0.0,
+    images: torch.Tensor, preprocess: Preprocess, generator: torch.Generator | None = None, boxes: torch.Tensor | None = None,
+    hue: float = 0.0, grayscale: float = 0.0,
 ) -> torch.Tensor:
-    """Augmented, normalized training batch from cached uint8 squares (random crops),
+    """Augmented, normalized training batch from cached uint8 squares (random crops, or the given ``boxes``),
     with optional hue rotation and random grayscale, which take colour away as a cue (a model that saw
     only green animals and blue landscapes calls a forest an animal; README: shift benchmark)."""
-    boxes = random_boxes(len(images), generator=generator, device=images.device)
+    if boxes is None:
+        boxes = random_boxes(len(images), generator=generator, device=images.device)
     x = color_jitter(crop(images, boxes, preprocess.image_size), generator=generator)
     if hue > 0:
         x = hue_shift(x, hue, generator)
@@ -214,11 +216,11 @@ class Augmentation:
             hue=hue, grayscale=grayscale,
         )
 
-    def view(self, images: torch.Tensor) -> torch.Tensor:
-        """Augmented, normalized batch from cached uint8 squares."""
+    def view(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """Augmented, normalized batch from cached uint8 squares (crops at ``boxes`` when given, see :func:`crop`)."""
         if self.policy is not None:
             images = each_photo(images, self.policy)
-        x = train_view(images, self.preprocess, hue=self.hue, grayscale=self.grayscale)
+        x = train_view(images, self.preprocess, boxes=boxes, hue=self.hue, grayscale=self.grayscale)
         return self.erasing(x) if self.erasing is not None else x
 
     def mix(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

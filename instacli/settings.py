@@ -96,9 +96,8 @@ class TrainSettings(BaseSettings):
     grayscale: Annotated[float, Field(ge=0, le=1)] = setting(
         0.0, "Probability of turning a training photo gray; for encoders trained end to end.")
     #: A pretrained encoder or a trained run whose answers on unlabelled photos the model also learns (``instacli.distill``).
-    distill_from: str = setting("auto", "Teacher whose answers on unlabelled transfer photos (--distill-photos) the model also learns: "
-                                        "auto (the encoder's recipe: efficientnet-lite0 for vit-scratch), none, a trained run folder "
-                                        "or an encoder name. See README.")
+    distill_from: str | None = setting(None, "Teacher whose answers on unlabelled transfer photos (--distill-photos) the model also "
+                                             "learns: a trained run folder or an encoder name (e.g. efficientnet-lite0). See README.")
     distill_photos: list[str] = setting(["bundled"], "Unlabelled photos the teacher answers for, comma-separated folders; bundled: "
                                                     "the 124 varied CC0 photos instacli ships.")
     distill_weight: NonNegativeFloat = setting(1.0, "Weight of the teacher's answers on the transfer photos beside the labels in the category loss.")

@@ -31,7 +31,7 @@ from instacli import interrupts
 from instacli.augment import Augmentation, eval_view
 from instacli.calibration import calibrate
 from instacli.checkpoint import TrainerState, load_checkpoint, new_trainer_state, save_checkpoint
-from instacli.distill import TransferSet, distill_loss, teacher_spec
+from instacli.distill import TransferSet, check_student, distill_loss
 from instacli.errors import InstacliError
 from instacli.io import check_writable_target, output_lock
 from instacli.launch import launched_on_cpu, process_state, resolve_mixed_precision
@@ -383,10 +383,10 @@ def prepare_inputs(job: Job) -> Inputs:
         val_inputs = split_inputs(val_split, model, config, settings, accelerator, reporter)
     augmentation = training_augmentation(settings, config, model, accelerator)
     transfer = None
-    teacher = teacher_spec(settings.distill_from, settings.encoder, config.task, bool(settings.freeze_encoder), settings.text_to_classifier)
-    if teacher is not None:
+    if settings.distill_from is not None:
+        check_student(config.task, bool(settings.freeze_encoder), settings.text_to_classifier)
         with accelerator.main_process_first():
-            transfer = transfer_set(train_split, model.encoder.preprocess, teacher, settings, accelerator, reporter)
+            transfer = transfer_set(train_split, model.encoder.preprocess, settings, accelerator, reporter)
     inputs = Inputs(train_split, val_split, config, model, train_inputs, val_inputs, augmentation, transfer)
     fit_probe(job, inputs)
     return inputs
@@ -476,8 +476,8 @@ def train_epoch(
             else:
                 pixels, soft_labels = inputs.augmentation.mix(inputs.augmentation.view(pixels_or_embeddings), labels)
             if inputs.transfer is not None:
-                photos, taught = inputs.transfer.batch(len(labels), settings.seed, epoch, index, accelerator.process_index)
-                pixels, features, text = with_transfer_photos(inputs.augmentation.view(photos.to(pixels.device)), pixels, features, text)
+                photos, boxes, taught = inputs.transfer.batch(len(labels), settings.seed, epoch, index, accelerator.process_index)
+                pixels, features, text = with_transfer_photos(inputs.augmentation.view(photos.to(pixels.device), boxes), pixels, features, text)
             with accelerator.autocast():
                 logits, likes = model(pixels, features, text, embedded=settings.freeze_encoder)
                 aux = None if settings.freeze_encoder else net.encoder.auxiliary_loss()

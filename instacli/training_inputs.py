@@ -109,15 +109,15 @@ def split_inputs(
 
 
 def transfer_set(
-    split: SplitArrays, student: Preprocess, teacher_spec: str, settings: TrainSettings, accelerator: Accelerator, reporter: Reporter
+    split: SplitArrays, student: Preprocess, settings: TrainSettings, accelerator: Accelerator, reporter: Reporter
 ) -> TransferSet:
     """``--distill-from``'s teacher on the ``--distill-photos`` (:mod:`instacli.distill`): the photos
-    decoded for the student and the teacher's probabilities for each. An encoder named as teacher
+    decoded for the student, and the teacher's probabilities for crops of each. An encoder named as teacher
     first gets its frozen probe, fitted on its (cached) embeddings of the training photos."""
-    from instacli.distill import TransferSet, teacher_model, teacher_probabilities, transfer_files
+    from instacli.distill import VIEWS, TransferSet, teacher_model, transfer_files, view_boxes, view_probabilities
     from instacli.probe import fit_category_probe
 
-    teacher, config, needs_head = teacher_model(teacher_spec, split.class_names, split.scaler.to_dict())
+    teacher, config, needs_head = teacher_model(str(settings.distill_from), split.class_names, split.scaler.to_dict())
     device = accelerator.device
     precision = resolve_mixed_precision("auto", config.encoder) if device.type == "cpu" else accelerator.mixed_precision
     if needs_head:
@@ -129,9 +129,10 @@ def transfer_set(
     if not len(student_images):
         raise InstacliError(f"--distill-photos {','.join(settings.distill_photos)}: no readable photo; give folders of photos")
     skipped = f" ({unreadable} unreadable files skipped)" if unreadable else ""
-    with reporter.stage(f"teacher {config.encoder} labels {len(student_images)} transfer photos{skipped}", len(student_images)) as advance:
-        answers = teacher_probabilities(teacher.to(device), config.temperature, teacher_images, device, precision, on_batch=advance)
-    return TransferSet(student_images, answers)
+    boxes = view_boxes(len(student_images), student, settings.seed)
+    with reporter.stage(f"teacher {config.encoder} labels {VIEWS} crops of {len(student_images)} transfer photos{skipped}", len(student_images)) as advance:
+        answers = view_probabilities(teacher.to(device), config.temperature, teacher_images, boxes, device, precision, on_batch=advance)
+    return TransferSet(student_images, boxes, answers)
 
 
 def decoded_files(files: list[Path], size: int, workers: int) -> tuple[torch.Tensor, int]:

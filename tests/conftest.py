@@ -24,10 +24,6 @@ from instacli.progress import Reporter
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["INSTACLI_CACHE"] = tempfile.mkdtemp(prefix="instacli-test-cache-")
 atexit.register(shutil.rmtree, os.environ["INSTACLI_CACHE"], ignore_errors=True)  # each run's decode caches, gone with it
-# vit-scratch's recipe distills from the bundled efficientnet-lite0 (instacli.distill): seconds of
-# teacher work per training, which the many tests that train a tiny vit-scratch for other reasons
-# do not need. tests/test_distill.py trains with the recipe (it removes this variable).
-os.environ["INSTACLI_DISTILL_FROM"] = "none"
 
 #: Tiny options for every built-in encoder, so that tests can build each of them in seconds;
 #: tests parametrized over ``registry.encoders.names()`` read them (a new built-in needs an entry).

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from instacli import registry
-from instacli.augment import eval_view
-from instacli.distill import TRANSFER_SHARE, TransferSet, teacher_model, teacher_spec
+from instacli.augment import crop, eval_view, normalize
+from instacli.distill import TRANSFER_SHARE, VIEWS, TransferSet, check_student, teacher_model, view_boxes, view_probabilities
 from instacli.errors import InstacliError
 from instacli.model import load_run
 from instacli.settings import TrainSettings
@@ -91,44 +91,53 @@ def test_a_student_learns_the_teachers_answers_on_the_transfer_photos(photos: Pa
     assert agreement["taught"] > agreement["plain"] + 0.3, agreement
 
 
-def test_vit_scratch_distills_from_the_bundled_efficientnet_by_default(
-    photos: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("INSTACLI_DISTILL_FROM")
+def test_an_encoder_teacher_labels_crops_of_the_readable_transfer_photos(photos: Path, data: Path, tmp_path: Path) -> None:
     transfer = tmp_path / "unlabelled"
     transfer.mkdir()
     for photo in sorted(photos.rglob("*.jpg"))[::4]:
         (transfer / photo.name).write_bytes(photo.read_bytes())
     (transfer / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")
     reporter = Stages()
-    _student(data, tmp_path / "run", reporter, epochs=1, distill_photos=[str(transfer)])
-    assert "teacher efficientnet-lite0 labels 6 transfer photos (1 unreadable files skipped)" in reporter.stages
-    assert teacher_spec("auto", "vit-scratch", "both", False, False) == "efficientnet-lite0"
+    _student(data, tmp_path / "run", reporter, epochs=1, distill_from="vit-scratch", distill_photos=[str(transfer)])
+    assert f"teacher vit-scratch labels {VIEWS} crops of 6 transfer photos (1 unreadable files skipped)" in reporter.stages
+    assert "embedding 16 train images (teacher vit-scratch)" in reporter.stages  # its probe, fitted first
 
 
-@pytest.mark.parametrize(
-    ("distill_from", "task", "frozen", "text_to_classifier", "expected"),
-    [
-        ("auto", "likes", False, False, None),  # no category head to teach
-        ("auto", "both", True, False, None),  # a frozen encoder learns nothing
-        ("auto", "both", False, True, None),  # transfer photos have no caption
-        ("none", "both", False, False, None),
-        ("auto", "both", False, False, "efficientnet-lite0"),
-    ],
-)
-def test_the_recipes_teacher_steps_aside_where_it_cannot_teach(
-    distill_from: str, task: str, frozen: bool, text_to_classifier: bool, expected: str | None
-) -> None:
-    assert teacher_spec(distill_from, "vit-scratch", task, frozen, text_to_classifier) == expected
-    assert teacher_spec("auto", "efficientnet-lite0", "both", False, False) is None  # a recipe without a teacher
+@pytest.mark.parametrize(("task", "frozen", "text_to_classifier"), [("likes", False, False), ("both", True, False), ("both", False, True)])
+def test_a_student_without_a_category_head_learned_from_the_image_is_refused(task: str, frozen: bool, text_to_classifier: bool) -> None:
+    with pytest.raises(InstacliError, match="--distill-from"):
+        check_student(task, frozen, text_to_classifier)
 
 
 def test_transfer_batches_depend_on_seed_epoch_step_and_process_only() -> None:
-    transfer = TransferSet(torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1).expand(50, 3, 2, 2), torch.rand(50, 2))
-    first = transfer.batch(16, 42, 3, 7, 0)
-    assert first[0].shape == (round(16 * TRANSFER_SHARE), 3, 2, 2) and first[1].shape == (8, 2)
-    assert torch.equal(first[0], transfer.batch(16, 42, 3, 7, 0)[0])  # a resumed step draws the same photos
-    assert not any(torch.equal(first[0], transfer.batch(16, *args)[0]) for args in ((42, 3, 8, 0), (42, 4, 7, 0), (42, 3, 7, 1), (1, 3, 7, 0)))
+    images = torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1).expand(50, 3, 2, 2)
+    transfer = TransferSet(images, torch.rand(50, VIEWS, 2, 3), torch.rand(50, VIEWS, 2))
+    photos, boxes, answers = transfer.batch(16, 42, 3, 7, 0)
+    assert photos.shape == (round(16 * TRANSFER_SHARE), 3, 2, 2) and boxes.shape == (8, 2, 3) and answers.shape == (8, 2)
+    rows = photos[:, 0, 0, 0].long()
+    assert any(torch.equal(boxes[i], transfer.boxes[rows[i], v]) and torch.equal(answers[i], transfer.probabilities[rows[i], v])
+               for i in range(8) for v in range(VIEWS))  # a crop and the teacher's answer for that crop
+    again = transfer.batch(16, 42, 3, 7, 0)
+    assert torch.equal(photos, again[0]) and torch.equal(boxes, again[1])  # a resumed step draws the same crops
+    assert not any(torch.equal(photos, transfer.batch(16, *args)[0]) for args in ((42, 3, 8, 0), (42, 4, 7, 0), (42, 3, 7, 1), (1, 3, 7, 0)))
+
+
+def test_the_teacher_answers_for_each_crop_and_its_first_crop_is_the_evaluation_view(contrary_teacher: Path, data: Path) -> None:
+    from instacli.split_arrays import load_split_arrays
+
+    teacher, config, needs_head = teacher_model(str(contrary_teacher), ["animal", "landscape"], {})
+    preprocess = teacher.encoder.preprocess
+    images = load_split_arrays(data, "train", TrainSettings(data=data)).images(preprocess.resize_size, 0)
+    boxes = view_boxes(len(images), preprocess, seed=0)
+    assert boxes.shape == (len(images), VIEWS, 2, 3)
+    central = normalize(crop(images, boxes[:, 0], preprocess.image_size), preprocess)
+    assert (central - eval_view(images, preprocess)).abs().mean() < 0.05  # the first crop is the evaluation view
+    seen = view_probabilities(teacher, config.temperature, images, boxes, torch.device("cpu"), "no")
+    assert seen.shape == (len(images), VIEWS, 2) and torch.allclose(seen.sum(-1), torch.ones(len(images), VIEWS))
+    with torch.inference_mode():
+        logits = teacher.classify(*[teacher.encoder(eval_view(images, preprocess))] * 2)
+    assert torch.allclose(seen[:, 0], (logits / config.temperature).softmax(1), atol=0.05)
+    assert not torch.allclose(seen[:, 1:], seen[:, :1].expand(-1, VIEWS - 1, -1), atol=1e-4)  # other crops, other answers
 
 
 def test_a_teacher_named_by_encoder_gets_the_frozen_probe_recipe() -> None:

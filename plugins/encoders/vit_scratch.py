@@ -174,10 +174,6 @@ SEED_512 = dict(
     pretrained=None,
     input_size=64,
     presets={"seed-512": SEED_512},
-    # Trained from scratch on a user's few thousand photos it learns their shortcuts (forests are
-    # "animal" when every landscape was a glacier or a sea); the bundled pretrained teacher's answers
-    # on varied transfer photos teach it otherwise (instacli.distill; README: shift benchmark).
-    recipe={"distill_from": "efficientnet-lite0"},
 )
 def vit_scratch(
     *,
