@@ -21,6 +21,7 @@ shared by the encoders; ``--cache`` keeps them, and the finished runs, for the n
     nice python benchmarks/shift.py --encoders vit-scratch --cache /tmp/shift
     python benchmarks/shift.py --quick                # 40 photos per source, 2 epochs (minutes)
     python benchmarks/shift.py --encoders vit-scratch --only-fold 1 --cache /tmp/shift   # one fold's runs
+    python benchmarks/shift.py --encoders vit-scratch --extra "--distill-from efficientnet-lite0" --unlabelled-share 0.5 --cache /tmp/shift   # half of each held-out source given unlabelled
 """
 
 from __future__ import annotations
@@ -90,6 +91,26 @@ def quick_subset(src: Path, dest: Path, per_source: int) -> Path:
             (tmp / photo.parent.name / photo.name).symlink_to(photo.resolve())
     tmp.rename(dest)
     return dest
+
+
+def unlabelled_split(src: Path, dest: Path, holdout: list[str], share: float) -> tuple[Path, Path]:
+    """(photo folder to build from, folder of unlabelled photos): ``share`` of each held-out source's
+    photos (dealt in turn) go, without their category folder, to the second; the rest stay (symlinks, made once)."""
+    labelled, unlabelled = dest / "labelled", dest / "unlabelled"
+    if dest.is_dir():
+        return labelled, unlabelled
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted invocation
+    seen: dict[str | None, int] = defaultdict(int)
+    for photo in common.photos(src):
+        source = source_of(photo.name)
+        i = seen[source] = seen[source] + 1
+        given = source in holdout and int(i * share) > int((i - 1) * share)
+        link = tmp / "unlabelled" / photo.name if given else tmp / "labelled" / photo.parent.name / photo.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(photo.resolve())
+    tmp.rename(dest)
+    return labelled, unlabelled
 
 
 def fold_dataset(src: Path, out: Path, holdout: list[str]) -> tuple[Path, float | None]:
@@ -164,6 +185,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help=f"{QUICK_PER_SOURCE} photos per source and, unless --extra, '{QUICK_EXTRA}'")
     p.add_argument("--src", type=Path, default=common.POSTS_DEV, help="posts-dev (category folders of <source>_<n>.jpg)")
     p.add_argument("--out", type=Path, default=Path("shift-results.json"), help="results JSON")
+    p.add_argument("--unlabelled-share", type=float, default=0.0, metavar="F",
+                   help="give F of each held-out source's photos to training unlabelled (--distill-photos; with --extra "
+                        "'--distill-from TEACHER'), the rest are the shift test: a user who has next month's posts, unlabelled")
     argv = sys.argv[1:]
     if "--extra" in argv[:-1]:  # argparse takes a value that starts with "--" for an option: join it (--extra=VALUE)
         i = argv.index("--extra")
@@ -188,15 +212,22 @@ def main() -> None:
     for k, holdout in enumerate(folds, 1):
         if args.only_fold not in (None, k):
             continue
-        data, build_seconds = fold_dataset(src, work / f"data-{size}-fold{k}of{len(folds)}", holdout)
+        fold_src, fold_extra, tag = src, extra, f"{size}-fold{k}of{len(folds)}"
+        if args.unlabelled_share > 0:
+            tag += f"-unlabelled{round(100 * args.unlabelled_share)}"
+            fold_src, unlabelled = unlabelled_split(src, work / f"src-{tag}", holdout, args.unlabelled_share)
+            fold_extra = [*extra, "--distill-photos", str(unlabelled)]
+        data, build_seconds = fold_dataset(fold_src, work / f"data-{tag}", holdout)
         common.log(f"fold {k}: held out {', '.join(holdout)}" + (f" (built in {build_seconds:.0f} s)" if build_seconds else " (cached)"))
         for encoder in filter(None, (e.strip() for e in args.encoders.split(","))):
             slug = re.sub(r"[^A-Za-z0-9=.]+", "-", " ".join(extra)).strip("-")
-            run = work / "runs" / f"{encoder}{'-' + slug if slug else ''}-{size}-fold{k}of{len(folds)}"
-            seconds = trained(data, run, encoder, extra)
+            run = work / "runs" / f"{encoder}{'-' + slug if slug else ''}-{tag}"
+            seconds = trained(data, run, encoder, fold_extra)
             test, shift = evaluated(run, data, "test"), evaluated(run, data, "holdout")
             row = {
-                "recipe": recipe_name(encoder, extra), "encoder": encoder, "extra_train_flags": extra, "fold": k,
+                "recipe": recipe_name(encoder, extra) + (f", {pct(args.unlabelled_share)} of each held-out source given unlabelled"
+                                                         if args.unlabelled_share > 0 else ""),
+                "encoder": encoder, "extra_train_flags": fold_extra, "fold": k,
                 "holdout": holdout, "test_n": test["n"], "test_accuracy": test["accuracy"], "shift_n": shift["n"],
                 "shift_accuracy": shift["accuracy"], "shift_f1_macro": shift["f1_macro"],
                 "drop": test["accuracy"] - shift["accuracy"], "train_seconds": seconds,
