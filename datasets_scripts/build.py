@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from instacli import interrupts
 from instacli.errors import InstacliError
 from instacli.io import atomic_dir, check_writable_target, output_lock, write_json
 from instacli_datasets.engagement import COUNT_COLUMNS, OPTIONAL_COLUMNS, Table, read_table
@@ -327,6 +328,7 @@ def write_split(rows: Iterable[dict[str, Any]], class_names: Sequence[str], colu
     rows = iter(rows)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         while batch := list(itertools.islice(rows, WRITE_BATCH)):
+            interrupts.check()  # a Ctrl-C that a finalizer swallowed stops here
             writer.write_batch(pa.RecordBatch.from_pydict(_arrow_columns(batch, features, spool.image), schema=schema))
     return Dataset.from_file(str(path), info=DatasetInfo(features=features))  # maps the file: reads no photo
 

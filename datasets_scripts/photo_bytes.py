@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from instacli import interrupts
 from instacli.errors import InstacliError
 from instacli.photo_files import UnusableFile, open_photo, read_limited, reason, to_rgb
 
@@ -131,6 +132,7 @@ def encode_photos(
 
 def _counted(results: Iterable[Encoded | str], paths: Sequence[str], progress: Callable[[int, int], None] | None) -> Iterator[Encoded | str]:
     for done, (path, result) in enumerate(zip(paths, results), 1):
+        interrupts.check()  # a Ctrl-C that a finalizer swallowed (e.g. the pool's) stops the build here
         yield _with_original_bytes(path, result)
         if progress is not None:
             progress(done, len(paths))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from instacli import interrupts
 from instacli.errors import InstacliError, os_error_text
 from instacli.io import atomic_file, load_npy
 from instacli.photo_files import decode_or_reason, decode_square, reason
@@ -65,6 +66,7 @@ def _decoded_chunks(encoded: Sequence[dict], size: int, workers: int, on_batch: 
         _BytesDataset(encoded, size), batch_size=CHUNK, num_workers=workers if len(encoded) > 256 else 0
     )
     for batch in loader:
+        interrupts.check()  # a Ctrl-C that a finalizer swallowed (e.g. a decode worker's) stops here
         if on_batch:
             on_batch(len(batch))
         yield batch.numpy()

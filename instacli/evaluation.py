@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from pydantic import NonNegativeInt
 
+from instacli import interrupts
 from instacli.calibration import expected_calibration_error
 from instacli.ensemble import Member, check_compatible, combine, score_views
 from instacli.errors import InstacliError, os_error_message
@@ -87,6 +88,7 @@ def split_members(run: LoadedRun, split: SplitArrays, batch_size: int = EVALUATE
     run.model.eval().to(device)
     views: list[list[Member]] = []
     for pixels, features, text in loader:
+        interrupts.check()  # a Ctrl-C that a finalizer swallowed stops here
         with torch.inference_mode(), precision_autocast(device, precision):
             views.append(score_views(run, pixels.to(device), features.to(device), text.to(device), tta))
     return [{key: np.concatenate([batch[v][key] for batch in views]) for key in views[0][v]} for v in range(len(views[0]))]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from pydantic import NonNegativeInt
 
+from instacli import interrupts
 from instacli.ensemble import check_compatible, combine, score_views
 from instacli.errors import InstacliError
 from instacli.features import as_float
@@ -279,6 +280,7 @@ def iter_predictions(
     started = batches or {}
     loaders = {size: started[size] if size in started else decoded_batches(files, size, batch_size, workers) for size in predictor.sizes}
     for decoded in zip(*loaders.values()):
+        interrupts.check()  # a Ctrl-C that a finalizer swallowed (e.g. a decode worker's) stops here
         by_size = {size: images for size, (images, _, _) in zip(loaders, decoded)}
         index = decoded[0][1].tolist()
         errors = [next((e for e in row if e), "") for row in zip(*(batch_errors for _, _, batch_errors in decoded))]
