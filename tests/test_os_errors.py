@@ -285,13 +285,15 @@ def test_a_refused_pickle_in_pretrained_weights_is_one_line(tmp_path: Path) -> N
     import torch
 
     from instacli_plugins.encoders.inception_v3 import read_state_dict
+    from instacli_plugins.encoders.timm_backbone import build_network
 
     torch.save({"weight": torch.zeros(1), "payload": _Pickled()}, tmp_path / "w.pth")
-    with pytest.raises(InstacliError) as caught:
-        read_state_dict(tmp_path / "w.pth")
-    message = str(caught.value)
-    assert "\n" not in message and "refused for safety" in message and "getcwd" in message
-    assert "weights_only` set to `False`" not in message
+    for load in (lambda: read_state_dict(tmp_path / "w.pth"), lambda: build_network("test_resnet", str(tmp_path / "w.pth"), None, 0.0)):
+        with pytest.raises(InstacliError) as caught:
+            load()
+        message = str(caught.value)
+        assert "\n" not in message and "refused for safety" in message and "getcwd" in message
+        assert "weights_only` set to `False`" not in message and "weights_only=False" not in message  # timm's advice too
 
 
 def test_bad_json_in_an_environment_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
