@@ -72,8 +72,8 @@ CHECKPOINT_STARTS = (b"PK\x03\x04", b"\x80")
 
 
 def unreadable_checkpoint(path: Path, exc: Exception) -> str:
-    """Why the state dict at ``path`` could not be loaded (``exc``), as a phrase naming ``path``. A file
-    that is no checkpoint at all (text, a photo) is said to be one: torch's own error on it is noise
+    """Why the state dict at ``path`` could not be loaded (``exc``), as a phrase naming ``path``. Of a file
+    that is no checkpoint at all (text, a photo) it says just that: torch's own error on one is noise
     (a text file gives ``KeyError: 101``)."""
     try:
         with open(path, "rb") as handle:
