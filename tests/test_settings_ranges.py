@@ -152,6 +152,26 @@ def test_third_party_factory_annotations_are_enforced_and_values_converted() -> 
     assert fresh.create("toy", width=8, sizes=[1, 2]) == {"width": 8, "act": "relu", "sizes": (1, 2)}  # JSON's list → the tuple it asks for
 
 
+
+def test_options_whose_weights_do_not_fit_in_memory_are_one_line() -> None:
+    """``-E width=100000`` was a torch traceback ("DefaultCPUAllocator: can't allocate memory")."""
+    import re
+    import resource
+
+    import torch  # noqa: F401  (imported, and the plugin too, before the cap: they map hundreds of MB)
+
+    registry.encoders.check("vit-scratch", {})
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    size = int(re.search(r"VmSize:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (size + 2**30, hard))  # the 4 TB of weights fail at once, whatever the overcommit policy
+    try:
+        with pytest.raises(InstacliError) as info:
+            registry.encoders.create("vit-scratch", image_size=32, patch_size=8, width=10**6, heads=2)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert str(info.value) == ("encoder 'vit-scratch' (image_size=32, patch_size=8, width=1000000, heads=2): "
+                               "its weights do not fit in this machine's memory; choose smaller options")
+
 def test_defaults_and_presets_of_builtins_pass_their_own_checks() -> None:
     for kind in ("encoders", "regressors", "text_encoders"):
         reg = getattr(registry, kind)
