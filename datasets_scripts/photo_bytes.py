@@ -119,7 +119,10 @@ def encode_photos(
 
     Results are yielded as they come, so that a caller that stores each one (the build's spool)
     never holds every photo's bytes at once."""
+    from instacli.settings import usable_cores  # here, not at the top: the pool's workers import this module
+
     total = len(paths)
+    workers = min(workers, total, usable_cores())
     tasks = [(p, max_side) for p in paths]
     if workers <= 1 or total <= 1:  # in this process: the bytes are already here, nothing to strip or re-read
         results: Iterable[Encoded | str] = (encode_photo(*task) for task in tasks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,6 +21,12 @@ PREDICT_BATCH_SIZE = 64
 EVALUATE_BATCH_SIZE = 128
 #: DataLoader processes that decode photos beside the model (``prediction.decode_workers`` keeps a core for the model).
 DECODE_WORKERS = 2
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: taskset, a container's cpuset). Decoding
+    is CPU-bound, so more decode processes than cores only queue; ``--workers 100000`` started them all."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def parse_duration(text: str | float | int | None) -> float | None:
