@@ -21,6 +21,8 @@ PREDICT_BATCH_SIZE = 64
 EVALUATE_BATCH_SIZE = 128
 #: DataLoader processes that decode photos beside the model (``prediction.decode_workers`` keeps a core for the model).
 DECODE_WORKERS = 2
+#: A learning rate of AdamW: above 1 it only diverges (``--lr 1e39`` overflowed float32 inside the optimizer: a traceback).
+LearningRate = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 
 
 def usable_cores() -> int:
@@ -74,8 +76,8 @@ class TrainSettings(BaseSettings):
     image_size: ImageSize | None = setting(None, "Override the encoder's input size.")
     epochs: Count = setting(30, "Maximum epochs (early stopping may end sooner).")
     batch_size: Count = setting(64, "Images per batch and process.")
-    lr: PositiveFloat = setting(2e-3, "Peak learning rate of AdamW.")
-    encoder_lr: PositiveFloat | None = setting(None, "Separate learning rate for the encoder (fine-tuning).", show="--lr")
+    lr: LearningRate = setting(2e-3, "Peak learning rate of AdamW.")
+    encoder_lr: LearningRate | None = setting(None, "Separate learning rate for the encoder (fine-tuning).", show="--lr")
     weight_decay: NonNegativeFloat = setting(0.05, "AdamW weight decay.")
     warmup_epochs: NonNegativeFloat = setting(3.0, "Epochs of linear learning-rate warm-up before the cosine decay.")
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = setting(0.1, "Label smoothing of the category loss.")

@@ -31,6 +31,7 @@ TRAIN_FLAGS = {
     "lr nan": (["--lr", "nan"], "lr=nan: Input should be a finite number"),
     "lr -1": (["--lr", "-1"], "lr=-1.0: Input should be greater than 0"),
     "lr inf": (["--lr", "inf"], "lr=inf: Input should be a finite number"),
+    "lr 1e39": (["--lr", "1e39"], "lr=1e+39: Input should be less than or equal to 1"),  # overflowed float32 in AdamW: a traceback
     "encoder lr 0": (["--encoder-lr", "0"], "encoder_lr=0.0: Input should be greater than 0"),
     "weight decay -1": (["--weight-decay", "-1"], "weight_decay=-1.0: Input should be greater than or equal to 0"),
     "warmup -1": (["--warmup-epochs", "-1"], "warmup_epochs=-1.0: Input should be greater than or equal to 0"),
@@ -96,6 +97,21 @@ def test_options_that_do_not_fit_together_are_one_line_before_anything_is_writte
     assert result.code == 2 and result.stderr.strip().splitlines() == [
         "error: encoder 'vit-scratch': image_size 64 is not a multiple of patch_size 7; fix its options"]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_training_that_diverged_says_so(tiny_run: dict[str, Path], tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--lr 1e10``: the validation loss was NaN in every epoch, so no weights were ever saved, and train
+    ended with "No such file or directory: run/model.safetensors; check the path and the disk"."""
+    from instacli import training
+
+    measured = training.validation_metrics
+    monkeypatch.setattr(training, "validation_metrics", lambda out, settings: {**measured(out, settings), "val_loss": float("nan")})
+    run = tmp_path / "run"
+    result = run_cli("train", "--data", tiny_run["data"], "--out", run, "--quiet", "--epochs", "2", "--workers", "0", "--lr", "0.5",
+                     "-E", "image_size=32", "-E", "patch_size=8", "-E", "width=32", "-E", "heads=2")
+    assert result.code == 2 and result.stderr.strip().splitlines() == [
+        f"error: {run}: training diverged (validation loss nan after 2 epoch(s)), nothing was saved; "
+        "train again with --overwrite and a lower --lr than 0.5"]
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
