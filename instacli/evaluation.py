@@ -117,7 +117,7 @@ def evaluate(
     data = Path(data)
     batch_size, workers = check_flag("--batch-size", batch_size, Count), check_flag("--workers", workers, NonNegativeInt)
     if out is not None:
-        check_writable_target(Path(out), overwrite, "evaluation folder")
+        check_writable_target(Path(out), overwrite, "evaluation folder", METRICS)
     elif len(run_paths) > 1:
         raise InstacliError("an ensemble's evaluation belongs to none of its runs; pass --out FOLDER for its metrics and plots")
     runs = [load_run(path) for path in run_paths]
@@ -155,7 +155,7 @@ def evaluate(
     title = evaluation_title(data, split_name, len(arrays))
     calibrated_by = f"T = {temperatures[0]:.2f}" if len(runs) == 1 else f"ensemble of {len(runs)} runs"
     try:
-        with atomic_dir(out_dir, overwrite=True) as tmp:  # all files of this evaluation replace the last one's at once
+        with atomic_dir(out_dir, overwrite=True, what="evaluation folder", marker=METRICS) as tmp:  # all files of this evaluation replace the last one's at once
             if result["confusion_matrix"] is not None:
                 plot_confusion(result["confusion_matrix"], run.config.class_names, tmp / FIGURES["confusion"], f"Confusion matrix\n{title}")
                 plot_reliability(predicted["uncalibrated"][labelled], predicted["probs"][labelled], labels[labelled], tmp / FIGURES["reliability"],

@@ -121,7 +121,7 @@ def test_overwrite_replaces_only_datasets(photo_tree: Path, tmp_path: Path) -> N
     precious = tmp_path / "precious"
     (precious / "keep.txt").parent.mkdir()
     (precious / "keep.txt").write_text("mine")
-    with pytest.raises(InstacliError, match="not an instacli dataset"):
+    with pytest.raises(InstacliError, match="not an instacli dataset folder"):
         _build(photo_tree, precious, overwrite=True)
     assert (precious / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "precious", "src"], "no temporary folders left"

@@ -229,6 +229,22 @@ def test_outs_where_a_file_or_folder_is_in_the_way(made: SimpleNamespace, tmp_pa
     assert (tmp_path / "file").read_text() == "not a folder" and (tmp_path / "dir.csv").is_dir()
 
 
+def test_overwrite_replaces_only_an_earlier_output_of_the_same_kind(made: SimpleNamespace, tmp_path: Path, run_cli) -> None:
+    """``evaluate --out RUN --overwrite`` deleted the run, and ``--out PHOTOS`` the photos; so did explain."""
+    run = Path(shutil.copytree(made.run, tmp_path / "run"))
+    photos = make_photo_tree(tmp_path / "photos", {"animal": 1})
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for folder in (run, photos):
+        one_line_error(run_cli("evaluate", made.run, "--data", made.data, "--out", folder, "--overwrite"),
+                       f"--out {folder}: exists and is not an instacli evaluation folder (no metrics.json); refusing to replace it")
+        one_line_error(run_cli("explain", made.run, made.src, "--out", folder, "--overwrite"),
+                       f"--out {folder}: exists and is not an instacli explanation folder (no index.html)")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    evaluation = tmp_path / "evaluation"
+    for again in ([], ["--overwrite"]):  # an earlier evaluation is replaced
+        assert run_cli("evaluate", made.run, "--data", made.data, "--out", evaluation, *again).code == 0
+
+
 def test_an_unreadable_config_json_is_one_line(made: SimpleNamespace, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
     real_open = pathlib.Path.open
 
