@@ -32,6 +32,8 @@ from pydantic import Field, TypeAdapter, ValidationError
 from instacli.errors import InstacliError
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: The fix :meth:`Registry.create` gives for options that do not fit together (a run's config.json has its own).
+FIX_OPTIONS = "fix its options"
 
 #: Options that the trainer fills in itself; they are not user-facing.
 _INTERNAL_OPTIONS = {"embed_dim", "num_features"}
@@ -253,7 +255,7 @@ class Registry(Generic[F]):
         try:
             built = entry.build(**valid)
         except ValueError as exc:
-            raise InstacliError(f"{self.kind} '{name}': {str(exc).strip().splitlines()[0]}; fix its options") from None
+            raise InstacliError(f"{self.kind} '{name}': {str(exc).strip().splitlines()[0]}; {FIX_OPTIONS}") from None
         except (MemoryError, RuntimeError) as exc:  # -E width=100000: torch cannot allocate 45 GB of weights (a traceback before)
             if not isinstance(exc, MemoryError) and not any(words in str(exc) for words in ("can't allocate memory", "bad_alloc")):
                 raise

@@ -89,6 +89,8 @@ RUN_DAMAGE = {
     "a scaler feature more": (edit_config(lambda c: c["scaler"]["features"].append("followers")), "config.json: scaler: 3 features but 2 medians"),
     "negative encoder option": (edit_config(lambda c: c["encoder_options"].update(width=-8)),
                                 "config.json: encoder 'vit-scratch' option width=-8: Input should be greater than or equal to 1"),
+    "options that do not fit together": (edit_config(lambda c: c["encoder_options"].update(patch_size=7)),  # did not name the file
+                                         "config.json: encoder 'vit-scratch': image_size 32 is not a multiple of patch_size 7; the run folder was edited"),
     "unknown encoder option": (edit_config(lambda c: c["encoder_options"].update(bogus=1)), "config.json: encoder 'vit-scratch' has no option 'bogus'"),
     "bad pool option": (edit_config(lambda c: c["encoder_options"].update(pool="evil")), "option pool='evil': Input should be 'cls', 'mean' or 'flatten'"),
     "config is a list": (write("config.json", b'[{"encoder": "vit-scratch"}]'), "config.json: its content: Input should be a dictionary"),
