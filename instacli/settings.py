@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeF
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
 from instacli.errors import InstacliError
+from instacli.photo_files import not_a_file
 from instacli.registry import Count, ImageSize, PositiveFloat
 
 # Defaults of scoring, shared by the commands' flags and the library functions they call.
@@ -240,8 +241,8 @@ def load_settings(config: Path | None = None, **flags: Any) -> TrainSettings:
     given = {k: v for k, v in flags.items() if v is not None}
     cls: type[TrainSettings] = TrainSettings
     if config is not None:
-        if not config.is_file():
-            raise InstacliError(f"{config}: config file not found; pass an existing TOML file to --config")
+        if problem := not_a_file(config):
+            raise InstacliError(f"{config}: {problem}; pass a TOML file to --config")
 
         class FromFile(TrainSettings):
             model_config = SettingsConfigDict(env_prefix="INSTACLI_", extra="forbid", toml_file=config)
