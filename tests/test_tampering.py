@@ -46,15 +46,20 @@ def copy_of(folder: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(folder, tmp_path / folder.name))
 
 
-def edit_config(change: Callable[[dict], object]) -> Callable[[Path], None]:
-    """Damage: ``change`` edits the parsed config.json in place, which is written back."""
+def edit_json(name: str, change: Callable[[dict], object]) -> Callable[[Path], None]:
+    """Damage: ``change`` edits the parsed JSON file ``name`` in place, which is written back."""
 
-    def damage(run: Path) -> None:
-        config = json.loads((run / "config.json").read_text())
-        change(config)
-        (run / "config.json").write_text(json.dumps(config))
+    def damage(folder: Path) -> None:
+        content = json.loads((folder / name).read_text())
+        change(content)
+        (folder / name).write_text(json.dumps(content))
 
     return damage
+
+
+def edit_config(change: Callable[[dict], object]) -> Callable[[Path], None]:
+    """Damage: ``change`` edits the parsed config.json in place, which is written back."""
+    return edit_json("config.json", change)
 
 
 def write(name: str, data: bytes) -> Callable[[Path], None]:
@@ -180,6 +185,8 @@ DATASET_DAMAGE = {
     "truncated instacli_dataset.json": (truncate("instacli_dataset.json"), "instacli_dataset.json: its content: Invalid JSON"),
     "instacli_dataset.json a list": (write("instacli_dataset.json", b"[]"), "instacli_dataset.json: its content: Input should be an object"),
     "instacli_dataset.json without a key": (write("instacli_dataset.json", b'{"class_names": ["a"]}'), "instacli_dataset.json: engagement: Field required"),
+    "class_names edited": (edit_json("instacli_dataset.json", lambda info: info.update(class_names=["animal"])),  # train: IndexError
+                           "instacli_dataset.json: class_names ['animal'] are not the categories of its train split (['animal', 'landscape'])"),
     "truncated train shard": (truncate("train/data-00000-of-00001.arrow"), "cannot read the dataset (Expected to be able to read"),
     "empty test shard": (write("test/data-00000-of-00001.arrow", b""), "cannot read the dataset (Tried reading schema message"),
     "truncated state.json": (truncate("test/state.json"), "cannot read the dataset"),
