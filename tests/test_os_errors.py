@@ -245,6 +245,13 @@ def test_overwrite_replaces_only_an_earlier_output_of_the_same_kind(made: Simple
         assert run_cli("evaluate", made.run, "--data", made.data, "--out", evaluation, *again).code == 0
 
 
+def test_compare_writes_into_no_folder_but_a_comparison(made: SimpleNamespace, tmp_path: Path, run_cli) -> None:
+    """``compare --out .`` in a project folder replaced its report.md and results.json without a word."""
+    (tmp_path / "report.md").write_text("mine")
+    one_line_error(run_cli("compare", "--data", made.data, "--out", tmp_path, "--runs", made.run, "--quiet"),
+                   f"--out {tmp_path}: exists and is not an instacli comparison folder (no results.json or runs/)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"] and (tmp_path / "report.md").read_text() == "mine"
+
 def test_an_unreadable_config_json_is_one_line(made: SimpleNamespace, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
     real_open = pathlib.Path.open
 
