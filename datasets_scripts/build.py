@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from instacli import interrupts
 from instacli.errors import InstacliError
 from instacli.io import atomic_dir, check_writable_target, output_lock, write_json
 from instacli_datasets.engagement import COUNT_COLUMNS, OPTIONAL_COLUMNS, Table, read_table
@@ -327,6 +328,7 @@ def write_split(rows: Iterable[dict[str, Any]], class_names: Sequence[str], colu
     rows = iter(rows)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         while batch := list(itertools.islice(rows, WRITE_BATCH)):
+            interrupts.check()  # a Ctrl-C that a finalizer swallowed stops here
             writer.write_batch(pa.RecordBatch.from_pydict(_arrow_columns(batch, features, spool.image), schema=schema))
     return Dataset.from_file(str(path), info=DatasetInfo(features=features))  # maps the file: reads no photo
 
@@ -375,9 +377,7 @@ def _check_options(out: Path, src: Path, overwrite: bool, seed: int, val_fractio
     out_abs, src_abs = out.resolve(), src.resolve()
     if out_abs == src_abs or src_abs in out_abs.parents or out_abs in src_abs.parents:
         raise InstacliError(f"--out {out}: must not be SRC, inside it or above it; choose a separate folder")
-    check_writable_target(out, overwrite, "dataset folder")
-    if out.exists() and not (out / INFO_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise InstacliError(f"--out {out}: exists and is not an instacli dataset (no {INFO_FILE}); refusing to replace it, choose another folder")
+    check_writable_target(out, overwrite, "dataset folder", INFO_FILE)
 
 
 def derive_sources(source: Source, pattern: str) -> dict[str, str]:
@@ -501,7 +501,7 @@ def build_dataset(
     src, out = Path(src), Path(out)
     _check_options(out, src, overwrite, seed, val_fraction, test_fraction, max_side, workers)
     # locked from the start: a second build to the same --out, or an --out that cannot be written, fails before any decoding
-    with output_lock(out), atomic_dir(out, overwrite=overwrite, what="dataset folder") as tmp, quiet_datasets():
+    with output_lock(out), atomic_dir(out, overwrite=overwrite, what="dataset folder", marker=INFO_FILE) as tmp, quiet_datasets():
         scratch = tmp / SCRATCH
         scratch.mkdir()
         source = open_source(src, layout=layout, labels=labels, label_from=label_from, carousel=carousel,

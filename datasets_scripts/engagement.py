@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from instacli.errors import InstacliError
+from instacli.photo_files import not_a_file
 
 #: Engagement counts every dataset has as columns (None where unknown).
 COUNT_COLUMNS = ("likes", "comments", "shares")
@@ -279,8 +280,8 @@ def read_table(path: Path, mapping: dict[str, str] | None = None, keep: Collecti
     table of a whole account's history beside a few photos once took 1.1 GB and a 45 MB report).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InstacliError(f"{path}: no such file; check the path")
+    if problem := not_a_file(path):
+        raise InstacliError(f"{path}: {problem}; check the path")
     try:
         return _parse_table(path, mapping or {}, keep)
     except (UnicodeDecodeError, csv.Error) as exc:

@@ -82,10 +82,15 @@ def load_dataset_dict(path: Path):
     info = read_info(path)
     try:
         with quiet_datasets():
-            return DatasetDict.load_from_disk(str(path)), info
+            dataset_dict = DatasetDict.load_from_disk(str(path))
     except (OSError, ValueError, KeyError) as exc:  # truncated Arrow shards (pyarrow's errors are OSError/ValueError), bad JSON
         reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise InstacliError(f"{path}: cannot read the dataset ({reason}); {_REBUILD}") from None
+    for name, split in dataset_dict.items():  # edited class_names gave training an IndexError, or a class it never saw
+        labels = getattr(split.features.get("label"), "names", None)
+        if labels != info.class_names:
+            raise InstacliError(f"{path / INFO_FILE}: class_names {info.class_names} are not the categories of its {name} split ({labels}); {_REBUILD}")
+    return dataset_dict, info
 
 
 def load_data(path: Path, split: str = "test", *, workers: int = 2):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from instacli import interrupts
 from instacli.errors import InstacliError
 from instacli.photo_files import UnusableFile, open_photo, read_limited, reason, to_rgb
 
@@ -118,7 +119,10 @@ def encode_photos(
 
     Results are yielded as they come, so that a caller that stores each one (the build's spool)
     never holds every photo's bytes at once."""
+    from instacli.settings import usable_cores  # here, not at the top: the pool's workers import this module
+
     total = len(paths)
+    workers = min(workers, total, usable_cores())
     tasks = [(p, max_side) for p in paths]
     if workers <= 1 or total <= 1:  # in this process: the bytes are already here, nothing to strip or re-read
         results: Iterable[Encoded | str] = (encode_photo(*task) for task in tasks)
@@ -131,6 +135,7 @@ def encode_photos(
 
 def _counted(results: Iterable[Encoded | str], paths: Sequence[str], progress: Callable[[int, int], None] | None) -> Iterator[Encoded | str]:
     for done, (path, result) in enumerate(zip(paths, results), 1):
+        interrupts.check()  # a Ctrl-C that a finalizer swallowed (e.g. the pool's) stops the build here
         yield _with_original_bytes(path, result)
         if progress is not None:
             progress(done, len(paths))

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from instacli import interrupts
 from instacli.errors import InstacliError, os_error_text
 from instacli.io import atomic_file, load_npy
 from instacli.photo_files import decode_or_reason, decode_square, reason
+from instacli.settings import usable_cores
 
 
 def cache_dir() -> Path:
@@ -62,9 +64,10 @@ CHUNK = 64
 def _decoded_chunks(encoded: Sequence[dict], size: int, workers: int, on_batch: Callable[[int], None] | None) -> Iterator[np.ndarray]:
     """The split's ``(k, 3, size, size)`` uint8 squares, :data:`CHUNK` at a time, in order."""
     loader = torch.utils.data.DataLoader(
-        _BytesDataset(encoded, size), batch_size=CHUNK, num_workers=workers if len(encoded) > 256 else 0
+        _BytesDataset(encoded, size), batch_size=CHUNK, num_workers=min(workers, usable_cores()) if len(encoded) > 256 else 0
     )
     for batch in loader:
+        interrupts.check()  # a Ctrl-C that a finalizer swallowed (e.g. a decode worker's) stops here
         if on_batch:
             on_batch(len(batch))
         yield batch.numpy()

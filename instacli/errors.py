@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from types import ModuleType
 
     from pydantic import ValidationError
@@ -56,13 +57,32 @@ def require_extra(module: str, extra: str, command: str) -> ModuleType:
 
 def exception_line(exc: BaseException) -> str:
     """One line for an exception from a library whose message runs over several. torch's refusal of a
-    pickled object (``weights_only=True``) is six lines and advises ``weights_only=False``, which would
-    run the file's code: only the line naming the refused object is kept."""
+    pickled object (``weights_only=True``) is six lines, timm's one long one, and both advise
+    ``weights_only=False``, which would run the file's code: only the sentence naming the refused object is kept."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if lines and lines[0].startswith("Weights only load failed"):
-        refused = next((line for line in lines[1:] if "GLOBAL" in line or "Unsupported" in line), "")
+    if lines and lines[0].startswith(("Weights only load failed", "weights_only=True blocked")):  # torch's words; timm's, in one line
+        sentences = [sentence for line in lines for sentence in line.split(". ")]
+        refused = next((sentence for sentence in sentences if "GLOBAL" in sentence or "Unsupported" in sentence), "")
         return f"it holds pickled Python objects, not only tensors, refused for safety: {refused}".rstrip(": ")
     return lines[0] if lines else type(exc).__name__
+
+
+#: How the files a state dict is saved in start: a zip (``torch.save``), a pickle (an older ``torch.save``).
+CHECKPOINT_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def unreadable_checkpoint(path: Path, exc: Exception) -> str:
+    """Why the state dict at ``path`` could not be loaded (``exc``), as a phrase naming ``path``. Of a file
+    that is no checkpoint at all (text, a photo) it says just that: torch's own error on one is noise
+    (a text file gives ``KeyError: 101``)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError as error:
+        return f"cannot read {path} ({os_error_text(error)})"
+    if not head.startswith(CHECKPOINT_STARTS) and head[8:9] != b"{":  # safetensors: the header's size in 8 bytes, then its JSON
+        return f"{path} is not a PyTorch (.pth, .bin) or safetensors checkpoint"
+    return f"cannot read {path} as a checkpoint ({exception_line(exc)})"
 
 
 def invalid_file(path: object, exc: ValidationError, fix: str, key: str = "") -> InstacliError:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from pydantic import NonNegativeInt
 
+from instacli import interrupts
 from instacli.calibration import expected_calibration_error
 from instacli.ensemble import Member, check_compatible, combine, score_views
 from instacli.errors import InstacliError, os_error_message
@@ -87,6 +88,7 @@ def split_members(run: LoadedRun, split: SplitArrays, batch_size: int = EVALUATE
     run.model.eval().to(device)
     views: list[list[Member]] = []
     for pixels, features, text in loader:
+        interrupts.check()  # a Ctrl-C that a finalizer swallowed stops here
         with torch.inference_mode(), precision_autocast(device, precision):
             views.append(score_views(run, pixels.to(device), features.to(device), text.to(device), tta))
     return [{key: np.concatenate([batch[v][key] for batch in views]) for key in views[0][v]} for v in range(len(views[0]))]
@@ -115,7 +117,7 @@ def evaluate(
     data = Path(data)
     batch_size, workers = check_flag("--batch-size", batch_size, Count), check_flag("--workers", workers, NonNegativeInt)
     if out is not None:
-        check_writable_target(Path(out), overwrite, "evaluation folder")
+        check_writable_target(Path(out), overwrite, "evaluation folder", METRICS)
     elif len(run_paths) > 1:
         raise InstacliError("an ensemble's evaluation belongs to none of its runs; pass --out FOLDER for its metrics and plots")
     runs = [load_run(path) for path in run_paths]
@@ -153,7 +155,7 @@ def evaluate(
     title = evaluation_title(data, split_name, len(arrays))
     calibrated_by = f"T = {temperatures[0]:.2f}" if len(runs) == 1 else f"ensemble of {len(runs)} runs"
     try:
-        with atomic_dir(out_dir, overwrite=True) as tmp:  # all files of this evaluation replace the last one's at once
+        with atomic_dir(out_dir, overwrite=True, what="evaluation folder", marker=METRICS) as tmp:  # all files of this evaluation replace the last one's at once
             if result["confusion_matrix"] is not None:
                 plot_confusion(result["confusion_matrix"], run.config.class_names, tmp / FIGURES["confusion"], f"Confusion matrix\n{title}")
                 plot_reliability(predicted["uncalibrated"][labelled], predicted["probs"][labelled], labels[labelled], tmp / FIGURES["reliability"],

@@ -271,7 +271,7 @@ def explain(run: LoadedRun, photos: Photos, out: Path, title: str, overwrite: bo
     rows: list[dict[str, Any]] = [{"file": name} for name in photos.names]
     likes_parts: list[dict[str, Any]] = []
     taken: set[str] = set()
-    with atomic_dir(out, overwrite, "explanation folder") as tmp:
+    with atomic_dir(out, overwrite, "explanation folder", INDEX) as tmp:
         (tmp / CATEGORY_DIR).mkdir()
         for start in range(0, len(rows), batch_size):
             batch = slice(start, start + batch_size)

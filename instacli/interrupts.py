@@ -5,7 +5,8 @@ Python raises a signal's exception wherever the main thread happens to be. When 
 callback run by the garbage collector, the exception is printed as "Exception ignored" and dropped:
 a Ctrl-C at that moment left ``instacli train`` running its next epoch. So the CLI's handler
 (:func:`signals_interrupt`) also records the signal, and the long loops call :func:`check` at points
-where raising is safe (training: after every batch), which raises it again if it was swallowed.
+where raising is safe (train, predict, evaluate: every batch; data build: every photo), which raises it
+again if it was swallowed.
 """
 
 from __future__ import annotations

@@ -16,10 +16,14 @@ from typing import Any
 from instacli.errors import InstacliError, os_error_text
 
 
-def check_writable_target(path: Path, overwrite: bool, what: str = "output") -> None:
-    """Refuse to replace an existing file or folder unless the user asked for it."""
+def check_writable_target(path: Path, overwrite: bool, what: str = "output", marker: str | None = None) -> None:
+    """Refuse to replace an existing file or folder unless the user asked for it. An output folder that
+    always holds the file ``marker`` replaces nothing else even then, bar an empty folder:
+    ``evaluate --out RUN --overwrite`` deleted the run, ``--out PHOTOS`` the photos."""
     if path.exists() and not overwrite:
         raise InstacliError(f"{path}: {what} already exists; pass --overwrite to replace it or choose another path")
+    if marker is not None and path.exists() and not (path / marker).is_file() and not (path.is_dir() and not any(path.iterdir())):
+        raise InstacliError(f"--out {path}: exists and is not an instacli {what} (no {marker}); refusing to replace it, choose another path")
 
 
 #: Outputs this process holds the lock of, with how many nested ``output_lock`` blocks hold each.
@@ -121,21 +125,22 @@ def _name_the_output(exc: BaseException, path: Path) -> None:
 
 
 @contextmanager
-def atomic_dir(path: Path, overwrite: bool = False, what: str = "output folder") -> Iterator[Path]:
-    """Yield a hidden temporary folder beside ``path`` and move it into place on success.
+def atomic_dir(path: Path, overwrite: bool = False, what: str = "output folder", marker: str | None = None) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``path`` and move it into place on success (over an
+    existing ``path`` only as :func:`check_writable_target` allows, ``marker`` included).
 
     The temporary folder sits in the same parent so the final ``rename`` is atomic; on any error
     (Ctrl-C included) it is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    check_writable_target(path, overwrite, what)
+    check_writable_target(path, overwrite, what, marker)
     path.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(path):
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         try:
             _as_if_created(tmp, 0o777)
             yield tmp
-            check_writable_target(path, overwrite, what)  # again: something else may have made it meanwhile
+            check_writable_target(path, overwrite, what, marker)  # again: something else may have made it meanwhile
             if path.exists():
                 trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
                 os.replace(path, trash / "old")

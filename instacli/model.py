@@ -284,9 +284,9 @@ def load_run(run: Path | str) -> LoadedRun:
     try:
         registry.encoders.check(config.encoder, config.encoder_options)
         registry.regressors.check(config.regressor, config.regressor_options)
+        model = build_model(config)  # options that do not fit together (patch_size 7 of image_size 32) were unnamed
     except InstacliError as exc:
-        raise InstacliError(f"{config_path}: {exc}; {_DAMAGED}") from None
-    model = build_model(config)
+        raise InstacliError(f"{config_path}: {str(exc).removesuffix(f'; {registry.FIX_OPTIONS}')}; {_DAMAGED}") from None
     try:
         state = load_file(str(weights))
     except SafetensorError as exc:

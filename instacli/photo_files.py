@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from instacli.errors import InstacliError
+from instacli.errors import InstacliError, os_error_text
 
 MAX_FILE_MB_ENV = "INSTACLI_MAX_FILE_MB"
 #: Largest file read (photo or metadata, and metadata once decompressed): generous for any photo.
@@ -111,10 +111,25 @@ def read_limited(path: str | os.PathLike[str], limit: int | None = None) -> byte
     return data
 
 
-def _not_regular(mode: int) -> str:
-    kind = next((k for test, k in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+def _file_kind(mode: int) -> str:
+    return next((k for test, k in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
                                    (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")) if test(mode)), "not a file")
-    return f"not a regular file ({kind}); only regular files are read"
+
+
+def _not_regular(mode: int) -> str:
+    return f"not a regular file ({_file_kind(mode)}); only regular files are read"
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` is no file to read (missing, a FIFO, a folder, a device), or None when it is one:
+    "no such file" for a FIFO or a folder sent the user looking for a typo."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:  # a symlink loop, a folder that cannot be searched
+        return f"cannot be opened ({os_error_text(exc)})"
+    return None if stat.S_ISREG(mode) else f"not a regular file ({_file_kind(mode)})"
 
 
 def read_text_limited(path: Path) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from pydantic import NonNegativeInt
 
+from instacli import interrupts
 from instacli.ensemble import check_compatible, combine, score_views
 from instacli.errors import InstacliError
 from instacli.features import as_float
@@ -29,7 +29,7 @@ from instacli.model import LoadedRun, load_run
 from instacli.photo_files import relative_name
 from instacli.registry import Count
 from instacli.run_folder import CONFIG, is_run
-from instacli.settings import DECODE_WORKERS, PREDICT_BATCH_SIZE, check_flag
+from instacli.settings import DECODE_WORKERS, PREDICT_BATCH_SIZE, check_flag, usable_cores
 
 if TYPE_CHECKING:
     from instacli_datasets.folder import Skipped
@@ -159,8 +159,7 @@ def decode_workers(requested: int) -> int:
     OpenMP threads already use every core: on 2 cores a second decoder only steals CPU from them
     (2,000 posts-dev photos: 327 images/s with 1 worker, 312 with 2; 326 decoding inline).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(requested, cores - 1))
+    return max(0, min(requested, usable_cores() - 1))
 
 
 def decoded_batches(files: Sequence[Path], size: int, batch_size: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
@@ -279,6 +278,7 @@ def iter_predictions(
     started = batches or {}
     loaders = {size: started[size] if size in started else decoded_batches(files, size, batch_size, workers) for size in predictor.sizes}
     for decoded in zip(*loaders.values()):
+        interrupts.check()  # a Ctrl-C that a finalizer swallowed (e.g. a decode worker's) stops here
         by_size = {size: images for size, (images, _, _) in zip(loaders, decoded)}
         index = decoded[0][1].tolist()
         errors = [next((e for e in row if e), "") for row in zip(*(batch_errors for _, _, batch_errors in decoded))]

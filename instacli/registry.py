@@ -32,6 +32,8 @@ from pydantic import Field, TypeAdapter, ValidationError
 from instacli.errors import InstacliError
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: The fix :meth:`Registry.create` gives for options that do not fit together (a run's config.json has its own).
+FIX_OPTIONS = "fix its options"
 
 #: Options that the trainer fills in itself; they are not user-facing.
 _INTERNAL_OPTIONS = {"embed_dim", "num_features"}
@@ -247,13 +249,18 @@ class Registry(Generic[F]):
     def create(self, name: str, **options: Any) -> Any:
         """Build the component ``name`` with ``options``; unknown or out-of-range options are a one-line
         error, and so is a combination the factory refuses with ``ValueError`` (e.g. an image size that
-        is not a multiple of the patch size)."""
+        is not a multiple of the patch size), and one too large for the memory."""
         valid = self.check(name, options)
         entry = self.get(name)
         try:
             built = entry.build(**valid)
         except ValueError as exc:
-            raise InstacliError(f"{self.kind} '{name}': {str(exc).strip().splitlines()[0]}; fix its options") from None
+            raise InstacliError(f"{self.kind} '{name}': {str(exc).strip().splitlines()[0]}; {FIX_OPTIONS}") from None
+        except (MemoryError, RuntimeError) as exc:  # -E width=100000: torch cannot allocate 45 GB of weights (a traceback before)
+            if not isinstance(exc, MemoryError) and not any(words in str(exc) for words in ("can't allocate memory", "bad_alloc")):
+                raise
+            given = ", ".join(f"{key}={value}" for key, value in options.items())
+            raise InstacliError(f"{self.kind} '{name}' ({given}): its weights do not fit in this machine's memory; choose smaller options") from None
         base = self.base_class()
         if not isinstance(built, base):
             raise InstacliError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -11,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeF
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
 from instacli.errors import InstacliError
+from instacli.photo_files import not_a_file
 from instacli.registry import Count, ImageSize, PositiveFloat
 
 # Defaults of scoring, shared by the commands' flags and the library functions they call.
@@ -20,6 +22,14 @@ PREDICT_BATCH_SIZE = 64
 EVALUATE_BATCH_SIZE = 128
 #: DataLoader processes that decode photos beside the model (``prediction.decode_workers`` keeps a core for the model).
 DECODE_WORKERS = 2
+#: A learning rate of AdamW: above 1 it only diverges (``--lr 1e39`` overflowed float32 inside the optimizer: a traceback).
+LearningRate = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: taskset, a container's cpuset). Decoding
+    is CPU-bound, so more decode processes than cores only queue; ``--workers 100000`` started them all."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def parse_duration(text: str | float | int | None) -> float | None:
@@ -67,8 +77,8 @@ class TrainSettings(BaseSettings):
     image_size: ImageSize | None = setting(None, "Override the encoder's input size.")
     epochs: Count = setting(30, "Maximum epochs (early stopping may end sooner).")
     batch_size: Count = setting(64, "Images per batch and process.")
-    lr: PositiveFloat = setting(2e-3, "Peak learning rate of AdamW.")
-    encoder_lr: PositiveFloat | None = setting(None, "Separate learning rate for the encoder (fine-tuning).", show="--lr")
+    lr: LearningRate = setting(2e-3, "Peak learning rate of AdamW.")
+    encoder_lr: LearningRate | None = setting(None, "Separate learning rate for the encoder (fine-tuning).", show="--lr")
     weight_decay: NonNegativeFloat = setting(0.05, "AdamW weight decay.")
     warmup_epochs: NonNegativeFloat = setting(3.0, "Epochs of linear learning-rate warm-up before the cosine decay.")
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = setting(0.1, "Label smoothing of the category loss.")
@@ -233,8 +243,8 @@ def load_settings(config: Path | None = None, **flags: Any) -> TrainSettings:
     given = {k: v for k, v in flags.items() if v is not None}
     cls: type[TrainSettings] = TrainSettings
     if config is not None:
-        if not config.is_file():
-            raise InstacliError(f"{config}: config file not found; pass an existing TOML file to --config")
+        if problem := not_a_file(config):
+            raise InstacliError(f"{config}: {problem}; pass a TOML file to --config")
 
         class FromFile(TrainSettings):
             model_config = SettingsConfigDict(env_prefix="INSTACLI_", extra="forbid", toml_file=config)

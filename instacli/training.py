@@ -334,6 +334,9 @@ def _train(job: Job, wall_started: float) -> TrainResult:
         if state["bad_epochs"] >= settings.patience or accelerator.check_trigger():  # bad_epochs: from gathered metrics, alike everywhere
             break
     train_seconds = time.perf_counter() - started
+    if not state["best_epoch"]:  # not one finite validation loss, so no weights were saved (finish_run failed reading them)
+        raise InstacliError(f"{folder.path}: training diverged (validation loss {state['history'][-1]['val_loss']} after "
+                            f"{len(state['history'])} epoch(s)), nothing was saved; train again with --overwrite and a lower --lr than {settings.lr:g}")
     finish_run(job, inputs, loop, state["history"])
     best = next(r for r in state["history"] if r["epoch"] == state["best_epoch"])
     result = TrainResult(

@@ -4,6 +4,7 @@ and ``python -m instacli`` from any folder (issue 14, items 1, 2, 6 and 13)."""
 from __future__ import annotations
 
 import os
+import pkgutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import typer
 
 from instacli import __version__
 from instacli.settings import TrainSettings
-from tests.conftest import make_photo_tree
+from tests.conftest import TINY_VIT, make_photo_tree
 
 #: The console script is `instacli = instacli.cli.main:main`; this runs the same function in a child.
 MAIN = [sys.executable, "-c", "from instacli.cli.main import main; main()"]
@@ -152,6 +153,50 @@ def test_a_ctrl_c_that_a_finalizer_swallowed_still_stops_training(tiny_dataset: 
     with signals_interrupt(), pytest.raises(Interrupted) as stopped:
         train(settings, should_stop=should_stop)
     assert stopped.value.signum == signal.SIGINT and len(asked) == 2, "stopped after the next batch, not 50 epochs later"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from instacli.training import train
+
+    run = tmp_path_factory.mktemp("cli-layer-run") / "run"
+    train(TrainSettings(data=tiny_dataset, out=run, epochs=1, batch_size=8, workers=0, warmup_epochs=0, encoder_options=TINY_VIT))
+    return run
+
+
+#: Per command: its arguments (``{run}``, ``{data}``, ``{tmp}``), what it must not leave behind, and a
+#: function it calls once per photo or batch, after which a finalizer swallows a Ctrl-C.
+SWALLOWED_IN = {
+    "data build": (["data", "build", "{tmp}/src", "--out", "{tmp}/out", "--workers", "1", "--synthetic-engagement", "seed"],
+                   "instacli_datasets.photo_bytes.encode_photo"),
+    "predict": (["predict", "{run}", "{tmp}/src", "--out", "{tmp}/out.csv", "--batch-size", "1", "--workers", "0"],
+                "instacli.prediction.Predictor.rows"),
+    "evaluate": (["evaluate", "{run}", "--data", "{data}", "--out", "{tmp}/out", "--batch-size", "1", "--workers", "0"],
+                 "instacli.evaluation.score_views"),
+}
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowing is the point
+@pytest.mark.parametrize("command", sorted(SWALLOWED_IN))
+def test_a_ctrl_c_that_a_finalizer_swallowed_still_stops_every_long_loop(command: str, run_cli, tiny_run: Path, tiny_dataset: Path,
+                                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """predict, evaluate and data build went on to the end, exit 0 and a full output, after such a Ctrl-C."""
+    args, target = SWALLOWED_IN[command]
+    make_photo_tree(tmp_path / "src", {"animal": 3, "landscape": 3})
+    original = pkgutil.resolve_name(target)
+    calls: list[int] = []
+
+    def then_swallowed(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        answer = original(*args, **kwargs)
+        _SwallowsCtrlC()
+        return answer
+
+    monkeypatch.setattr(target, then_swallowed)
+    result = run_cli(*(a.format(run=tiny_run, data=tiny_dataset, tmp=tmp_path) for a in args))
+    assert result.code == 130 and result.stderr.startswith("interrupted"), result.stderr
+    assert len(calls) == 1, "stopped at the next photo or batch, not at the end"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no output, no temp file, no lock
 
 
 #: ``data build`` that stops inside its atomic output folder, saying so on stdout.

@@ -121,7 +121,7 @@ def test_overwrite_replaces_only_datasets(photo_tree: Path, tmp_path: Path) -> N
     precious = tmp_path / "precious"
     (precious / "keep.txt").parent.mkdir()
     (precious / "keep.txt").write_text("mine")
-    with pytest.raises(InstacliError, match="not an instacli dataset"):
+    with pytest.raises(InstacliError, match="not an instacli dataset folder"):
         _build(photo_tree, precious, overwrite=True)
     assert (precious / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "precious", "src"], "no temporary folders left"
@@ -177,6 +177,33 @@ def test_decode_pool_does_not_fork_the_calling_process(tmp_path: Path, monkeypat
     results = list(images.encode_photos(paths, max_side=32, workers=2))
     assert methods == [images.POOL_START_METHOD] and images.POOL_START_METHOD in ("forkserver", "spawn")
     assert len(results) == 6 and all(not isinstance(r, str) for r in results)
+
+
+def test_more_workers_than_cores_or_photos_start_no_more_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``data build --workers 100000`` started (or hung starting) 100,000 processes; train's and evaluate's
+    first decode would have too."""
+    from types import SimpleNamespace
+
+    from instacli import decode_cache
+    from instacli.settings import usable_cores
+    from instacli_datasets import photo_bytes as images
+
+    class Started(Exception):
+        """Raised instead of starting the processes: their count is all the test needs."""
+
+    asked: list[int] = []
+
+    def start(processes: int, **kwargs: object) -> None:
+        asked.append(processes)
+        raise Started
+
+    monkeypatch.setattr(images.multiprocessing, "get_context", lambda method=None: SimpleNamespace(Pool=start))
+    with pytest.raises(Started):
+        list(images.encode_photos(["a.jpg", "b.jpg", "c.jpg"], max_side=32, workers=10**5))
+    monkeypatch.setattr(decode_cache.torch.utils.data, "DataLoader", lambda *args, num_workers, **kwargs: start(num_workers))
+    with pytest.raises(Started):
+        decode_cache.decode_split([{"bytes": b"", "path": None}] * 300, 16, None, workers=10**5)
+    assert asked == [min(3, usable_cores()), usable_cores()]
 
 
 def _golden_source(root: Path) -> Path:

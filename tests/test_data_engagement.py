@@ -4,6 +4,7 @@ folders and validation errors."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,16 @@ def test_table_without_likes_column_or_file_name(photo_tree: Path, tmp_path: Pat
     with pytest.raises(InstacliError, match="both mean shares"):
         build_dataset(photo_tree, tmp_path / "d", engagement=_write_csv(tmp_path / "c.csv", "file_name,likes,distribution,distributions", ["x.jpg,1,1,1"]))
 
+
+def test_a_table_or_config_that_is_a_fifo_or_a_folder_says_so(photo_tree: Path, tmp_path: Path, run_cli) -> None:
+    """A FIFO or a folder given as the table or --config was "no such file" / "config file not found"."""
+    os.mkfifo(tmp_path / "fifo.csv")
+    (tmp_path / "folder.toml").mkdir()
+    result = run_cli("data", "build", photo_tree, "--out", tmp_path / "d", "--engagement", tmp_path / "fifo.csv")
+    assert result.code == 2 and result.stderr.strip() == f"error: {tmp_path / 'fifo.csv'}: not a regular file (a FIFO); check the path"
+    result = run_cli("train", "--data", tmp_path, "--out", tmp_path / "run", "--config", tmp_path / "folder.toml")
+    assert result.code == 2 and result.stderr.strip() == f"error: {tmp_path / 'folder.toml'}: not a regular file (a folder); pass a TOML file to --config"
+    assert not (tmp_path / "d").exists() and not (tmp_path / "run").exists()
 
 def _wide_table(path: Path, n: int, bad: dict[int, str] | None = None) -> Path:
     """``n`` rows of every column; row ``i`` of ``bad`` gets that raw line instead."""

@@ -173,13 +173,17 @@ def test_timm_runs_name_their_grad_cam_layer(checkpoint_run: tuple[Path, dict], 
     (["--encoder", "timm:test_resnet", "--pretrained", "true"], "error: timm:test_resnet: cannot load timm's pretrained weights"),
     (["--encoder", "timm:test_resnet", "--pretrained", "/dev/zero"],  # it exists: "does not exist" sent the user looking for a typo
      "error: timm:test_resnet: pretrained checkpoint /dev/zero is not a regular file; pass a .safetensors/.pth file"),
+    (["--encoder", "timm:test_resnet", "--pretrained", "{tmp}/notes.txt"],  # said "cannot read … as a checkpoint (101)": torch's KeyError
+     "error: timm:test_resnet: {tmp}/notes.txt is not a PyTorch (.pth, .bin) or safetensors checkpoint; pass a .safetensors/.pth state dict"),
     (["--encoder", "hf:google/vit-base-patch16-224"],
      "error: hf:google/vit-base-patch16-224: 'google/vit-base-patch16-224' is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
      "it needs the network once"),
 ])
 def test_what_cannot_be_built_offline_is_one_line(args: list[str], expected: str, dataset: Path, tmp_path: Path, run_cli,
                                                    offline_empty_cache: None) -> None:
-    result = run_cli("train", "--data", dataset, "--out", tmp_path / "run", *args, "--quiet")
+    (tmp_path / "notes.txt").write_text("not weights\n")
+    result = run_cli("train", "--data", dataset, "--out", tmp_path / "run", *(a.format(tmp=tmp_path) for a in args), "--quiet")
+    expected = expected.format(tmp=tmp_path)
     assert result.code == 2 and result.stderr.startswith(expected) and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "run").exists()
 

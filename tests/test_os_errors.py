@@ -229,6 +229,29 @@ def test_outs_where_a_file_or_folder_is_in_the_way(made: SimpleNamespace, tmp_pa
     assert (tmp_path / "file").read_text() == "not a folder" and (tmp_path / "dir.csv").is_dir()
 
 
+def test_overwrite_replaces_only_an_earlier_output_of_the_same_kind(made: SimpleNamespace, tmp_path: Path, run_cli) -> None:
+    """``evaluate --out RUN --overwrite`` deleted the run, and ``--out PHOTOS`` the photos; so did explain."""
+    run = Path(shutil.copytree(made.run, tmp_path / "run"))
+    photos = make_photo_tree(tmp_path / "photos", {"animal": 1})
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for folder in (run, photos):
+        one_line_error(run_cli("evaluate", made.run, "--data", made.data, "--out", folder, "--overwrite"),
+                       f"--out {folder}: exists and is not an instacli evaluation folder (no metrics.json); refusing to replace it")
+        one_line_error(run_cli("explain", made.run, made.src, "--out", folder, "--overwrite"),
+                       f"--out {folder}: exists and is not an instacli explanation folder (no index.html)")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    evaluation = tmp_path / "evaluation"
+    for again in ([], ["--overwrite"]):  # an earlier evaluation is replaced
+        assert run_cli("evaluate", made.run, "--data", made.data, "--out", evaluation, *again).code == 0
+
+
+def test_compare_writes_into_no_folder_but_a_comparison(made: SimpleNamespace, tmp_path: Path, run_cli) -> None:
+    """``compare --out .`` in a project folder replaced its report.md and results.json without a word."""
+    (tmp_path / "report.md").write_text("mine")
+    one_line_error(run_cli("compare", "--data", made.data, "--out", tmp_path, "--runs", made.run, "--quiet"),
+                   f"--out {tmp_path}: exists and is not an instacli comparison folder (no results.json or runs/)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"] and (tmp_path / "report.md").read_text() == "mine"
+
 def test_an_unreadable_config_json_is_one_line(made: SimpleNamespace, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
     real_open = pathlib.Path.open
 
@@ -285,13 +308,15 @@ def test_a_refused_pickle_in_pretrained_weights_is_one_line(tmp_path: Path) -> N
     import torch
 
     from instacli_plugins.encoders.inception_v3 import read_state_dict
+    from instacli_plugins.encoders.timm_backbone import build_network
 
     torch.save({"weight": torch.zeros(1), "payload": _Pickled()}, tmp_path / "w.pth")
-    with pytest.raises(InstacliError) as caught:
-        read_state_dict(tmp_path / "w.pth")
-    message = str(caught.value)
-    assert "\n" not in message and "refused for safety" in message and "getcwd" in message
-    assert "weights_only` set to `False`" not in message
+    for load in (lambda: read_state_dict(tmp_path / "w.pth"), lambda: build_network("test_resnet", str(tmp_path / "w.pth"), None, 0.0)):
+        with pytest.raises(InstacliError) as caught:
+            load()
+        message = str(caught.value)
+        assert "\n" not in message and "refused for safety" in message and "getcwd" in message
+        assert "weights_only` set to `False`" not in message and "weights_only=False" not in message  # timm's advice too
 
 
 def test_bad_json_in_an_environment_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -189,6 +189,17 @@ def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path: Path, run_cli) -> None
     assert result.code == 2 and "not a trained run" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_port_taken_or_out_of_range_is_one_line_and_exit_2(trained: Path, run_cli) -> None:
+    """A taken port was uvicorn's "ERROR: [Errno 98] …" and exit 3, after "serving … on"; --port -1 a traceback."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli("serve", trained, "--port", port)
+    assert result.code == 2 and result.stdout == "" and result.stderr.strip().splitlines() == [
+        f"error: --host 127.0.0.1 --port {port}: cannot listen there (Address already in use); choose another port or host"]
+    result = run_cli("serve", trained, "--port", "-1")
+    assert result.code == 2 and "Invalid value for '--port'" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_a_too_large_photo_is_refused_while_it_arrives() -> None:
     """The upload is cut off at the limit: an endless photo is refused after ~limit bytes were read."""
     import asyncio

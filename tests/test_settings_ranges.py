@@ -31,6 +31,7 @@ TRAIN_FLAGS = {
     "lr nan": (["--lr", "nan"], "lr=nan: Input should be a finite number"),
     "lr -1": (["--lr", "-1"], "lr=-1.0: Input should be greater than 0"),
     "lr inf": (["--lr", "inf"], "lr=inf: Input should be a finite number"),
+    "lr 1e39": (["--lr", "1e39"], "lr=1e+39: Input should be less than or equal to 1"),  # overflowed float32 in AdamW: a traceback
     "encoder lr 0": (["--encoder-lr", "0"], "encoder_lr=0.0: Input should be greater than 0"),
     "weight decay -1": (["--weight-decay", "-1"], "weight_decay=-1.0: Input should be greater than or equal to 0"),
     "warmup -1": (["--warmup-epochs", "-1"], "warmup_epochs=-1.0: Input should be greater than or equal to 0"),
@@ -98,6 +99,21 @@ def test_options_that_do_not_fit_together_are_one_line_before_anything_is_writte
     assert not (tmp_path / "run").exists()
 
 
+def test_a_training_that_diverged_says_so(tiny_run: dict[str, Path], tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--lr 1e10``: the validation loss was NaN in every epoch, so no weights were ever saved, and train
+    ended with "No such file or directory: run/model.safetensors; check the path and the disk"."""
+    from instacli import training
+
+    measured = training.validation_metrics
+    monkeypatch.setattr(training, "validation_metrics", lambda out, settings: {**measured(out, settings), "val_loss": float("nan")})
+    run = tmp_path / "run"
+    result = run_cli("train", "--data", tiny_run["data"], "--out", run, "--quiet", "--epochs", "2", "--workers", "0", "--lr", "0.5",
+                     "-E", "image_size=32", "-E", "patch_size=8", "-E", "width=32", "-E", "heads=2")
+    assert result.code == 2 and result.stderr.strip().splitlines() == [
+        f"error: {run}: training diverged (validation loss nan after 2 epoch(s)), nothing was saved; "
+        "train again with --overwrite and a lower --lr than 0.5"]
+
+
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
 @pytest.mark.parametrize("flag, value, words", [
     ("--batch-size", "0", "--batch-size 0: Input should be greater than or equal to 1"),
@@ -151,6 +167,26 @@ def test_third_party_factory_annotations_are_enforced_and_values_converted() -> 
         fresh.create("toy", act="tanh")
     assert fresh.create("toy", width=8, sizes=[1, 2]) == {"width": 8, "act": "relu", "sizes": (1, 2)}  # JSON's list → the tuple it asks for
 
+
+
+def test_options_whose_weights_do_not_fit_in_memory_are_one_line() -> None:
+    """``-E width=100000`` was a torch traceback ("DefaultCPUAllocator: can't allocate memory")."""
+    import re
+    import resource
+
+    import torch  # noqa: F401  (imported, and the plugin too, before the cap: they map hundreds of MB)
+
+    registry.encoders.check("vit-scratch", {})
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    size = int(re.search(r"VmSize:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (size + 2**30, hard))  # the 4 TB of weights fail at once, whatever the overcommit policy
+    try:
+        with pytest.raises(InstacliError) as info:
+            registry.encoders.create("vit-scratch", image_size=32, patch_size=8, width=10**6, heads=2)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert str(info.value) == ("encoder 'vit-scratch' (image_size=32, patch_size=8, width=1000000, heads=2): "
+                               "its weights do not fit in this machine's memory; choose smaller options")
 
 def test_defaults_and_presets_of_builtins_pass_their_own_checks() -> None:
     for kind in ("encoders", "regressors", "text_encoders"):

@@ -46,15 +46,20 @@ def copy_of(folder: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(folder, tmp_path / folder.name))
 
 
-def edit_config(change: Callable[[dict], object]) -> Callable[[Path], None]:
-    """Damage: ``change`` edits the parsed config.json in place, which is written back."""
+def edit_json(name: str, change: Callable[[dict], object]) -> Callable[[Path], None]:
+    """Damage: ``change`` edits the parsed JSON file ``name`` in place, which is written back."""
 
-    def damage(run: Path) -> None:
-        config = json.loads((run / "config.json").read_text())
-        change(config)
-        (run / "config.json").write_text(json.dumps(config))
+    def damage(folder: Path) -> None:
+        content = json.loads((folder / name).read_text())
+        change(content)
+        (folder / name).write_text(json.dumps(content))
 
     return damage
+
+
+def edit_config(change: Callable[[dict], object]) -> Callable[[Path], None]:
+    """Damage: ``change`` edits the parsed config.json in place, which is written back."""
+    return edit_json("config.json", change)
 
 
 def write(name: str, data: bytes) -> Callable[[Path], None]:
@@ -89,6 +94,8 @@ RUN_DAMAGE = {
     "a scaler feature more": (edit_config(lambda c: c["scaler"]["features"].append("followers")), "config.json: scaler: 3 features but 2 medians"),
     "negative encoder option": (edit_config(lambda c: c["encoder_options"].update(width=-8)),
                                 "config.json: encoder 'vit-scratch' option width=-8: Input should be greater than or equal to 1"),
+    "options that do not fit together": (edit_config(lambda c: c["encoder_options"].update(patch_size=7)),  # did not name the file
+                                         "config.json: encoder 'vit-scratch': image_size 32 is not a multiple of patch_size 7; the run folder was edited"),
     "unknown encoder option": (edit_config(lambda c: c["encoder_options"].update(bogus=1)), "config.json: encoder 'vit-scratch' has no option 'bogus'"),
     "bad pool option": (edit_config(lambda c: c["encoder_options"].update(pool="evil")), "option pool='evil': Input should be 'cls', 'mean' or 'flatten'"),
     "config is a list": (write("config.json", b'[{"encoder": "vit-scratch"}]'), "config.json: its content: Input should be a dictionary"),
@@ -178,6 +185,8 @@ DATASET_DAMAGE = {
     "truncated instacli_dataset.json": (truncate("instacli_dataset.json"), "instacli_dataset.json: its content: Invalid JSON"),
     "instacli_dataset.json a list": (write("instacli_dataset.json", b"[]"), "instacli_dataset.json: its content: Input should be an object"),
     "instacli_dataset.json without a key": (write("instacli_dataset.json", b'{"class_names": ["a"]}'), "instacli_dataset.json: engagement: Field required"),
+    "class_names edited": (edit_json("instacli_dataset.json", lambda info: info.update(class_names=["animal"])),  # train: IndexError
+                           "instacli_dataset.json: class_names ['animal'] are not the categories of its train split (['animal', 'landscape'])"),
     "truncated train shard": (truncate("train/data-00000-of-00001.arrow"), "cannot read the dataset (Expected to be able to read"),
     "empty test shard": (write("test/data-00000-of-00001.arrow", b""), "cannot read the dataset (Tried reading schema message"),
     "truncated state.json": (truncate("test/state.json"), "cannot read the dataset"),

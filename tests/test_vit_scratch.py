@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from instacli import registry
+from instacli.errors import InstacliError
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -36,3 +38,12 @@ def test_seed_512_preset_reproduces_the_original_design() -> None:
 def test_explicit_options_override_the_preset() -> None:
     options = registry.encoders.resolve_options("vit-scratch", "seed-512", image_size=256)
     assert options["image_size"] == 256 and options["pool"] == "flatten"
+
+
+def test_more_tokens_than_a_64_by_64_grid_are_one_line_before_any_weight() -> None:
+    """``-E image_size=1024 -E patch_size=1``: a million tokens per photo grew past 10 GB before the first step."""
+    with pytest.raises(InstacliError) as info:
+        registry.encoders.create("vit-scratch", image_size=1024, patch_size=1)
+    assert str(info.value) == ("encoder 'vit-scratch': image_size 1024 / patch_size 1 makes 1048576 tokens per photo, more than 4096 "
+                               "(a patch_size of at least 16); fix its options")
+    assert registry.encoders.create("vit-scratch", image_size=1024, patch_size=16).pos_embed.shape[1] == 4096

@@ -26,7 +26,7 @@ def explain_command(
     """Grad-CAM heatmaps of where each photo's category came from, and integrated gradients of what
     drives its predicted likes (the photo, each engagement number, the caption), per photo and on
     average. Needs the explain extra."""
-    from instacli.explain import explain, folder_photos, split_photos
+    from instacli.explain import INDEX, explain, folder_photos, split_photos
     from instacli.io import check_writable_target
     from instacli.model import load_run
 
@@ -34,7 +34,7 @@ def explain_command(
         raise InstacliError("give either a folder of PHOTOS or --data DATA (with --split), not both or neither")
     if data is not None and metadata is not None:
         raise InstacliError("--metadata: a dataset brings its own engagement numbers; drop --metadata with --data")
-    check_writable_target(out, overwrite, "explanation folder")
+    check_writable_target(out, overwrite, "explanation folder", INDEX)
     loaded = load_run(run)
     if photos is not None:
         chosen, title = folder_photos(loaded, photos, metadata), f"{photos}"

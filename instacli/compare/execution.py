@@ -17,7 +17,7 @@ from instacli.compare.planning import (
 from instacli.errors import InstacliError
 from instacli.io import output_lock, write_json
 from instacli.progress import Forwarding, Reporter
-from instacli.results import COMPARE_INFO, Results, RunEntry, aggregate, failed_entry, relative, run_entry, save_results
+from instacli.results import COMPARE_INFO, RESULTS, Results, RunEntry, aggregate, failed_entry, relative, run_entry, save_results
 from instacli.run_folder import METRICS, WEIGHTS, RunFolder, read_json
 from instacli.settings import TrainSettings, parse_duration
 
@@ -27,6 +27,8 @@ HARD_LIMIT_FACTOR = 2.0
 HARD_LIMIT_GRACE = 60.0
 #: Traceback of a run that failed by a bug (not a user error), inside its run folder.
 ERROR_FILE = "error.txt"
+#: The folder of a comparison's trained runs, inside its --out.
+RUNS = "runs"
 #: What a stopped run's entry keeps in its folder, so that resuming the comparison does not pay for the same failure again.
 STOPPED_KEYS = ("error", "train_seconds", "images_per_second", "parameters", "train_time_measured")
 
@@ -215,6 +217,10 @@ def compare(
 
     reporter = reporter or CompareReporter()
     data, out = Path(data).resolve(), Path(out)
+    if out.is_dir() and not (out / RESULTS).is_file() and not (out / RUNS).is_dir() and any(out.iterdir()):
+        # its report.md and results.json were replaced without a word (--out . in a project folder)
+        raise InstacliError(f"--out {out}: exists and is not an instacli comparison folder (no {RESULTS} or {RUNS}/); "
+                            "refusing to write into it, choose another path")
     train_ds, info = load_data(data, split="train")
     test_ds, _ = load_data(data, split=split)
     budget: dict[str, Any] = {} if epochs is None else {"epochs": int(epochs)}
@@ -224,7 +230,7 @@ def compare(
     seed_list = seed_values(seeds)
     plans = plan_runs(list(dict.fromkeys(encoders)), list(dict.fromkeys(regressors)), seed_list, budget, base, overrides,
                       include_seed_preset) + [external_plan(Path(path)) for path in runs]
-    wanted = check_plans(plans, data, out / "runs", overwrite)
+    wanted = check_plans(plans, data, out / RUNS, overwrite)
     reporter.plan(plans)
     results: Results = {
         "instacli_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "data": str(data),
@@ -245,7 +251,7 @@ def compare(
 
             baseline_rows = all_baselines(data, split=split, seed=seed_list[0])
         for index, plan in enumerate(plans, 1):
-            folder = RunFolder(plan.path if plan.kind == "external" else out / "runs" / plan.name)  # type: ignore[arg-type]
+            folder = RunFolder(plan.path if plan.kind == "external" else out / RUNS / plan.name)  # type: ignore[arg-type]
             action, stopped = decide(plan, folder, wanted.get(plan.name), overwrite)
             train_reporter = reporter.run_start(plan, index, len(plans), action)
             entry = run_plan(plan, folder, action, stopped, data, split, out, len(train_ds), train_reporter)

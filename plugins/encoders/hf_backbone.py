@@ -110,7 +110,7 @@ def _build_model(source: str, config: dict[str, Any] | None) -> PreTrainedModel:
     try:
         return AutoModel.from_config(AutoConfig.for_model(settings.pop("model_type", ""), **settings))
     except (ValueError, TypeError, KeyError, StrictDataclassError) as exc:
-        raise InstacliError(f"{who}: invalid model config ({exception_line(exc)}); the run folder was edited or damaged") from None
+        raise InstacliError(f"{who}: invalid model config ({exception_line(exc)})") from None  # load_run names the file and the fix
 
 
 def _pool(output: Any, pooling: str) -> torch.Tensor:

@@ -30,7 +30,7 @@ from torch import nn
 from torchvision.models import Inception_V3_Weights, inception_v3 as tv_inception_v3
 
 from instacli.encoders import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, Preprocess
-from instacli.errors import InstacliError, exception_line
+from instacli.errors import InstacliError, unreadable_checkpoint
 from instacli.registry import MAX_IMAGE_SIZE, DropRate, register_encoder
 
 IMAGE_SIZE = 299
@@ -64,7 +64,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and safetensors errors all mean "not a usable state dict"
-        raise InstacliError(f"inception-v3: cannot read {path} as a state dict ({exception_line(exc)}); save one with torch.save(model.state_dict(), path)") from None
+        raise InstacliError(f"inception-v3: {unreadable_checkpoint(path, exc)}; save one with torch.save(model.state_dict(), path)") from None
 
 
 class InceptionV3(ImageEncoder):

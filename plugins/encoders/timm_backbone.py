@@ -27,7 +27,7 @@ from timm.models import get_pretrained_cfg, load_state_dict
 from torch import nn
 
 from instacli.encoders import ImageEncoder, Preprocess
-from instacli.errors import InstacliError, exception_line
+from instacli.errors import InstacliError, exception_line, unreadable_checkpoint
 from instacli.registry import DropRate, ImageSize, register_encoder_prefix
 
 #: Values of ``pretrained`` meaning "timm's own pretrained weights" (``-E pretrained=true`` arrives as a bool).
@@ -65,7 +65,8 @@ def load_checkpoint(model: nn.Module, model_name: str, path: Path) -> None:
     try:
         state = load_state_dict(str(path))
     except Exception as exc:  # noqa: BLE001 — pickle, zip and safetensors errors alike: not a usable state dict
-        raise InstacliError(f"timm:{model_name}: cannot read {path} as a checkpoint ({exception_line(exc)}); pass a state dict saved from this model") from None
+        raise InstacliError(f"timm:{model_name}: {unreadable_checkpoint(path, exc)}; pass a .safetensors/.pth state dict saved from "
+                            f"{model_name}, or true for timm's own pretrained weights") from None
     classifier = model.pretrained_cfg.get("classifier") or ()
     heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
     try:

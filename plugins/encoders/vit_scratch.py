@@ -19,6 +19,10 @@ from torch import nn
 from instacli.encoders import ImageEncoder, Preprocess
 from instacli.registry import Count, DropRate, ImageSize, PositiveFloat, register_encoder
 
+#: Patch tokens per photo at most (a 64 × 64 grid; the seed-512 preset has 1024): every block's activations
+#: grow with them, and ``-E image_size=1024 -E patch_size=1`` (1,048,576) grew past 10 GB before its first step.
+MAX_TOKENS = 4096
+
 
 class Attention(nn.Module):
     """Multi-head self-attention on top of PyTorch's fused scaled-dot-product kernel.
@@ -108,11 +112,14 @@ class ViTScratch(ImageEncoder):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+        tokens = (image_size // patch_size) ** 2
+        if tokens > MAX_TOKENS:
+            raise ValueError(f"image_size {image_size} / patch_size {patch_size} makes {tokens} tokens per photo, more than {MAX_TOKENS} "
+                             f"(a patch_size of at least {-(-image_size // math.isqrt(MAX_TOKENS))})")
         if pool not in ("cls", "mean", "flatten"):
             raise ValueError(f"pool must be cls, mean or flatten, got {pool!r}")
         self.preprocess = Preprocess(image_size=image_size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
         self.pool = pool
-        tokens = (image_size // patch_size) ** 2
         if stem == "conv":
             self.patch_embed: nn.Module = conv_stem(width, patch_size)
         elif stem == "patch":
