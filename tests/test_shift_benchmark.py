@@ -56,3 +56,20 @@ def test_only_fold_out_of_range_is_refused_before_any_training(tmp_path: Path) -
     done = _shift(tmp_path, tmp_path / "shift.json", "--only-fold", "3")
     assert done.returncode == 1 and "--only-fold 3: must be between 1 and --folds (2)" in done.stderr
     assert not (tmp_path / "work" / "runs").exists()
+
+
+def test_unlabelled_share_gives_that_share_of_each_held_out_source_unlabelled(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import shift
+
+    src = tmp_path / "src"
+    for category, source in (("animal", "pets-cats"), ("animal", "wild-fox"), ("landscape", "intel-sea")):
+        (src / category).mkdir(parents=True, exist_ok=True)
+        for i in range(10):
+            (src / category / f"{source}_{i}.jpg").write_bytes(b"x")
+    labelled, unlabelled = shift.unlabelled_split(src, tmp_path / "split", ["wild-fox", "intel-sea"], 0.5)
+    given = sorted(p.name for p in unlabelled.iterdir())
+    kept = sorted(p.relative_to(labelled).as_posix() for p in labelled.rglob("*.jpg"))
+    assert given == sorted(f"{s}_{i}.jpg" for s in ("wild-fox", "intel-sea") for i in (1, 3, 5, 7, 9))  # every other one, flat
+    assert kept == sorted([f"animal/pets-cats_{i}.jpg" for i in range(10)] + [f"animal/wild-fox_{i}.jpg" for i in (0, 2, 4, 6, 8)]
+                          + [f"landscape/intel-sea_{i}.jpg" for i in (0, 2, 4, 6, 8)])
