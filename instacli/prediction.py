@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,9 +286,11 @@ def iter_predictions(
         yield predictor.rows(by_size, [names[i] for i in index], [meta[i] for i in index], errors, inputs.post_columns)
 
 
-def check_paths(folder: Path, out: Path, shards: bool = False) -> None:
+def check_paths(folder: Path, out: Path, shards: bool = False, metadata: Path | str | None = None) -> None:
     """Refuse a ``predict`` whose photos or output cannot be right, before any work. ``shards``: the
     engine may write a folder of Parquet shards (an ``--out`` without a suffix)."""
+    if metadata is not None and os.path.realpath(out) == os.path.realpath(metadata):  # --overwrite would replace the input
+        raise InstacliError(f"--out {out}: is the --metadata table; give the predictions another file name")
     if out.suffix not in FORMATS and not (shards and not out.suffix):
         folder_note = " (or no suffix: a folder of Parquet shards)" if shards else ""
         raise InstacliError(f"{out}: unknown output format; use a name ending in {', '.join(FORMATS)}{folder_note}")
@@ -429,7 +432,7 @@ def predict_folder(
     started = time.perf_counter()
     folder, out = Path(folder), Path(out)
     batch_size, workers = check_flag("--batch-size", batch_size, Count), check_flag("--workers", workers, NonNegativeInt)
-    check_paths(folder, out)
+    check_paths(folder, out, metadata=metadata)
     with output_lock(out):  # another predict to the same --out fails here, before any work
         check_writable_target(out, overwrite, "prediction file")
         photos = list_photos(folder, metadata, carousel)

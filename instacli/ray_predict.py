@@ -123,7 +123,7 @@ def predict_on_ray(
     started = time.perf_counter()
     folder, out = Path(folder), Path(out)
     batch_size = check_flag("--batch-size", batch_size, Count)
-    check_paths(folder, out, shards=True)
+    check_paths(folder, out, shards=True, metadata=metadata)
     with output_lock(out):
         check_writable_target(out, overwrite, "prediction output")
         photos = list_photos(folder, metadata, carousel)

@@ -245,6 +245,15 @@ def test_overwrite_replaces_only_an_earlier_output_of_the_same_kind(made: Simple
         assert run_cli("evaluate", made.run, "--data", made.data, "--out", evaluation, *again).code == 0
 
 
+def test_predict_never_writes_over_its_metadata_table(made: SimpleNamespace, tmp_path: Path, run_cli) -> None:
+    """``predict --metadata t.csv --out t.csv --overwrite`` replaced the input table with the predictions."""
+    table = tmp_path / "t.csv"
+    table.write_text("file_name,comments\nanimal/animal_00.jpg,3\n")
+    one_line_error(run_cli("predict", made.run, made.src, "--metadata", table, "--out", table, "--overwrite"),
+                   f"--out {table}: is the --metadata table")
+    assert table.read_text() == "file_name,comments\nanimal/animal_00.jpg,3\n"
+
+
 def test_compare_writes_into_no_folder_but_a_comparison(made: SimpleNamespace, tmp_path: Path, run_cli) -> None:
     """``compare --out .`` in a project folder replaced its report.md and results.json without a word."""
     (tmp_path / "report.md").write_text("mine")
