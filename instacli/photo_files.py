@@ -167,6 +167,8 @@ def open_photo(data: bytes) -> Image.Image:
     """``data`` opened (header only, nothing decoded yet) as a photo; refused unless its format is one
     of :func:`photo_formats` and its size is that of a photo (:data:`MAX_PIXELS`, :data:`MAX_ASPECT`)."""
     formats = photo_formats()
+    if not data:  # an interrupted download or copy
+        raise UnusableFile("unreadable: empty file (0 bytes); copy or download it again")
     try:
         image = Image.open(io.BytesIO(data), formats=formats)
     except Image.UnidentifiedImageError:

@@ -418,3 +418,11 @@ def test_predict_metadata_keyed_by_a_bare_name_shared_by_two_photos_is_refused(t
         predict_folder(tiny_run, tmp_path / "in", tmp_path / "p.csv", metadata=tmp_path / "meta.csv", workers=0)
     (tmp_path / "meta.csv").write_text("file_name,comments,shares\nd1/p.jpg,1,2\np.jpg,3,4\n")  # p.jpg now serves d2 alone
     assert predict_folder(tiny_run, tmp_path / "in", tmp_path / "p.csv", metadata=tmp_path / "meta.csv", workers=0).scored == 2
+
+
+def test_an_empty_photo_file_is_reported_as_empty(tmp_path: Path) -> None:
+    """A 0-byte file (an interrupted copy) was "not a photo in a supported format"."""
+    (tmp_path / "x.jpg").write_bytes(b"")
+    assert encode_photo(str(tmp_path / "x.jpg"), 256) == "unreadable: empty file (0 bytes); copy or download it again"
+    with pytest.raises(UnusableFile, match="empty file"):
+        decode_square(tmp_path / "x.jpg", 32)
