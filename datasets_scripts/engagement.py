@@ -268,7 +268,10 @@ def _resolve_columns(keys: list[str], mapping: dict[str, str], path: Path) -> di
     for alias in aliases:
         resolved[ALIASES[alias]] = only(by_lower[alias], ALIASES[alias])
     if "file_name" not in resolved:
-        raise InstacliError(f"{path}: no 'file_name' column; add one (photo path relative to SRC) or pick one with --map file_name=<column>")
+        # A table written with another delimiter (Excel in many locales writes ';') reads as one column.
+        other = next((d for d in (";", "\t", "|") if len(keys) == 1 and d in keys[0]), None)
+        hint = f" (its one column, {keys[0][:60]!r}, looks {other!r}-separated: save it comma-separated)" if other else ""
+        raise InstacliError(f"{path}: no 'file_name' column{hint}; add one (photo path relative to SRC) or pick one with --map file_name=<column>")
     return resolved
 
 

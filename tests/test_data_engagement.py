@@ -108,6 +108,8 @@ def test_table_without_likes_column_or_file_name(photo_tree: Path, tmp_path: Pat
         build_dataset(photo_tree, tmp_path / "d", engagement=_write_csv(tmp_path / "b.csv", "name,likes", ["x.jpg,1"]))
     with pytest.raises(InstacliError, match="both mean shares"):
         build_dataset(photo_tree, tmp_path / "d", engagement=_write_csv(tmp_path / "c.csv", "file_name,likes,distribution,distributions", ["x.jpg,1,1,1"]))
+    with pytest.raises(InstacliError, match="looks ';'-separated: save it comma-separated"):  # Excel's CSV in many locales
+        build_dataset(photo_tree, tmp_path / "d", engagement=_write_csv(tmp_path / "e.csv", "file_name;likes", ["x.jpg;1"]))
 
 
 def test_a_table_or_config_that_is_a_fifo_or_a_folder_says_so(photo_tree: Path, tmp_path: Path, run_cli) -> None:
