@@ -296,6 +296,8 @@ def check_paths(folder: Path, out: Path, shards: bool = False, metadata: Path | 
         raise InstacliError(f"{out}: unknown output format; use a name ending in {', '.join(FORMATS)}{folder_note}")
     if not folder.is_dir():
         raise InstacliError(f"{folder}: not a folder; pass the folder of photos to score")
+    if shards and not out.suffix and out.is_dir() and any(not entry.name.endswith(".parquet") for entry in out.iterdir()):
+        raise InstacliError(f"--out {out}: holds more than Parquet shards of an earlier predict; refusing to replace it, choose another path")
     if out.suffix and out.is_dir():  # --overwrite replaces a file, never a folder
         raise InstacliError(f"--out {out}: is a folder; give a file name, e.g. {out / ('predictions' + out.suffix)}")
     if is_run(folder):  # its plots are images too: `predict RUN1 RUN2` forgot the photos

@@ -87,6 +87,15 @@ def test_ray_writes_a_folder_of_parquet_shards_never_over_an_output(trained: Pat
     assert ignored.code == 2 and ignored.stderr.startswith("error: --workers:")  # Ray decodes in its own tasks: not silently dropped
 
 
+def test_a_folder_of_more_than_shards_is_never_replaced(trained: Path, photos: tuple[Path, Path], run_cli) -> None:
+    """``--engine ray --out PHOTOS --overwrite`` would have replaced the photo folder by the shards."""
+    folder, _ = photos
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    result = run_cli("predict", trained, folder, "--engine", "ray", "--out", folder, "--overwrite")
+    assert result.code == 2 and "holds more than Parquet shards" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+
+
 def test_missing_ray_is_one_line_naming_the_extra(trained: Path, photos: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_import = builtins.__import__
 
