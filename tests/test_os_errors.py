@@ -261,6 +261,14 @@ def test_compare_writes_into_no_folder_but_a_comparison(made: SimpleNamespace, t
                    f"--out {tmp_path}: exists and is not an instacli comparison folder (no results.json or runs/)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"] and (tmp_path / "report.md").read_text() == "mine"
 
+def test_compare_lists_a_run_given_twice_once(made: SimpleNamespace, tmp_path: Path, run_cli) -> None:
+    """``compare --runs RUN,RUN/`` evaluated the run twice and listed it twice."""
+    result = run_cli("compare", "--data", made.data, "--out", tmp_path / "cmp", "--runs", f"{made.run},{made.run}/", "--runs", made.run,
+                     "--no-baselines", "--quiet")
+    assert result.code == 0, result.stderr
+    assert len(json.loads((tmp_path / "cmp" / "results.json").read_text())["runs"]) == 1
+
+
 def test_an_unreadable_config_json_is_one_line(made: SimpleNamespace, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
     real_open = pathlib.Path.open
 

@@ -21,7 +21,7 @@ from instacli.settings import TrainSettings
 
 
 def _names(text: str | None, flag: str) -> list[str]:
-    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    names = list(dict.fromkeys(n.strip() for n in (text or "").split(",") if n.strip()))  # each once, in order
     if text is not None and not names:
         raise InstacliError(f"{flag} {text!r}: give comma-separated names, e.g. {flag} vit-scratch,efficientnet-lite0")
     return names
@@ -147,7 +147,11 @@ def compare_command(
 ) -> None:
     """Train encoder × regressor combinations on the same data, split, seeds and budget; evaluate all
     on the test split next to baselines; write results.json, report.md and report.html."""
-    run_paths = [Path(p.strip()) for value in runs or [] for p in value.split(",") if p.strip()]
+    unique: dict[Path, Path] = {}  # each folder once (by where it is), as first spelled
+    for value in runs or []:
+        for path in (Path(p.strip()) for p in value.split(",") if p.strip()):
+            unique.setdefault(path.resolve(), path)
+    run_paths = list(unique.values())
     encoder_names = _names(encoders, "--encoders") if encoders is not None else ([] if run_paths else list(DEFAULT_ENCODERS))
     regressor_names = _names(regressors, "--regressors") if regressors is not None else list(DEFAULT_REGRESSORS)
     models = [*encoder_names, *([SEED_PRESET_KEY] if include_seed_preset else [])]
