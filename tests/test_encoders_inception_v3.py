@@ -64,6 +64,8 @@ def test_wrong_state_dicts_are_user_errors(torchvision_state: tuple[Path, dict[s
         registry.encoders.create("inception-v3", pretrained=str(reshaped))
     with pytest.raises(InstacliError, match="do not exist"):
         registry.encoders.create("inception-v3", pretrained=str(tmp_path / "nope.pth"))
+    with pytest.raises(InstacliError, match="is a folder, not a state dict file"):  # it said "do not exist"
+        registry.encoders.create("inception-v3", pretrained=str(tmp_path))
 
 
 def test_imagenet_offline_without_cache_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

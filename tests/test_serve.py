@@ -255,3 +255,9 @@ def test_cli_serves_until_sigterm_and_exits_143(trained: Path, photos: Path) -> 
         server.kill()
     assert server.returncode == 143 and f"on http://127.0.0.1:{port}" in out
     assert err.strip() == "interrupted; nothing half-written was kept", err
+
+
+def test_an_ipv6_address_is_printed_in_brackets() -> None:
+    from instacli.cli.serve import url
+
+    assert url("::1", 8000) == "http://[::1]:8000" and url("127.0.0.1", 80) == "http://127.0.0.1:80"

@@ -15,6 +15,11 @@ app = typer.Typer()
 DEFAULTS = ServeLimits()
 
 
+def url(host: str, port: int) -> str:
+    """The address to open: an IPv6 host goes in brackets (``http://[::1]:8000``), as URLs require."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 @app.command("serve")
 def serve_command(
     run: Path = typer.Argument(..., help="Run folder written by `instacli train`."),
@@ -41,7 +46,7 @@ def serve_command(
     with listening:
         server_app = create_app(run, limits)
         port = listening.getsockname()[1]  # the one chosen for --port 0
-        console.print(f"serving {run} on http://{host}:{port} (docs: http://{host}:{port}/docs); Ctrl-C stops it", soft_wrap=True)
+        console.print(f"serving {run} on {url(host, port)} (docs: {url(host, port)}/docs); Ctrl-C stops it", soft_wrap=True)
         # Server.run, not uvicorn.run (which swallows KeyboardInterrupt): after its graceful shutdown, uvicorn raises
         # the signal again, so that Ctrl-C and SIGTERM end serve with 130 and 143 as they end every command
         uvicorn.Server(uvicorn.Config(server_app, host=host, port=port, log_level="warning")).run(sockets=[listening])

@@ -60,7 +60,8 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A torchvision Inception-v3 state dict from a ``.pth``/``.pt`` (tensors only) or ``.safetensors`` file."""
     if not path.is_file():
-        raise InstacliError(f"inception-v3: pretrained weights {path} do not exist; pass an existing state dict file or --pretrained imagenet")
+        what = "is a folder, not a state dict file" if path.is_dir() else "do not exist"
+        raise InstacliError(f"inception-v3: pretrained weights {path} {what}; pass an existing state dict file or --pretrained imagenet")
     try:
         return load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and safetensors errors all mean "not a usable state dict"
