@@ -68,6 +68,10 @@ class TrainResult:
     optimizer_steps: int = 0
 
 
+class TrainingDiverged(InstacliError):
+    """Not one epoch had a finite validation loss, so no weights were kept (``tune`` prunes such a trial)."""
+
+
 class TrainingStopped(Exception):
     """``should_stop`` ended a run before its first epoch finished: there is no model to keep."""
 
@@ -335,7 +339,7 @@ def _train(job: Job, wall_started: float) -> TrainResult:
             break
     train_seconds = time.perf_counter() - started
     if not state["best_epoch"]:  # not one finite validation loss, so no weights were saved (finish_run failed reading them)
-        raise InstacliError(f"{folder.path}: training diverged (validation loss {state['history'][-1]['val_loss']} after "
+        raise TrainingDiverged(f"{folder.path}: training diverged (validation loss {state['history'][-1]['val_loss']} after "
                             f"{len(state['history'])} epoch(s)), nothing was saved; train again with --overwrite and a lower --lr than {settings.lr:g}")
     finish_run(job, inputs, loop, state["history"])
     best = next(r for r in state["history"] if r["epoch"] == state["best_epoch"])

@@ -278,9 +278,12 @@ def tune(settings: TuneSettings, resume: bool = False, reporter: TuneReporter | 
             run_settings = base.model_copy(update={
                 **values, "out": run, "overwrite": False, "resume": False, "time_budget": max(min(budgets), 1e-3) if budgets else None,
             })
-            from instacli.training import train
+            from instacli.training import TrainingDiverged, train
 
-            result = train(run_settings, _Pruning(trial, settings.metric, reporter.trial_start(trial.number, trial.params)))
+            try:
+                result = train(run_settings, _Pruning(trial, settings.metric, reporter.trial_start(trial.number, trial.params)))
+            except TrainingDiverged:  # settings that blow up (a learning rate too high) are a hopeless trial, not the study's end
+                raise optuna.TrialPruned() from None
             trial.set_user_attr("epochs_run", result.epochs_run)
             trial.set_user_attr("best_epoch", result.best_epoch)
             return metric_value(result.best, settings.metric)

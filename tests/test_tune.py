@@ -82,6 +82,23 @@ def test_study_keeps_the_best_run_and_prunes_a_hopeless_trial(dataset: Path, tmp
     assert (out / "history.png").stat().st_size > 0
 
 
+def test_a_trial_whose_training_diverges_is_pruned_and_the_study_goes_on(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A diverged trial (no finite validation loss, so no weights) ended the whole study with its error."""
+    from instacli import training
+
+    real_train, calls = training.train, []
+
+    def first_diverges(settings: TrainSettings, reporter: object = None) -> object:
+        calls.append(settings.out)
+        if len(calls) == 1:
+            raise training.TrainingDiverged(f"{settings.out}: training diverged")
+        return real_train(settings, reporter)
+
+    monkeypatch.setattr(training, "train", first_diverges)
+    result = tune(TuneSettings(train=_base(dataset, epochs=1), out=tmp_path / "study", trials=2))
+    assert [t["state"] for t in result.trials] == ["PRUNED", "COMPLETE"] and result.best == result.trials[1]
+
+
 def test_time_budget_stops_the_study(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "study"
     started = time.perf_counter()
