@@ -26,7 +26,7 @@ from PIL import Image
 from instacli.errors import InstacliError
 from instacli.photo_files import check_photo_size, decode_or_reason, reason, square_of
 from instacli.prediction import Predictor, check_compatible, open_run, output_columns
-from instacli.settings import PREDICT_BATCH_SIZE
+from instacli.settings import PREDICT_BATCH_SIZE, ScoringBatch, check_flag
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,8 +68,9 @@ class Model:
             raise InstacliError(f"images: a {type(images).__name__} is no image; give an image or a list of them")
         items = [images] if isinstance(images, _ONE_IMAGE) else list(images)
         meta = _metadata_rows(metadata, len(items))
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
             raise InstacliError(f"batch_size={batch_size!r}: give a whole number of at least 1")
+        check_flag("batch_size", batch_size, ScoringBatch)
         rows: list[dict[str, Any]] = []
         for start in range(0, len(items), batch_size):
             batch = items[start : start + batch_size]

@@ -20,8 +20,7 @@ from instacli.launch import precision_autocast, resolve_mixed_precision
 from instacli.metrics import accuracy_by_group, classification_metrics, likes_metrics
 from instacli.model import LoadedRun, load_run
 from instacli.plots import plot_confusion, plot_likes, plot_reliability
-from instacli.registry import Count
-from instacli.settings import DECODE_WORKERS, EVALUATE_BATCH_SIZE, check_flag
+from instacli.settings import DECODE_WORKERS, EVALUATE_BATCH_SIZE, ScoringBatch, check_flag
 from instacli.split_arrays import SplitArrays, load_split_arrays
 
 
@@ -115,7 +114,7 @@ def evaluate(
 
     run_paths = [Path(run_path)] if isinstance(run_path, (str, Path)) else [Path(p) for p in run_path]
     data = Path(data)
-    batch_size, workers = check_flag("--batch-size", batch_size, Count), check_flag("--workers", workers, NonNegativeInt)
+    batch_size, workers = check_flag("--batch-size", batch_size, ScoringBatch), check_flag("--workers", workers, NonNegativeInt)
     if out is not None:
         check_writable_target(Path(out), overwrite, "evaluation folder", METRICS)
     elif len(run_paths) > 1:

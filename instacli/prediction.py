@@ -28,9 +28,8 @@ from instacli.io import atomic_file, check_writable_target, output_lock
 from instacli.launch import precision_autocast, resolve_mixed_precision
 from instacli.model import LoadedRun, load_run
 from instacli.photo_files import relative_name
-from instacli.registry import Count
 from instacli.run_folder import CONFIG, is_run
-from instacli.settings import DECODE_WORKERS, PREDICT_BATCH_SIZE, check_flag, usable_cores
+from instacli.settings import DECODE_WORKERS, PREDICT_BATCH_SIZE, ScoringBatch, check_flag, usable_cores
 
 if TYPE_CHECKING:
     from instacli_datasets.folder import Skipped
@@ -433,7 +432,7 @@ def predict_folder(
 
     started = time.perf_counter()
     folder, out = Path(folder), Path(out)
-    batch_size, workers = check_flag("--batch-size", batch_size, Count), check_flag("--workers", workers, NonNegativeInt)
+    batch_size, workers = check_flag("--batch-size", batch_size, ScoringBatch), check_flag("--workers", workers, NonNegativeInt)
     check_paths(folder, out, metadata=metadata)
     with output_lock(out):  # another predict to the same --out fails here, before any work
         check_writable_target(out, overwrite, "prediction file")

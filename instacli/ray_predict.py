@@ -115,14 +115,13 @@ def predict_on_ray(
 
     from instacli.ensemble import check_compatible
     from instacli.prediction import PhotoInputs, Tally, _writer, check_paths, list_photos, open_run
-    from instacli.registry import Count
-    from instacli.settings import check_flag
+    from instacli.settings import ScoringBatch, check_flag
 
     ray = _ray()
     _check_reachable(address)
     started = time.perf_counter()
     folder, out = Path(folder), Path(out)
-    batch_size = check_flag("--batch-size", batch_size, Count)
+    batch_size = check_flag("--batch-size", batch_size, ScoringBatch)
     check_paths(folder, out, shards=True, metadata=metadata)
     with output_lock(out):
         check_writable_target(out, overwrite, "prediction output")

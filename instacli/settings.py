@@ -20,6 +20,11 @@ from instacli.registry import Count, ImageSize, PositiveFloat
 PREDICT_BATCH_SIZE = 64
 #: Photos per forward pass of ``evaluate``, whose split is already decoded: only the model's memory bounds it.
 EVALUATE_BATCH_SIZE = 128
+#: Photos per forward pass when scoring: a batch holds that many decoded squares (0.2 MB each at 256 px)
+#: and the network's activations for them (tens of MB each for the larger encoders), so
+#: ``predict --batch-size 1000000`` on a big folder exhausted memory; 4,096 is far past where a CPU
+#: or GPU batch stops getting faster.
+ScoringBatch = Annotated[int, Field(ge=1, le=4096)]
 #: DataLoader processes that decode photos beside the model (``prediction.decode_workers`` keeps a core for the model).
 DECODE_WORKERS = 2
 #: A learning rate of AdamW: above 1 it only diverges (``--lr 1e39`` overflowed float32 inside the optimizer: a traceback).
@@ -166,7 +171,7 @@ class ServeLimits(BaseModel):
     #: Most photos in one request.
     max_files: Count = 16
     #: Most photos in one forward pass, gathered from concurrent requests.
-    max_batch: Count = 32
+    max_batch: ScoringBatch = 32
     #: How long a photo waits for others to share its forward pass (milliseconds): small next to a forward pass.
     max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
 

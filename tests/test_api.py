@@ -132,3 +132,5 @@ def test_metadata_as_a_series_strings_or_nullable_ints_answers_as_numbers(traine
 def test_a_batch_size_that_is_no_whole_number_is_refused(trained: Path) -> None:
     with pytest.raises(InstacliError, match="batch_size=1.5"):
         instacli.load(trained).predict([np.zeros((8, 8, 3), dtype=np.uint8)], batch_size=1.5)
+    with pytest.raises(InstacliError, match="batch_size 10000000: Input should be less than or equal to 4096"):
+        instacli.load(trained).predict([np.zeros((8, 8, 3), dtype=np.uint8)], batch_size=10_000_000)

@@ -118,6 +118,7 @@ def test_a_training_that_diverged_says_so(tiny_run: dict[str, Path], tmp_path: P
 @pytest.mark.parametrize("flag, value, words", [
     ("--batch-size", "0", "--batch-size 0: Input should be greater than or equal to 1"),
     ("--batch-size", "-4", "--batch-size -4: Input should be greater than or equal to 1"),
+    ("--batch-size", "1000000", "--batch-size 1000000: Input should be less than or equal to 4096"),  # held a million photos at once
     ("--workers", "-3", "--workers -3: Input should be greater than or equal to 0"),
 ])
 def test_predict_and_evaluate_flags_out_of_range(tiny_run: dict[str, Path], tmp_path: Path, run_cli, command: str, flag: str, value: str, words: str) -> None:

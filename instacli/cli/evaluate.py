@@ -75,7 +75,7 @@ def evaluate_command(
     runs: list[Path] = typer.Argument(..., metavar="RUN", help="Run folder(s) written by `instacli train` (several: an ensemble; needs --out)."),
     data: Path = typer.Option(..., "--data", help="Dataset folder, or a folder with one sub-folder of photos per category."),
     split: str = typer.Option("test", help="Split of a saved dataset (ignored for a plain folder)."),
-    batch_size: int = typer.Option(EVALUATE_BATCH_SIZE, help="Images per batch."),
+    batch_size: int = typer.Option(EVALUATE_BATCH_SIZE, help="Images per batch (1–4096)."),
     workers: int = typer.Option(DECODE_WORKERS, help="Processes that decode images."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     tta: bool = typer.Option(False, "--tta", help=TTA_HELP),

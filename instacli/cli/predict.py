@@ -40,7 +40,7 @@ def predict_command(
     column_map: Optional[list[str]] = typer.Option(None, "--map", help="Column names of --metadata, e.g. file_name=img,comments=n_comments (repeatable)."),
     out: Path = typer.Option(Path("predictions.csv"), "--out",
                              help="Output file: .csv, .jsonl or .parquet; with --engine ray, no suffix: a folder of Parquet shards."),
-    batch_size: int = typer.Option(PREDICT_BATCH_SIZE, help="Images per batch."),
+    batch_size: int = typer.Option(PREDICT_BATCH_SIZE, help="Images per batch (1–4096)."),
     workers: int = typer.Option(DECODE_WORKERS, help="Processes that decode images."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     tta: bool = typer.Option(False, "--tta", help=TTA_HELP),
