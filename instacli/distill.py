@@ -79,7 +79,7 @@ def teacher_model(spec: str, class_names: list[str], scaler: dict) -> tuple[Mult
         return run.model.requires_grad_(False).eval(), run.config, False
     if not registry.encoders.knows(spec):
         raise InstacliError(
-            f"--distill-from {spec}: neither a run folder nor an encoder; give a trained run, none, or one of "
+            f"--distill-from {spec}: neither a run folder nor an encoder; give a trained run or one of "
             f"{', '.join(registry.encoders.names() + registry.encoders.prefix_names())}"
         )
     config = ModelConfig(

@@ -124,27 +124,29 @@ def transfer_set(
         embeddings = cached_embeddings(split, teacher.encoder, config.encoder_options, precision, settings, accelerator, reporter, f"teacher {config.encoder}")
         fit_category_probe(teacher, embeddings, split.labels)
     files = transfer_files(settings.distill_photos)
-    teacher_images, unreadable = decoded_files(files, teacher.encoder.preprocess.resize_size, settings.workers)
-    student_images, _ = decoded_files(files, student.resize_size, settings.workers)
-    if not len(student_images):
+    teacher_images, readable = decoded_files(files, teacher.encoder.preprocess.resize_size, settings.workers)
+    if not readable:
         raise InstacliError(f"--distill-photos {','.join(settings.distill_photos)}: no readable photo; give folders of photos")
-    skipped = f" ({unreadable} unreadable files skipped)" if unreadable else ""
+    student_images, again = decoded_files(readable, student.resize_size, settings.workers)
+    if again != readable:  # each answer must stay beside its photo
+        raise InstacliError(f"--distill-photos: {len(readable) - len(again)} photos changed while they were read; run again")
+    skipped = f" ({len(files) - len(readable)} unreadable files skipped)" if len(readable) < len(files) else ""
     boxes = view_boxes(len(student_images), student, settings.seed)
     with reporter.stage(f"teacher {config.encoder} labels {VIEWS} crops of {len(student_images)} transfer photos{skipped}", len(student_images)) as advance:
         answers = view_probabilities(teacher.to(device), config.temperature, teacher_images, boxes, device, precision, on_batch=advance)
     return TransferSet(student_images, boxes, answers)
 
 
-def decoded_files(files: list[Path], size: int, workers: int) -> tuple[torch.Tensor, int]:
-    """The readable ``files`` as uint8 squares of ``size`` (in order), and how many were unreadable."""
+def decoded_files(files: list[Path], size: int, workers: int) -> tuple[torch.Tensor, list[Path]]:
+    """The readable ``files`` as uint8 squares of ``size``, and those files (in order)."""
     from instacli.prediction import decoded_batches
 
-    images, unreadable = [], 0
-    for batch, _, errors in decoded_batches(files, size, 64, workers):
-        readable = torch.tensor([not error for error in errors], dtype=torch.bool)
-        images.append(batch[readable])
-        unreadable += int((~readable).sum())
-    return torch.cat(images) if images else torch.empty(0, 3, size, size, dtype=torch.uint8), unreadable
+    images, readable = [], []
+    for batch, rows, errors in decoded_batches(files, size, 64, workers):
+        kept = torch.tensor([not error for error in errors], dtype=torch.bool)
+        images.append(batch[kept])
+        readable += [files[int(row)] for row, ok in zip(rows, kept) if ok]
+    return torch.cat(images) if images else torch.empty(0, 3, size, size, dtype=torch.uint8), readable
 
 
 def training_augmentation(settings: TrainSettings, config: ModelConfig, model: MultiTaskModel, accelerator: Accelerator) -> Augmentation:
