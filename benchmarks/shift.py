@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,40 +78,38 @@ def make_folds(by_category: dict[str, list[str]], n_folds: int) -> list[list[str
     return folds
 
 
-def quick_subset(src: Path, dest: Path, per_source: int) -> Path:
-    """``dest/<category>/`` with symlinks to the first ``per_source`` photos of every source of ``src`` (made once)."""
+def linked_once(src: Path, dest: Path, place: Callable[[Path, int], str | None]) -> Path:
+    """``dest`` with a symlink to each photo of ``src`` at ``place(photo, n)`` (a path under ``dest``,
+    or None to leave it out; ``n``: the photo's count within its source, from 1), made once and whole."""
     if dest.is_dir():
         return dest
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted invocation
-    taken: dict[str | None, int] = defaultdict(int)
+    seen: dict[str | None, int] = defaultdict(int)
     for photo in common.photos(src):
-        taken[source_of(photo.name)] += 1
-        if taken[source_of(photo.name)] <= per_source:
-            (tmp / photo.parent.name).mkdir(parents=True, exist_ok=True)
-            (tmp / photo.parent.name / photo.name).symlink_to(photo.resolve())
+        seen[source_of(photo.name)] += 1
+        if (where := place(photo, seen[source_of(photo.name)])) is not None:
+            (tmp / where).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / where).symlink_to(photo.resolve())
     tmp.rename(dest)
     return dest
+
+
+def quick_subset(src: Path, dest: Path, per_source: int) -> Path:
+    """``dest/<category>/`` with symlinks to the first ``per_source`` photos of every source of ``src`` (made once)."""
+    return linked_once(src, dest, lambda photo, n: f"{photo.parent.name}/{photo.name}" if n <= per_source else None)
 
 
 def unlabelled_split(src: Path, dest: Path, holdout: list[str], share: float) -> tuple[Path, Path]:
     """(photo folder to build from, folder of unlabelled photos): ``share`` of each held-out source's
     photos (dealt in turn) go, without their category folder, to the second; the rest stay (symlinks, made once)."""
-    labelled, unlabelled = dest / "labelled", dest / "unlabelled"
-    if dest.is_dir():
-        return labelled, unlabelled
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted invocation
-    seen: dict[str | None, int] = defaultdict(int)
-    for photo in common.photos(src):
-        source = source_of(photo.name)
-        i = seen[source] = seen[source] + 1
-        given = source in holdout and int(i * share) > int((i - 1) * share)
-        link = tmp / "unlabelled" / photo.name if given else tmp / "labelled" / photo.parent.name / photo.name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(photo.resolve())
-    tmp.rename(dest)
-    return labelled, unlabelled
+
+    def place(photo: Path, n: int) -> str:
+        given = source_of(photo.name) in holdout and int(n * share) > int((n - 1) * share)
+        return f"unlabelled/{photo.name}" if given else f"labelled/{photo.parent.name}/{photo.name}"
+
+    linked_once(src, dest, place)
+    return dest / "labelled", dest / "unlabelled"
 
 
 def fold_dataset(src: Path, out: Path, holdout: list[str]) -> tuple[Path, float | None]:
