@@ -35,8 +35,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The fix :meth:`Registry.create` gives for options that do not fit together (a run's config.json has its own).
 FIX_OPTIONS = "fix its options"
 
-#: Options that the trainer fills in itself; they are not user-facing.
-_INTERNAL_OPTIONS = {"embed_dim", "num_features"}
+#: Options that the trainer or a saved run fills in itself; they are not user-facing.
+_INTERNAL_OPTIONS = {"embed_dim", "num_features", "imagenet_head"}
 
 # Types for the options of plugin factories: a factory annotates its parameters with them (or any
 # pydantic-understood ``Annotated``/``Literal`` type) and the registry refuses a value outside them.

@@ -209,14 +209,16 @@ def parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any] | None:
 def apply_recipe(settings: TrainSettings) -> TrainSettings:
     """Fill the settings the user left unset (``None``) from the encoder's registered recipe.
 
-    A recipe that freezes the encoder is for its pretrained weights: with ``--pretrained none``
-    (random weights) a frozen encoder would give the heads noise, so such an encoder is trained.
+    A recipe that freezes the encoder is for its pretrained weights: with random ones (``--pretrained
+    none``, or an encoder such as ``timm:`` whose default is random) a frozen encoder would give the
+    heads noise, so such an encoder is trained.
     """
     from instacli import registry  # plugins load on the first lookup, not when settings are read
 
-    recipe = {"freeze_encoder": False, **registry.encoders.get(settings.encoder).recipe}  # without one: fine-tune
-    options = encoder_options(settings)
-    if "pretrained" in options and str(options["pretrained"]).lower() == "none":
+    entry = registry.encoders.get(settings.encoder)
+    recipe = {"freeze_encoder": False, **entry.recipe}  # without one: fine-tune
+    pretrained = encoder_options(settings).get("pretrained", entry.options().get("pretrained"))
+    if str(pretrained).lower() in ("none", "false"):  # random weights (``-E pretrained=false`` arrives as a bool)
         recipe["freeze_encoder"] = False
     unset = {key: value for key, value in recipe.items() if key in TrainSettings.model_fields and getattr(settings, key) is None}
     return settings.model_copy(update=unset)

@@ -106,7 +106,7 @@ def test_timm_random_init_trains_and_predict_reproduces_evaluate(dataset: Path, 
     data_config = timm.data.resolve_model_data_config(timm.create_model("resnet10t"))
     assert config["encoder"] == "timm:resnet10t"
     assert config["encoder_options"] == {"pretrained": None, "image_size": 32, "drop_path": 0.0, "mean": list(data_config["mean"]),
-                                         "std": list(data_config["std"]), "crop_pct": data_config["crop_pct"]}
+                                         "std": list(data_config["std"]), "crop_pct": data_config["crop_pct"], "imagenet_head": False}
     assert config["preprocess"]["crop_pct"] == 0.875 and load_run(run).model.encoder.embed_dim == 512
 
     evaluated = run_cli("evaluate", run, "--data", photos, "--json")
@@ -124,7 +124,7 @@ def checkpoint_run(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     source = timm.create_model("test_resnet").state_dict()  # with its 1000-class classifier, which the encoder drops
     save_file(source, str(root / "weights.safetensors"))
     train(TrainSettings(data=dataset, out=root / "run", encoder="timm:test_resnet", pretrained=str(root / "weights.safetensors"),
-                        image_size=32, freeze_encoder=True, epochs=1, batch_size=4, workers=0))
+                        image_size=32, epochs=1, batch_size=4, workers=0))  # the recipe of pretrained weights: frozen, with the prior
     (root / "weights.safetensors").unlink()
     return root / "run", source
 
@@ -150,6 +150,43 @@ def test_timm_pretrained_checkpoint_loads_offline_and_the_run_no_longer_needs_it
     save_file(timm.create_model("test_efficientnet").state_dict(), str(other))
     with pytest.raises(InstacliError, match=r"^timm:test_resnet: .*other.safetensors does not fit this model"):
         registry.encoders.create("timm:test_resnet", pretrained=str(other))
+
+
+@pytest.mark.parametrize(("name", "size"), [("test_resnet", 32), ("test_convnext", 32), ("test_vit", None)])
+def test_timm_imagenet_weights_keep_their_classifier_as_the_imagenet_head(name: str, size: int | None, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    full = timm.create_model(name).eval()
+    heads = tuple(f"{head}." for head in [full.pretrained_cfg["classifier"]])
+    checkpoints = {
+        "with its classifier": full.state_dict(),
+        "without": {key: value for key, value in full.state_dict().items() if not key.startswith(heads)},
+        "with another number of classes": timm.create_model(name, num_classes=3).state_dict(),
+    }
+    pixels = torch.randn(2, 3, size or full.pretrained_cfg["input_size"][-1], size or full.pretrained_cfg["input_size"][-1])
+    for kind, state in checkpoints.items():
+        save_file(state, str(tmp_path / "w.safetensors"))
+        encoder = registry.encoders.create(f"timm:{name}", pretrained=str(tmp_path / "w.safetensors"), image_size=size).eval()
+        if kind == "with its classifier":  # the pretrained network's own ImageNet logits, from the embedding
+            assert torch.allclose(encoder.imagenet_head(encoder(pixels)), full(pixels), atol=1e-4)
+        else:
+            assert encoder.imagenet_head is None, kind
+    assert registry.encoders.create(f"timm:{name}", image_size=size).imagenet_head is None  # random weights know no class
+
+
+def test_timm_pretrained_weights_get_the_frozen_probe_with_the_prior_and_random_ones_are_trained(checkpoint_run: tuple[Path, dict]) -> None:
+    from instacli.settings import apply_recipe
+
+    run, source = checkpoint_run
+    config = json.loads((run / "config.json").read_text())
+    assert config["semantic_prior"] == "grouped" and config["encoder_options"]["imagenet_head"] is True
+    settings = json.loads((run / "settings.json").read_text())
+    assert settings["freeze_encoder"] is True
+    encoder = load_run(run).model.encoder.eval()  # rebuilt with the head's slot, filled by the run's weights
+    full = timm.create_model("test_resnet").eval()
+    full.load_state_dict(source)
+    pixels = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(encoder.imagenet_head(encoder(pixels)), full(pixels), atol=1e-4)
+    assert apply_recipe(TrainSettings(data=run, encoder="timm:test_resnet")).freeze_encoder is False
 
 
 def test_timm_runs_name_their_grad_cam_layer(checkpoint_run: tuple[Path, dict], photos: Path) -> None:

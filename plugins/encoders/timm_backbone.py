@@ -10,6 +10,12 @@ for timm's own pretrained weights (downloaded through timm's hub loading, or rea
 or a local checkpoint file (``.safetensors``, ``.pth``) or folder of one, read offline. A trained
 run stores ``pretrained=None``: reloading it builds the architecture with random weights, which the
 run's own safetensors then replace, so no download happens again.
+
+Pretrained weights for ImageNet-1k's 1000 classes (timm's own, or a checkpoint that holds the
+classifier) keep that classifier, frozen, as ``imagenet_head``, and the prefix's recipe is
+efficientnet-lite0's: a frozen probe reading the semantic prior (:mod:`instacli.semantic`), the
+recipe that generalizes best to photos of new kinds (README, shift benchmark). Random weights are
+trained end to end, as ``apply_recipe`` does for any encoder without pretrained weights.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from instacli.registry import DropRate, ImageSize, register_encoder_prefix
 HUB = {"true"}
 #: Values meaning "random initialization".
 NONE = {"none", "false"}
+#: Classes of ImageNet-1k, whose classifier the semantic prior reads.
+IMAGENET_CLASSES = 1000
 #: The checkpoint read from a folder: what timm's ``save_for_hf`` and transformers' ``save_pretrained`` write.
 FOLDER_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -51,9 +59,10 @@ def check_model_name(model_name: str) -> None:
     )
 
 
-def load_checkpoint(model: nn.Module, model_name: str, path: Path) -> None:
+def load_checkpoint(model: nn.Module, model_name: str, path: Path) -> bool:
     """Load a local checkpoint (a file, or a folder holding one) into ``model`` strictly: every
-    tensor of the network must be there; only a classifier the encoder does not use may be extra."""
+    tensor of the network must be there; a classifier may be missing, or extra (another number of
+    classes). Returns whether ``model``'s own classifier was loaded."""
     if path.is_dir():
         path = next((path / name for name in FOLDER_FILES if (path / name).is_file()), path / FOLDER_FILES[0])
     if not path.is_file():
@@ -68,22 +77,30 @@ def load_checkpoint(model: nn.Module, model_name: str, path: Path) -> None:
         raise InstacliError(f"timm:{model_name}: {unreadable_checkpoint(path, exc)}; pass a .safetensors/.pth state dict saved from "
                             f"{model_name}, or true for timm's own pretrained weights") from None
     classifier = model.pretrained_cfg.get("classifier") or ()
-    heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    heads = tuple(f"{head}." for head in ((classifier,) if isinstance(classifier, str) else classifier))
+    own = model.state_dict()
+    state = {key: value for key, value in state.items() if not (key.startswith(heads) and key in own and value.shape != own[key].shape)}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # a tensor of the wrong shape
         detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), exception_line(exc))
         raise InstacliError(f"timm:{model_name}: {path} does not fit this model ({detail}); pass a checkpoint of {model_name}") from None
-    unexpected = [key for key in unexpected if not key.startswith(tuple(f"{head}." for head in heads))]
+    head_missing = [key for key in missing if key.startswith(heads)]
+    missing = [key for key in missing if not key.startswith(heads)]
+    unexpected = [key for key in unexpected if not key.startswith(heads)]
     if missing or unexpected:
         raise InstacliError(
             f"timm:{model_name}: {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
             f"pass a checkpoint of {model_name}"
         )
+    return bool(heads) and not head_missing and any(key.startswith(heads) for key in own)
 
 
-def build_network(model_name: str, pretrained: bool | str | None, image_size: int | None, drop_path: float) -> nn.Module:
-    """timm's ``model_name`` without classifier, weights per ``pretrained`` (see the module docstring).
+def build_network(
+    model_name: str, pretrained: bool | str | None, image_size: int | None, drop_path: float, imagenet_head: bool = False,
+) -> tuple[nn.Module, nn.Module | None]:
+    """timm's ``model_name`` without classifier, weights per ``pretrained`` (see the module docstring),
+    and its ImageNet-1k classifier where those weights have one (or, rebuilt from a run, ``imagenet_head``).
 
     Models with a fixed input size (ViTs: position embeddings) are built for ``image_size``; timm
     resamples pretrained position embeddings to it. Convolutional ones take any size as they are.
@@ -94,8 +111,9 @@ def build_network(model_name: str, pretrained: bool | str | None, image_size: in
     cfg = get_pretrained_cfg(model_name)
     if image_size is not None and cfg is not None and cfg.fixed_input_size:
         kwargs["img_size"] = image_size
+    imagenet = cfg is not None and cfg.num_classes == IMAGENET_CLASSES and (imagenet_head or choice not in NONE)
     try:
-        model = timm.create_model(model_name, pretrained=choice in HUB, num_classes=0, **kwargs)
+        model = timm.create_model(model_name, pretrained=choice in HUB, num_classes=IMAGENET_CLASSES if imagenet else 0, **kwargs)
     except TypeError as exc:  # e.g. a model without stochastic depth given drop_path
         raise InstacliError(f"timm:{model_name}: {exception_line(exc)}; leave that option out for this model") from None
     except (OSError, RuntimeError) as exc:  # offline, not cached, or no pretrained weights for this name
@@ -104,17 +122,22 @@ def build_network(model_name: str, pretrained: bool | str | None, image_size: in
             "(or a filled Hugging Face cache): go online, or pass --pretrained a local checkpoint, or leave --pretrained out for random weights"
         ) from None
     if choice not in HUB | NONE:
-        load_checkpoint(model, model_name, Path(str(pretrained)).expanduser())
-    return model
+        imagenet = load_checkpoint(model, model_name, Path(str(pretrained)).expanduser()) and imagenet
+    if not imagenet:
+        return model, None
+    head = model.get_classifier()
+    model.reset_classifier(0)  # the network now gives its pooled pre-logits features, which ``head`` maps to logits
+    return model, head.requires_grad_(False) if isinstance(head, nn.Module) else None
 
 
 class TimmEncoder(ImageEncoder):
     """A timm model without classifier: pixels → pooled pre-logits features."""
 
-    def __init__(self, net: nn.Module, preprocess: Preprocess) -> None:
+    def __init__(self, net: nn.Module, preprocess: Preprocess, imagenet_head: nn.Module | None) -> None:
         super().__init__()
         self.net = net
         self.preprocess = preprocess
+        self.imagenet_head = imagenet_head
         # the pooled features' width: after the head's hidden layer where the model has one (MobileNetV3)
         self.embed_dim = int(getattr(net, "head_hidden_size", None) or net.num_features)
 
@@ -135,6 +158,7 @@ class TimmEncoder(ImageEncoder):
     "timm",
     description="any timm model by name, e.g. timm:resnet50 (names: timm.list_models('*pattern*'))",
     pretrained="none by default; true: timm's own (downloads once); or a local checkpoint",
+    recipe={"freeze_encoder": True, "semantic_prior": "grouped"},  # for pretrained weights; random ones are trained
 )
 def timm_encoder(
     model_name: str,
@@ -146,18 +170,20 @@ def timm_encoder(
     mean: tuple[float, float, float] | None = None,
     std: tuple[float, float, float] | None = None,
     crop_pct: Annotated[float, Field(gt=0, le=1)] | None = None,
+    imagenet_head: bool = False,
 ) -> TimmEncoder:
     """timm model ``model_name`` (a ``.tag`` picks its pretrained weights); preprocessing from timm's
-    data config unless given. ``image_size`` defaults to the model's pretrained input size."""
-    net = build_network(model_name, pretrained, image_size, drop_path)
+    data config unless given. ``image_size`` defaults to the model's pretrained input size.
+    ``imagenet_head`` is set by a trained run whose weights hold the ImageNet classifier."""
+    net, head = build_network(model_name, pretrained, image_size, drop_path, imagenet_head)
     data = resolve_model_data_config(net)
     preprocess = Preprocess(
         image_size=image_size or int(data["input_size"][-1]),
         mean=tuple(mean or data["mean"]), std=tuple(std or data["std"]), crop_pct=crop_pct or float(data["crop_pct"]),
     )
-    encoder = TimmEncoder(net, preprocess)
+    encoder = TimmEncoder(net, preprocess, head)
     encoder.saved_options = dict(
         pretrained=None, image_size=preprocess.image_size, drop_path=drop_path,
-        mean=list(preprocess.mean), std=list(preprocess.std), crop_pct=preprocess.crop_pct,
+        mean=list(preprocess.mean), std=list(preprocess.std), crop_pct=preprocess.crop_pct, imagenet_head=head is not None,
     )
     return encoder
