@@ -199,7 +199,13 @@ def test_timm_runs_name_their_grad_cam_layer(checkpoint_run: tuple[Path, dict], 
     maps, _ = category_heatmaps(run, images)
     assert maps.shape == (3, 32, 32) and 0 <= maps.min() and maps.max() <= 1
     vit = registry.encoders.create("timm:test_vit", image_size=32)
-    assert vit.cam_layer() == (vit.net.blocks[-1], 1)  # tokens, the class token first
+    module, prefix = vit.cam_layer()
+    assert (module, prefix) == (vit.net.blocks[-1].norm1, 1)  # tokens, the class token first
+    seen = []
+    module.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    embedding = vit(torch.randn(1, 3, 32, 32))  # the class token: the last block's output patches never reach it (all-zero maps)
+    (gradient,) = torch.autograd.grad((embedding * torch.randn_like(embedding)).sum(), seen[0])
+    assert gradient[:, prefix:].abs().sum() > 0
     assert registry.encoders.create("timm:test_mambaout", image_size=32).cam_layer() is None  # channels last
 
 
@@ -255,3 +261,16 @@ def test_hf_run_reloads_without_its_checkpoint_folder(dataset: Path, photos: Pat
     pixels = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():
         assert torch.equal(after.model.encoder(pixels), before.model.encoder(pixels))
+
+    from instacli.decode_cache import decode_square
+    from instacli.explain import category_heatmaps
+
+    # explain: Grad-CAM on the tokens entering the last layer (after it the patches no longer reach the
+    # class token the embedding is), the class token dropped (it said "does not name a layer")
+    module, prefix = after.model.encoder.cam_layer()
+    assert prefix == 1 and any(module is m for m in after.model.encoder.model.layers[-1].modules())  # inside the last layer
+    images = torch.stack([torch.from_numpy(decode_square(path, after.preprocess.resize_size)) for path in sorted(photos.rglob("*.jpg"))[:2]])
+    maps, _ = category_heatmaps(after, images)
+    assert maps.shape == (2, 32, 32) and 0 <= maps.min() and maps.max() <= 1
+    convnext = registry.encoders.create(f"hf:{save_tiny_hf(TINY_HF_DIR / 'convnext')}")
+    assert convnext.cam_layer() == (convnext.model.encoder.stages[-1], 0)  # its last feature maps

@@ -24,6 +24,7 @@ built: it is the slowest import in the project and listing the registry must not
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -161,6 +162,34 @@ class HFBackbone(ImageEncoder):
         if self.pooling != "pooler" and isinstance(getattr(model, "pooler", None), nn.Module):
             model.pooler.requires_grad_(False)  # unused: no optimizer step, and no DDP "unused parameter" error
         self.embed_dim = int(_pool(probe, self.pooling).shape[1])
+
+    def cam_layer(self) -> tuple[nn.Module, int] | None:
+        """The last module whose output has the shape of the model's ``last_hidden_state`` (feature maps
+        ``(B, C, H, W)``, or tokens: class/register tokens, then a square grid of patches) and whose
+        patches reach the embedding, found by one forward and backward with every module hooked
+        (transformers names them differently per family). With CLS pooling that is the last layer's
+        input norm: after it, the patch tokens no longer reach the class token, and Grad-CAM there
+        would be all zero. None when no module gives such a plain tensor."""
+        size = self.preprocess.image_size
+        generator = torch.Generator().manual_seed(0)
+        pixels = torch.randn(1, 3, size, size, generator=generator).requires_grad_(True)  # gradients even when frozen
+        seen: list[tuple[nn.Module, torch.Tensor]] = []
+        handles = [module.register_forward_hook(lambda m, _in, out: seen.append((m, out)) if isinstance(out, torch.Tensor) else None)
+                   for module in self.model.modules() if module is not self.model]
+        was_training = self.model.training
+        try:
+            output = self.model.eval()(pixel_values=pixels, **self.extra)
+        finally:
+            self.model.train(was_training)
+            for handle in handles:
+                handle.remove()
+        shape = output.last_hidden_state.shape
+        prefix = shape[1] - math.isqrt(shape[1]) ** 2 if len(shape) == 3 else 0
+        candidates = [(module, out) for module, out in seen if out.shape == shape and out.requires_grad]
+        embedding = _pool(output, self.pooling)  # a random direction of it: the sum of a normed vector has no gradient
+        grads = torch.autograd.grad((embedding * torch.randn(embedding.shape, generator=generator)).sum(), [out for _, out in candidates], allow_unused=True)
+        reached = [module for (module, _), grad in zip(candidates, grads) if grad is not None and grad[:, prefix:].abs().sum() > 0]
+        return (reached[-1], prefix) if reached else None
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return _pool(self.model(pixel_values=pixels, **self.extra), self.pooling)

@@ -143,12 +143,16 @@ class TimmEncoder(ImageEncoder):
 
     def cam_layer(self) -> tuple[nn.Module, int] | None:
         """The last stage timm lists in the model's ``feature_info``: feature maps ``(B, C, H, W)`` of a
-        conv net, or a ViT's tokens with its ``num_prefix_tokens`` (class, distillation, register) first.
+        conv net, or a ViT's tokens with its ``num_prefix_tokens`` (class, distillation, register) first
+        (the tokens entering its last block when the class token is the embedding).
         None for channels-last models (Swin, MambaOut: ``output_fmt`` NHWC), which Grad-CAM would misread."""
         info = getattr(self.net, "feature_info", None)
         if not info or getattr(self.net, "output_fmt", "NCHW") != "NCHW":
             return None
-        return self.net.get_submodule(info[-1]["module"]), int(getattr(self.net, "num_prefix_tokens", 0))
+        module, prefix = self.net.get_submodule(info[-1]["module"]), int(getattr(self.net, "num_prefix_tokens", 0))
+        if prefix and getattr(self.net, "global_pool", None) == "token" and isinstance(getattr(module, "norm1", None), nn.Module):
+            module = module.norm1  # the embedding is the class token: after the last block's attention no patch reaches it
+        return module, prefix
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.net(pixels)
