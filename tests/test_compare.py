@@ -247,6 +247,12 @@ def test_parse_overrides() -> None:
         parse_overrides(["vit-scratch.widht=64"], models)
     with pytest.raises(InstacliError, match="decided by compare"):
         parse_overrides(["vit-scratch.seed=3"], models)
+    # a timm tag has dots of its own: it said "'timm:test_resnet' is not compared here"
+    tagged = parse_overrides(["timm:test_resnet.r160_in1k.lr=0.01", "timm:test_resnet.r160_in1k.encoder_options.drop_path=0.1"],
+                             ["timm:test_resnet", "timm:test_resnet.r160_in1k"])
+    assert tagged == {"timm:test_resnet.r160_in1k": {"lr": 0.01, "encoder_options": {"drop_path": 0.1}}}
+    with pytest.raises(InstacliError, match="expected ENCODER.KEY=VALUE or ENCODER.encoder_options"):
+        parse_overrides(["vit-scratch.options.width=3"], models)
 
 
 # -- baselines on a hand-made example --------------------------------------------------------

@@ -69,16 +69,19 @@ def parse_overrides(pairs: Iterable[str], models: Sequence[str]) -> dict[str, di
     fields = TrainSettings.model_fields
     for pair in pairs:
         target, sep, value = pair.partition("=")
-        model, dot, key = target.strip().rpartition(".")
-        if not sep or not dot or not model or not key:
+        target = target.strip()
+        # the longest compared name the target starts with: a timm tag has dots of its own (timm:convnext_tiny.fb_in22k.lr)
+        model = max((name for name in models if target.startswith(f"{name}.")), key=len, default=None)
+        if model is None:
+            read, dot, key = target.rpartition(".")
+            if not sep or not dot or not read or not key:
+                raise InstacliError(f"--set {pair!r}: expected ENCODER.KEY=VALUE, e.g. --set efficientnet-lite0.freeze_encoder=true")
+            raise InstacliError(f"--set {pair!r}: '{read.partition('.')[0]}' is not compared here; it must be one of {', '.join(models)}")
+        group, _, key = target.removeprefix(f"{model}.").rpartition(".")  # vit-scratch.encoder_options.width → a nested option
+        if not sep or not key:
             raise InstacliError(f"--set {pair!r}: expected ENCODER.KEY=VALUE, e.g. --set efficientnet-lite0.freeze_encoder=true")
-        group = None
-        if "." in model:  # vit-scratch.encoder_options.width → a nested option
-            model, _, group = model.partition(".")
-            if group not in ("encoder_options", "regressor_options"):
-                raise InstacliError(f"--set {pair!r}: expected ENCODER.KEY=VALUE or ENCODER.encoder_options.KEY=VALUE")
-        if model not in models:
-            raise InstacliError(f"--set {pair!r}: '{model}' is not compared here; it must be one of {', '.join(models)}")
+        if group not in ("", "encoder_options", "regressor_options"):
+            raise InstacliError(f"--set {pair!r}: expected ENCODER.KEY=VALUE or ENCODER.encoder_options.KEY=VALUE")
         if group:
             out.setdefault(model, {}).setdefault(group, {})[key.replace("-", "_")] = option_value(value)
             continue
