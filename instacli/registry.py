@@ -252,6 +252,7 @@ class Registry(Generic[F]):
         is not a multiple of the patch size), and one too large for the memory."""
         valid = self.check(name, options)
         entry = self.get(name)
+        check_weights_fit(f"{self.kind} '{name}'", entry, valid, options)
         try:
             built = entry.build(**valid)
         except ValueError as exc:
@@ -259,8 +260,7 @@ class Registry(Generic[F]):
         except (MemoryError, RuntimeError) as exc:  # -E width=100000: torch cannot allocate 45 GB of weights (a traceback before)
             if not isinstance(exc, MemoryError) and not any(words in str(exc) for words in ("can't allocate memory", "bad_alloc")):
                 raise
-            given = ", ".join(f"{key}={value}" for key, value in options.items())
-            raise InstacliError(f"{self.kind} '{name}' ({given}): its weights do not fit in this machine's memory; choose smaller options") from None
+            raise InstacliError(f"{self.kind} '{name}'{_given(options)}: its weights do not fit in this machine's memory; choose smaller options") from None
         base = self.base_class()
         if not isinstance(built, base):
             raise InstacliError(
@@ -273,6 +273,39 @@ class Registry(Generic[F]):
         """The class every component of this kind derives from (:attr:`contract`)."""
         module, _, name = self.contract.partition(":")
         return getattr(importlib.import_module(module), name)
+
+
+def _given(options: dict[str, Any]) -> str:
+    """`` (key=value, …)`` of the options the user gave, for an error line; empty without any."""
+    return f" ({', '.join(f'{key}={value}' for key, value in options.items())})" if options else ""
+
+
+def check_weights_fit(who: str, entry: Entry, valid: dict[str, Any], given: dict[str, Any]) -> None:
+    """Refuse, in one line, a component with random weights whose weights alone exceed the memory available.
+
+    ``-E width=20000`` asks vit-scratch for 22 billion weights (87 GB) in allocations that each fit,
+    and the kernel killed the process without a word. So a component without ``pretrained`` weights
+    is first built on the meta device, which allocates nothing, and its weights counted. Only those:
+    their options set the size freely, and a pretrained build (a fixed architecture) could download.
+    A factory that cannot build on the meta device is built for real, as before.
+    """
+    if str(valid.get("pretrained", entry.options().get("pretrained"))).lower() not in ("none", "false"):
+        return
+    import psutil
+    import torch
+
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            count = sum(p.numel() for p in entry.build(**valid).parameters())
+    except Exception:  # noqa: BLE001 — whatever the meta build refuses, the real build decides
+        return
+    available = psutil.virtual_memory().available
+    if count * 4 > available:
+        raise InstacliError(
+            f"{who}{_given(given)}: its {count:,} weights need {count * 4 / 2**30:,.1f} GiB, "
+            f"more than the {available / 2**30:,.1f} GiB of memory available; choose smaller options"
+        )
 
 
 encoders: Registry = Registry(kind="encoder", group="instacli.encoders", contract="instacli.encoders:ImageEncoder")

@@ -385,6 +385,7 @@ def prepare_inputs(job: Job) -> Inputs:
     if settings.freeze_encoder:  # embeddings never change: compute them once, train the heads only
         model.encoder.requires_grad_(False)
         model.to(accelerator.device)
+    check_training_state_fits(model, accelerator.device)
     with accelerator.main_process_first():  # the main process decodes (and embeds); the others read its caches
         train_inputs = split_inputs(train_split, model, config, settings, accelerator, reporter)
         val_inputs = split_inputs(val_split, model, config, settings, accelerator, reporter)
@@ -397,6 +398,23 @@ def prepare_inputs(job: Job) -> Inputs:
     inputs = Inputs(train_split, val_split, config, model, train_inputs, val_inputs, augmentation, transfer)
     fit_probe(job, inputs)
     return inputs
+
+
+def check_training_state_fits(model: MultiTaskModel, device: torch.device) -> None:
+    """One line, before any photo is decoded, when training on the CPU needs more memory than is available
+    for the gradients and AdamW's two moments of the trainable weights (12 bytes each beside the weights
+    already built): the kernel would otherwise kill the process mid-epoch without a word."""
+    import psutil
+
+    if device.type != "cpu":  # an accelerator's own memory: torch says so itself when it runs out
+        return
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    needed, available = trainable * 12, psutil.virtual_memory().available
+    if needed > available:
+        raise InstacliError(
+            f"training {trainable:,} weights needs {needed / 2**30:,.1f} GiB for their gradients and optimizer state, more than the "
+            f"{available / 2**30:,.1f} GiB of memory available; choose a smaller model (-E options) or add --freeze-encoder"
+        )
 
 
 def fit_probe(job: Job, inputs: Inputs) -> None:

@@ -170,8 +170,18 @@ def test_third_party_factory_annotations_are_enforced_and_values_converted() -> 
 
 
 
-def test_options_whose_weights_do_not_fit_in_memory_are_one_line() -> None:
+def test_options_whose_weights_do_not_fit_in_memory_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """``-E width=100000`` was a torch traceback ("DefaultCPUAllocator: can't allocate memory")."""
+    assert str(_refused(width=10**6)).startswith("encoder 'vit-scratch' (image_size=32, patch_size=8, heads=2, width=1000000): "
+                                                 "its 54,625,081,250,000 weights need 203,494.3 GiB, more than the ")
+    # an allocation that fails all the same (a factory that cannot build on the meta device) is the same one line
+    monkeypatch.setattr(registry, "check_weights_fit", lambda *args: None)
+    assert str(_refused(width=10**6)) == ("encoder 'vit-scratch' (image_size=32, patch_size=8, heads=2, width=1000000): "
+                                          "its weights do not fit in this machine's memory; choose smaller options")
+
+
+def _refused(**options: int) -> InstacliError:
+    """The error of building vit-scratch with ``options`` while the address space is capped at 1 GB more than now."""
     import re
     import resource
 
@@ -183,11 +193,39 @@ def test_options_whose_weights_do_not_fit_in_memory_are_one_line() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (size + 2**30, hard))  # the 4 TB of weights fail at once, whatever the overcommit policy
     try:
         with pytest.raises(InstacliError) as info:
-            registry.encoders.create("vit-scratch", image_size=32, patch_size=8, width=10**6, heads=2)
+            registry.encoders.create("vit-scratch", image_size=32, patch_size=8, heads=2, **options)
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-    assert str(info.value) == ("encoder 'vit-scratch' (image_size=32, patch_size=8, width=1000000, heads=2): "
-                               "its weights do not fit in this machine's memory; choose smaller options")
+    return info.value
+
+
+def _available(monkeypatch: pytest.MonkeyPatch, megabytes: float) -> None:
+    """psutil reports ``megabytes`` of memory available."""
+    import psutil
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Memory", (), {"available": int(megabytes * 2**20)})())
+
+
+def test_weights_that_fit_one_allocation_at_a_time_but_not_together_are_refused_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-E width=20000``: 22 billion weights in allocations of 1.6 GB each; the kernel killed the process without a word."""
+    _available(monkeypatch, 4)  # vit-scratch's defaults: 2,038,512 weights, 7.8 MiB
+    with pytest.raises(InstacliError, match=r"^encoder 'vit-scratch': its 2,038,512 weights need 0\.0 GiB, more than the 0\.0 GiB"):
+        registry.encoders.create("vit-scratch")
+    _available(monkeypatch, 16)
+    assert registry.encoders.create("vit-scratch") is not None
+    _available(monkeypatch, 1)  # pretrained weights: a fixed architecture, not counted (a meta build could download)
+    assert registry.encoders.create("efficientnet-lite0") is not None
+
+
+def test_training_refuses_what_its_optimizer_state_would_not_fit_in(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from instacli.settings import TrainSettings
+    from instacli.training import train
+    from tests.conftest import photo_dataset
+
+    _, dataset = photo_dataset(tmp_path_factory, {"animal": 4, "landscape": 4})
+    _available(monkeypatch, 16)  # the weights fit (7.8 MiB), their gradients and AdamW moments (23 MiB more) do not
+    with pytest.raises(InstacliError, match=r"^training 2,0\d\d,\d{3} weights needs 0\.0 GiB for their gradients and optimizer state"):
+        train(TrainSettings(data=dataset, out=tmp_path_factory.mktemp("run") / "run", epochs=1, workers=0))
 
 def test_defaults_and_presets_of_builtins_pass_their_own_checks() -> None:
     for kind in ("encoders", "regressors", "text_encoders"):
