@@ -9,6 +9,7 @@ What a command raises is handled in :meth:`InstacliGroup.invoke`, inside typer, 
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 from typing import Any
@@ -31,6 +32,14 @@ class InstacliGroup(TyperGroup):
     Typer would turn ``KeyboardInterrupt`` into a silent exit (0 when not standalone, 130 without a
     word when standalone), so it is caught here, below typer.
     """
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        """The command, with its listing in ``instacli --help`` set to its docstring's first paragraph
+        on one line: typer's rich listing kept the docstring's line breaks, cutting sentences mid-way."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and command.short_help is None and command.help:
+            command.short_help = " ".join(inspect.cleandoc(command.help).split("\n\n")[0].split())
+        return command
 
     def invoke(self, ctx: Any) -> Any:
         try:
