@@ -188,6 +188,22 @@ def test_sixteen_bit_and_float_images_keep_their_shades(tmp_path: Path) -> None:
         assert np.abs(decoded[32] - expected).max() <= 3, name
 
 
+def test_a_huge_transparent_or_sixteen_bit_png_decodes_in_bounded_memory(tmp_path: Path) -> None:
+    """A 140 KB PNG of 6,000×6,000 RGBA pixels took 850 MB to decode (to_rgb's full-size copies), a
+    16-bit one 570 MB; the centre square is now reduced in the file's own mode first. Hidden colour
+    under transparent pixels still turns white, and the 16-bit shades are kept."""
+    rgba = Image.new("RGBA", (6000, 6000), (0, 255, 0, 0))  # transparent green: must come out white
+    rgba.paste((255, 0, 0, 255), (2000, 2000, 4000, 4000))
+    rgba.save(tmp_path / "clear.png")
+    Image.new("I;16", (6000, 6000), 32896).save(tmp_path / "deep.png")  # 32896 / 257 = 128
+    result = run_capped(f"""
+        from instacli.photo_files import decode_square
+        clear, deep = decode_square({str(tmp_path / 'clear.png')!r}, 224), decode_square({str(tmp_path / 'deep.png')!r}, 224)
+        result = {{"corner": clear[:, 5, 5].tolist(), "centre": clear[:, 112, 112].tolist(), "deep": sorted(set(deep.ravel().tolist()))}}
+    """, "import instacli.photo_files", cap_mb=600)
+    assert result == {"corner": [255, 255, 255], "centre": [255, 0, 0], "deep": [128]}
+
+
 # --- 5: names that are not UTF-8 ----------------------------------------------------------------------
 
 
