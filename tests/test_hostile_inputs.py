@@ -411,6 +411,19 @@ def test_predict_gives_every_hostile_file_an_error_row_within_memory_and_time(ti
     assert all(not rows[f"good/good_{i:02d}.jpg"]["error"] for i in range(3))
 
 
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_a_folder_of_only_unreadable_photos_says_why(tiny_run: Path, tmp_path: Path, run_cli, command: str) -> None:
+    """A folder of iPhone photos was 'none of the 2 files could be read as an image', without the
+    reason (no HEIC plugin) that each file's error row would have given."""
+    for name in ("a.heic", "b.heic"):
+        (tmp_path / "phone" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "phone" / name).write_bytes(HEIC)
+    result = run_cli(command, tiny_run, tmp_path / "phone", "--out", tmp_path / ("p.csv" if command == "predict" else "why"))
+    assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "none of the 2 files could be read as an image (first: a.heic: unreadable" in result.stderr and "pillow-heif" in result.stderr
+    assert not (tmp_path / "p.csv").exists() and not (tmp_path / "why").exists()
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_predict_writes_non_utf8_names_escaped_in_every_format(tiny_run: Path, tmp_path: Path, suffix: str) -> None:
     from instacli.prediction import predict_folder
