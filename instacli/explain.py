@@ -167,7 +167,7 @@ def folder_photos(run: LoadedRun, folder: Path, metadata: Path | None = None) ->
     decoded = [dataset[i] for i in range(len(files))]
     ok = [i for i, (_, _, error) in enumerate(decoded) if not error]
     if not ok:
-        raise InstacliError(f"{folder}: none of the {len(files)} files could be read as an image (first: {names[0]}: {decoded[0][2]})")
+        raise InstacliError(f"{folder}: none of the {len(files)} files could be read as an image (e.g. {names[0]}: {decoded[0][2]})")
     table = _read_metadata(metadata, run.scaler.features, names) if metadata else None
     rows = _metadata_rows([names[i] for i in ok], table)
     features, _ = _feature_matrix(run, rows)

@@ -400,7 +400,7 @@ class Tally:
 
         if self.scored == 0:
             raise InstacliError(f"{folder}: none of the {len(self.inputs.names)} files could be read as an image "
-                                f"(first: {self.first_error}); nothing was written")
+                                f"(e.g. {self.first_error}); nothing was written")
         return PredictSummary(out=out, scored=self.scored, failed=self.failed, from_defaults=self.from_defaults,
                               seconds=time.perf_counter() - started, imputed=self.imputed, without_caption=self.without_caption,
                               unfamiliar=self.unfamiliar, skipped=list(skipped))

@@ -420,7 +420,7 @@ def test_a_folder_of_only_unreadable_photos_says_why(tiny_run: Path, tmp_path: P
         (tmp_path / "phone" / name).write_bytes(HEIC)
     result = run_cli(command, tiny_run, tmp_path / "phone", "--out", tmp_path / ("p.csv" if command == "predict" else "why"))
     assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "none of the 2 files could be read as an image (first: a.heic: unreadable" in result.stderr and "pillow-heif" in result.stderr
+    assert "none of the 2 files could be read as an image (e.g. a.heic: unreadable" in result.stderr and "pillow-heif" in result.stderr
     assert not (tmp_path / "p.csv").exists() and not (tmp_path / "why").exists()
 
 
