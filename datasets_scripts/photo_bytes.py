@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 from instacli import interrupts
 from instacli.errors import InstacliError
-from instacli.photo_files import UnusableFile, open_photo, read_limited, reason, to_rgb
+from instacli.photo_files import UnusableFile, open_photo, read_limited, reason, reduced, to_rgb
 
 JPEG_QUALITY = 95
 _ORIENTATION = 0x0112
@@ -67,7 +67,7 @@ def encode_photo(path: str, max_side: int) -> Encoded | str:
                 image.draft(None, target)
             if orientation != 1:  # exif_transpose copies the whole image even when there is nothing to do
                 image = ImageOps.exif_transpose(image)
-            image = to_rgb(image)
+            image = to_rgb(reduced(image, max_side))
             target = _target_size(*image.size, max_side)
             if image.size != target:
                 image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)

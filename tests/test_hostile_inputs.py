@@ -190,18 +190,24 @@ def test_sixteen_bit_and_float_images_keep_their_shades(tmp_path: Path) -> None:
 
 def test_a_huge_transparent_or_sixteen_bit_png_decodes_in_bounded_memory(tmp_path: Path) -> None:
     """A 140 KB PNG of 6,000×6,000 RGBA pixels took 850 MB to decode (to_rgb's full-size copies), a
-    16-bit one 570 MB; the centre square is now reduced in the file's own mode first. Hidden colour
-    under transparent pixels still turns white, and the 16-bit shades are kept."""
+    16-bit one 570 MB, and data build 700 MB to store the RGBA one; it is now reduced in the file's own
+    mode first. Hidden colour under transparent pixels still turns white, and the 16-bit shades are kept."""
     rgba = Image.new("RGBA", (6000, 6000), (0, 255, 0, 0))  # transparent green: must come out white
     rgba.paste((255, 0, 0, 255), (2000, 2000, 4000, 4000))
     rgba.save(tmp_path / "clear.png")
     Image.new("I;16", (6000, 6000), 32896).save(tmp_path / "deep.png")  # 32896 / 257 = 128
     result = run_capped(f"""
+        import io
+        import numpy as np
+        from PIL import Image
         from instacli.photo_files import decode_square
+        from instacli_datasets.photo_bytes import encode_photo
         clear, deep = decode_square({str(tmp_path / 'clear.png')!r}, 224), decode_square({str(tmp_path / 'deep.png')!r}, 224)
-        result = {{"corner": clear[:, 5, 5].tolist(), "centre": clear[:, 112, 112].tolist(), "deep": sorted(set(deep.ravel().tolist()))}}
-    """, "import instacli.photo_files", cap_mb=600)
-    assert result == {"corner": [255, 255, 255], "centre": [255, 0, 0], "deep": [128]}
+        stored = np.asarray(Image.open(io.BytesIO(encode_photo({str(tmp_path / 'clear.png')!r}, 256).data))).transpose(2, 0, 1)
+        result = {{"corner": clear[:, 5, 5].tolist(), "centre": clear[:, 112, 112].tolist(), "deep": sorted(set(deep.ravel().tolist())),
+                  "stored": [list(stored.shape), stored[:, 5, 5].tolist(), (stored[:, 128, 128] // 8).tolist()]}}
+    """, "import instacli.photo_files, instacli_datasets.photo_bytes", cap_mb=600)
+    assert result == {"corner": [255, 255, 255], "centre": [255, 0, 0], "deep": [128], "stored": [[3, 256, 256], [255, 255, 255], [31, 0, 0]]}
 
 
 # --- 5: names that are not UTF-8 ----------------------------------------------------------------------
