@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 import signal
+import warnings
 from typing import Any
 
 import typer
@@ -87,8 +88,21 @@ for command in (train, evaluate, predict, serve, export, explain, compare, demo,
     app.add_typer(command.app)
 
 
+_python_warning_format = warnings.formatwarning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    """instacli's own warnings (an unwritable cache, a plugin that failed to import) as one line, as its
+    errors are: Python's format added the file, line number and source line of the code that warned."""
+    text = str(message)
+    if text.startswith("instacli: "):
+        return f"warning: {text.removeprefix('instacli: ')}\n"
+    return _python_warning_format(message, category, filename, lineno, line)
+
+
 def main() -> None:
     """Run the CLI (exits with the command's code; see :class:`InstacliGroup`)."""
+    warnings.formatwarning = _one_line_warning
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if "GOMP_SPINCOUNT" not in os.environ:  # read once, when torch loads OpenMP: set before any torch import
         # OpenMP threads that spin while they wait collapse as soon as another process (decode workers, a
