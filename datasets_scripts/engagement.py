@@ -163,6 +163,8 @@ def parse_mapping(specs: list[str] | None) -> dict[str, str]:
                 raise InstacliError(f"--map: '{item}' is not COLUMN=SOURCE_COLUMN; write e.g. --map likes=like_count")
             if canon not in KNOWN_COLUMNS:
                 raise InstacliError(f"--map: unknown column '{canon}'; known: {', '.join(KNOWN_COLUMNS)}")
+            if mapping.get(canon, column) != column:  # the last one silently won: likes=likes,likes=shares read shares as likes
+                raise InstacliError(f"--map: {canon} is mapped twice ({canon}={mapping[canon]}, {canon}={column}); give it once")
             mapping[canon] = column
     return mapping
 

@@ -15,13 +15,15 @@ import multiprocessing
 import signal
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
 from instacli import interrupts
 from instacli.errors import InstacliError
-from instacli.photo_files import UnusableFile, open_photo, read_limited, reason, to_rgb
+from instacli.photo_files import UnusableFile, open_photo, read_limited, reason, reduced, to_rgb
 
 JPEG_QUALITY = 95
 _ORIENTATION = 0x0112
@@ -65,7 +67,7 @@ def encode_photo(path: str, max_side: int) -> Encoded | str:
                 image.draft(None, target)
             if orientation != 1:  # exif_transpose copies the whole image even when there is nothing to do
                 image = ImageOps.exif_transpose(image)
-            image = to_rgb(image)
+            image = to_rgb(reduced(image, max_side))
             target = _target_size(*image.size, max_side)
             if image.size != target:
                 image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
@@ -98,7 +100,7 @@ def _with_original_bytes(path: str, result: Encoded | str) -> Encoded | str:
 
 
 def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which terminates the pool (no traceback per worker)."""
+    """Workers leave Ctrl-C to the parent, which stops the pool (no traceback per worker)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -129,8 +131,17 @@ def encode_photos(
         yield from _counted(results, paths, progress)
         return
     chunksize = max(1, min(32, total // (workers * 8)))
-    with multiprocessing.get_context(POOL_START_METHOD).Pool(workers, initializer=_ignore_sigint) as pool:
-        yield from _counted(pool.imap(_encode_task, tasks, chunksize=chunksize), paths, progress)
+    # an executor, not multiprocessing.Pool: a Pool replaces a worker that dies at start without a word,
+    # so a script calling build_dataset without a __main__ guard (each worker re-runs the script, which
+    # fails) looped forever; an executor says its workers died
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(POOL_START_METHOD), initializer=_ignore_sigint)
+    try:
+        yield from _counted(pool.map(_encode_task, tasks, chunksize=chunksize), paths, progress)
+    except BrokenProcessPool:
+        raise InstacliError("a photo-decoding worker process died (killed, out of memory, or it re-ran a script that builds "
+                            "a dataset at import: put the script's code under `if __name__ == \"__main__\":`, or pass workers=1)") from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C or an error: drop the photos not yet started
 
 
 def _counted(results: Iterable[Encoded | str], paths: Sequence[str], progress: Callable[[int, int], None] | None) -> Iterator[Encoded | str]:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import torch
@@ -166,7 +167,7 @@ def folder_photos(run: LoadedRun, folder: Path, metadata: Path | None = None) ->
     decoded = [dataset[i] for i in range(len(files))]
     ok = [i for i, (_, _, error) in enumerate(decoded) if not error]
     if not ok:
-        raise InstacliError(f"{folder}: none of the {len(files)} files could be read as an image")
+        raise InstacliError(f"{folder}: none of the {len(files)} files could be read as an image (e.g. {names[0]}: {decoded[0][2]})")
     table = _read_metadata(metadata, run.scaler.features, names) if metadata else None
     rows = _metadata_rows([names[i] for i in ok], table)
     features, _ = _feature_matrix(run, rows)
@@ -244,7 +245,8 @@ def _index_html(run: LoadedRun, rows: list[dict[str, Any]], summary: dict[str, A
             cells.append(f"likes {row['likes']:,}")
             ranked = sorted(row["attributions"].items(), key=lambda kv: -abs(kv[1]))
             cells.append("<br>".join(f"{esc(g)}: {v:+.3f}" for g, v in ranked))
-        image = f"<img src='{CATEGORY_DIR}/{esc(row['heatmap'])}'>" if row.get("heatmap") else ""
+        # quoted: a photo named "50% off #1?.jpg" is no URL as it stands ('#' starts a fragment, '?' a query)
+        image = f"<img src='{CATEGORY_DIR}/{esc(quote(row['heatmap']))}'>" if row.get("heatmap") else ""
         parts.append(f"<tr><td>{image}</td><td>{'<br>'.join(cells)}</td></tr>")
     parts.append("</table>")
     if skipped:

@@ -27,9 +27,16 @@ def as_float(values: Sequence[object]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
+#: Most likes a prediction says: the largest whole number a float64 holds exactly, far beyond any post.
+#: An absurd log1p (a run's edited target_mean, extreme weights) overflowed to inf, which no count
+#: column holds (predict crashed converting it).
+MAX_LIKES = float(2**53)
+
+
 def likes_from_log(log_likes: np.ndarray) -> np.ndarray:
-    """log1p likes → likes (non-negative)."""
-    return np.clip(np.expm1(log_likes), 0.0, None)
+    """log1p likes → likes (non-negative, at most :data:`MAX_LIKES`)."""
+    with np.errstate(over="ignore"):
+        return np.clip(np.expm1(log_likes), 0.0, MAX_LIKES)
 
 
 @dataclass

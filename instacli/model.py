@@ -298,5 +298,8 @@ def load_run(run: Path | str) -> LoadedRun:
         raise InstacliError(f"{weights}: does not match config.json ({detail}); {_DAMAGED}") from None
     if missing or unexpected:
         raise InstacliError(f"{weights}: does not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]}); {_DAMAGED}")
+    broken = next((name for name, tensor in state.items() if tensor.is_floating_point() and not tensor.isfinite().all()), None)
+    if broken is not None:  # every answer would be NaN: predict crashed on the likes, evaluate scored all one class
+        raise InstacliError(f"{weights}: {broken} holds NaN or infinite values (a diverged training or a damaged file); {_DAMAGED}")
     model.eval()
     return LoadedRun(path=run, config=config, model=model, scaler=scaler)

@@ -380,9 +380,12 @@ class Tally:
     imputed: int = 0
     without_caption: int = 0
     unfamiliar: int = 0
+    #: The first unreadable file and why, for the error when none could be read (a folder of HEIC photos hid the plugin's name).
+    first_error: str = ""
 
     def add(self, rows: Sequence[dict[str, Any]]) -> None:
         bad = sum(bool(r["error"]) for r in rows)
+        self.first_error = self.first_error or next((f"{r['file']}: {r['error']}" for r in rows if r["error"]), "")
         self.failed += bad
         self.scored += len(rows) - bad
         self.from_defaults += sum(bool(r["likes_from_defaults"]) for r in rows)
@@ -396,7 +399,8 @@ class Tally:
         import time
 
         if self.scored == 0:
-            raise InstacliError(f"{folder}: none of the {len(self.inputs.names)} files could be read as an image; nothing was written")
+            raise InstacliError(f"{folder}: none of the {len(self.inputs.names)} files could be read as an image "
+                                f"(e.g. {self.first_error}); nothing was written")
         return PredictSummary(out=out, scored=self.scored, failed=self.failed, from_defaults=self.from_defaults,
                               seconds=time.perf_counter() - started, imputed=self.imputed, without_caption=self.without_caption,
                               unfamiliar=self.unfamiliar, skipped=list(skipped))

@@ -4,8 +4,9 @@ The run is loaded once, when the app is made. ``POST /predict`` takes photos as 
 answers one ``predict`` row per photo (:meth:`instacli.prediction.Predictor.rows`, the code path of
 ``instacli predict``, so both give the same numbers). Photos of concurrent requests are scored
 together: each waits in a queue at most ``max_wait_ms`` for others, up to ``max_batch`` photos per
-forward pass, as one batch of 32 costs far less than 32 batches of one. Decoding and the forward
-pass run in threads, so the event loop keeps accepting requests meanwhile.
+forward pass, as one batch of 32 costs far less than 32 batches of one. Decoding (one thread per
+core, whatever the number of requests) and the forward pass run in threads, so the event loop keeps
+accepting requests meanwhile.
 
 An upload is read as it streams in (python-multipart's parser) and refused as soon as a photo
 passes ``max_file_mb`` or the request brings more than ``max_files`` photos, so a huge upload never
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import python_multipart
 import torch
 from fastapi import FastAPI, HTTPException, Request
@@ -33,12 +35,11 @@ from starlette.concurrency import run_in_threadpool
 
 from instacli import __version__
 from instacli.features import NUMERIC_COLUMNS
-from instacli.photo_files import decode_square
 from instacli.model import load_run
-from instacli.photo_files import printable_name, reason
+from instacli.photo_files import decode_square, printable_name, reason
 from instacli.prediction import Predictor, output_columns
 from instacli.run_folder import RunFolder
-from instacli.settings import ServeLimits
+from instacli.settings import ServeLimits, usable_cores
 
 #: Room for the form fields (engagement numbers, captions, JSON parts) of one request, all together.
 MAX_FIELD_BYTES = 2**20
@@ -268,6 +269,9 @@ def create_app(run: Path | str, limits: ServeLimits | None = None) -> FastAPI:
     predictor = Predictor([loaded])
     classes = predictor.classes
     batcher = Batcher(predictor, limits.max_batch, limits.max_wait_ms / 1000)
+    # one decoding thread per core: decoding is CPU-bound, and a big photo takes up to ~1 GB while it
+    # is decoded, so a thread per request (up to 40) let concurrent uploads take 40 GB
+    decoding = anyio.CapacityLimiter(usable_cores())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -307,7 +311,7 @@ def create_app(run: Path | str, limits: ServeLimits | None = None) -> FastAPI:
         request none of whose photos can be read is refused (422)."""
         upload = await read_upload(request, max_file_bytes, limits.max_files)
         meta = engagement_rows(upload.fields, len(upload.photos))
-        decoded = await run_in_threadpool(_decode, upload.photos, predictor.sizes)
+        decoded = await anyio.to_thread.run_sync(_decode, upload.photos, predictor.sizes, limiter=decoding)
         names = [name for name, _ in upload.photos]
         good = [i for i, item in enumerate(decoded) if not isinstance(item, str)]
         if not good:

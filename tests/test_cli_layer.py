@@ -3,6 +3,7 @@ and ``python -m instacli`` from any folder (issue 14, items 1, 2, 6 and 13)."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import pkgutil
 import signal
@@ -292,6 +293,37 @@ def test_generated_flags_reach_the_settings_converted(run_cli, trained_with: lis
     assert settings.task == "category" and settings.epochs == TrainSettings.model_fields["epochs"].default
     result = run_cli("train", "--data", tmp_path, "--task", "everything")
     assert result.code == 2 and "task='everything'" in _flat(result.stderr)
+
+
+def _pages(command, path: tuple[str, ...] = ()):
+    """Every command of the tree under ``command`` with the arguments that reach it."""
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _pages(sub, (*path, name))
+
+
+def test_every_help_text_is_printed_as_written(run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich markup ate bracketed text: `'^([a-z]+-[a-z]+)_'` showed as `'^(+-+)_'`, `'instacli[ray]'` as
+    `'instacli'`, and demo's `[default: a new temp folder]` vanished."""
+    from instacli.cli.main import app
+
+    monkeypatch.setenv("COLUMNS", "400")
+    for path, command in _pages(typer.main.get_command(app)):
+        text = _flat(run_cli(*path, "--help").stdout)
+        for param in command.params:
+            if getattr(param, "help", None):
+                assert " ".join(param.help.replace("\\[", "[").split()) in text, (path, param.name)
+
+
+def test_the_command_list_shows_each_summary_unbroken(run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`instacli --help` kept the docstrings' line breaks: export's summary broke after "and a JSON"."""
+    from instacli.cli.main import app
+
+    monkeypatch.setenv("COLUMNS", "400")
+    lines = [" ".join(line.replace("│", " ").split()) for line in run_cli("--help").stdout.splitlines()]
+    for name, command in typer.main.get_command(app).commands.items():
+        summary = " ".join(inspect.cleandoc(command.help or "").split("\n\n")[0].split())
+        assert f"{name} {summary}" in lines, name
 
 
 def test_train_help_does_not_call_data_required(run_cli, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,6 +181,17 @@ def test_decode_pool_does_not_fork_the_calling_process(tmp_path: Path, monkeypat
     assert len(results) == 6 and all(not isinstance(r, str) for r in results)
 
 
+def test_a_script_without_a_main_guard_fails_at_once_instead_of_looping(tmp_path: Path) -> None:
+    """The README's Python example, saved as a script, never ended: each decoding worker re-ran the
+    script (the fork server and spawn import __main__), failed, and multiprocessing.Pool replaced it, forever."""
+    make_photo_tree(tmp_path / "photos", {"animal": 3, "landscape": 3})
+    (tmp_path / "script.py").write_text("import instacli.settings\ninstacli.settings.usable_cores = lambda: 2  # a pool even on one core\n"
+                                        "from instacli_datasets import build_dataset\nbuild_dataset('photos', 'data', synthetic='seed', workers=2)\n")
+    done = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 1 and not (tmp_path / "data").exists()
+    assert 'InstacliError: a photo-decoding worker process died' in done.stderr.splitlines()[-1], done.stderr[-2000:]
+
+
 def test_more_workers_than_cores_or_photos_start_no_more_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     """``data build --workers 100000`` started (or hung starting) 100,000 processes; train's and evaluate's
     first decode would have too."""
@@ -197,7 +210,7 @@ def test_more_workers_than_cores_or_photos_start_no_more_processes(monkeypatch: 
         asked.append(processes)
         raise Started
 
-    monkeypatch.setattr(images.multiprocessing, "get_context", lambda method=None: SimpleNamespace(Pool=start))
+    monkeypatch.setattr(images, "ProcessPoolExecutor", start)
     with pytest.raises(Started):
         list(images.encode_photos(["a.jpg", "b.jpg", "c.jpg"], max_side=32, workers=10**5))
     monkeypatch.setattr(decode_cache.torch.utils.data, "DataLoader", lambda *args, num_workers, **kwargs: start(num_workers))

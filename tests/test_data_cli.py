@@ -92,3 +92,6 @@ def test_map_option_repeated_and_comma_separated(run_cli, photo_tree: Path, tmp_
     assert meta["engagement"] == "table:eng.jsonl" and meta["numeric_columns"] == ["comments"]
     bad = run_cli("data", "build", photo_tree, "--out", tmp_path / "bad", "--engagement", table, "--map", "likes")
     assert bad.code == 2 and "--map: 'likes' is not COLUMN=SOURCE_COLUMN" in bad.stderr
+    twice = run_cli("data", "build", photo_tree, "--out", tmp_path / "bad", "--engagement", table, "--map", "likes=like_count",
+                    "--map", "file_name=path,likes=n_comments")  # the last one won: comments were read as likes
+    assert twice.code == 2 and "--map: likes is mapped twice (likes=like_count, likes=n_comments); give it once" in twice.stderr

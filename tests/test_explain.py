@@ -4,6 +4,7 @@ comments get the largest attribution."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -106,6 +107,22 @@ def test_explain_a_folder_writes_a_heatmap_per_photo_and_one_page(trained: tuple
 
     result = run_cli("explain", trained[0], photos, "--out", out)
     assert result.code == 2 and "already exists; pass --overwrite" in result.stderr
+
+
+def test_every_heatmap_link_of_the_page_opens_its_file(trained: tuple[Path, Path], tmp_path: Path, run_cli) -> None:
+    """A photo named `50% off #1?.png` was linked as `category/50% off #1?.png`: a browser reads `#` as a
+    fragment and `?` as a query, so the page showed a broken image."""
+    import re
+    from urllib.parse import unquote, urlsplit
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 40), COLOURS["animal"]).save(photos / "50% off #1?.png")
+    result = run_cli("explain", trained[0], photos, "--out", tmp_path / "why")
+    assert result.code == 0, result.stderr
+    links = [html.unescape(src) for src in re.findall(r"<img src='([^']*)'", (tmp_path / "why" / INDEX).read_text())]
+    heatmaps = [link for link in links if link.startswith(f"{CATEGORY_DIR}/")]
+    assert len(heatmaps) == 1 and (tmp_path / "why" / unquote(urlsplit(heatmaps[0]).path)).is_file(), heatmaps
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -188,6 +188,28 @@ def test_sixteen_bit_and_float_images_keep_their_shades(tmp_path: Path) -> None:
         assert np.abs(decoded[32] - expected).max() <= 3, name
 
 
+def test_a_huge_transparent_or_sixteen_bit_png_decodes_in_bounded_memory(tmp_path: Path) -> None:
+    """A 140 KB PNG of 6,000×6,000 RGBA pixels took 850 MB to decode (to_rgb's full-size copies), a
+    16-bit one 570 MB, and data build 700 MB to store the RGBA one; it is now reduced in the file's own
+    mode first. Hidden colour under transparent pixels still turns white, and the 16-bit shades are kept."""
+    rgba = Image.new("RGBA", (6000, 6000), (0, 255, 0, 0))  # transparent green: must come out white
+    rgba.paste((255, 0, 0, 255), (2000, 2000, 4000, 4000))
+    rgba.save(tmp_path / "clear.png")
+    Image.new("I;16", (6000, 6000), 32896).save(tmp_path / "deep.png")  # 32896 / 257 = 128
+    result = run_capped(f"""
+        import io
+        import numpy as np
+        from PIL import Image
+        from instacli.photo_files import decode_square
+        from instacli_datasets.photo_bytes import encode_photo
+        clear, deep = decode_square({str(tmp_path / 'clear.png')!r}, 224), decode_square({str(tmp_path / 'deep.png')!r}, 224)
+        stored = np.asarray(Image.open(io.BytesIO(encode_photo({str(tmp_path / 'clear.png')!r}, 256).data))).transpose(2, 0, 1)
+        result = {{"corner": clear[:, 5, 5].tolist(), "centre": clear[:, 112, 112].tolist(), "deep": sorted(set(deep.ravel().tolist())),
+                  "stored": [list(stored.shape), stored[:, 5, 5].tolist(), (stored[:, 128, 128] // 8).tolist()]}}
+    """, "import instacli.photo_files, instacli_datasets.photo_bytes", cap_mb=600)
+    assert result == {"corner": [255, 255, 255], "centre": [255, 0, 0], "deep": [128], "stored": [[3, 256, 256], [255, 255, 255], [31, 0, 0]]}
+
+
 # --- 5: names that are not UTF-8 ----------------------------------------------------------------------
 
 
@@ -393,6 +415,19 @@ def test_predict_gives_every_hostile_file_an_error_row_within_memory_and_time(ti
     for file, words in expected.items():
         assert words in rows[file]["error"], (file, rows[file]["error"])
     assert all(not rows[f"good/good_{i:02d}.jpg"]["error"] for i in range(3))
+
+
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_a_folder_of_only_unreadable_photos_says_why(tiny_run: Path, tmp_path: Path, run_cli, command: str) -> None:
+    """A folder of iPhone photos was 'none of the 2 files could be read as an image', without the
+    reason (no HEIC plugin) that each file's error row would have given."""
+    for name in ("a.heic", "b.heic"):
+        (tmp_path / "phone" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "phone" / name).write_bytes(HEIC)
+    result = run_cli(command, tiny_run, tmp_path / "phone", "--out", tmp_path / ("p.csv" if command == "predict" else "why"))
+    assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "none of the 2 files could be read as an image (e.g. a.heic: unreadable" in result.stderr and "pillow-heif" in result.stderr
+    assert not (tmp_path / "p.csv").exists() and not (tmp_path / "why").exists()
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])

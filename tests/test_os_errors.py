@@ -290,6 +290,17 @@ def test_a_cache_that_cannot_be_written_warns_and_the_command_works(made: Simple
     assert json.loads(result.stdout)["accuracy"] is not None
 
 
+def test_the_cache_warning_is_one_line_on_the_console(made: SimpleNamespace, tmp_path: Path) -> None:
+    """It was Python's two lines: `.../decode_cache.py:108: UserWarning: instacli: …` and the source line."""
+    (tmp_path / "file").write_text("in the way")
+    env = {**os.environ, "INSTACLI_CACHE": str(tmp_path / "file" / "cache")}
+    done = subprocess.run([sys.executable, "-c", "from instacli.cli.main import main; main()", "evaluate", str(made.run), "--data", str(made.data),
+                           "--json", "--workers", "0"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [f"warning: cannot write the cache folder {tmp_path / 'file' / 'cache'} (INSTACLI_CACHE): Not a directory; "
+                                        "going on without caching; point INSTACLI_CACHE at a writable folder"]
+
+
 def test_evaluate_of_a_read_only_run_prints_its_metrics_before_failing(made: SimpleNamespace, tmp_path: Path, run_cli) -> None:
     run = tmp_path / "run"
     shutil.copytree(made.run, run, ignore=shutil.ignore_patterns("eval"))

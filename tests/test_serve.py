@@ -179,6 +179,33 @@ def test_concurrent_requests_share_forward_passes(url: str, photos: Path) -> Non
     assert after["batches"] - before["batches"] < 40 and after["largest_batch"] > 1, after
 
 
+def test_concurrent_requests_decode_at_most_one_photo_per_core(trained: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each request decoded in its own thread (up to 40 at once): a PNG of 9,000×9,000 RGBA pixels takes
+    about 1 GB to decode, so concurrent uploads of it could take 40 GB. Decoding now waits for a core."""
+    import instacli.serve
+
+    lock, busy, most = threading.Lock(), [0], [0]
+    real = instacli.serve.decode_square
+
+    def counted(data: bytes, size: int):  # noqa: ANN202 — decode_square's own signature
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(0.05)
+        try:
+            return real(data, size)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    monkeypatch.setattr(instacli.serve, "decode_square", counted)
+    monkeypatch.setattr(instacli.serve, "usable_cores", lambda: 2)
+    paths = sorted(photos.iterdir())
+    with serving(create_app(trained, LIMITS)) as base, ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(lambda i: httpx.post(f"{base}/predict", files=_files([paths[i % len(paths)]]), timeout=60).status_code, range(20)))
+    assert codes == [200] * 20 and most[0] == 2, most
+
+
 def test_limits_out_of_range_are_one_line_errors() -> None:
     with pytest.raises(InstacliError, match=r"--max-files 0: Input should be greater than or equal to 1"):
         ServeLimits.from_flags(max_files=0)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.conftest import Crash, CrashAt, TINY_VIT, make_photo_tree
@@ -74,6 +75,15 @@ def truncate(name: str) -> Callable[[Path], None]:
     return damage
 
 
+def nan_weights(path: Path) -> None:
+    """Damage: the category head's last weights become NaN, shapes kept (predict crashed on the NaN likes)."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(path)
+    state["classifier.2.weight"].fill_(float("nan"))
+    save_file(state, path)
+
+
 class Evil:
     """A pickle that would run code if unpickled unrestricted."""
 
@@ -109,6 +119,7 @@ RUN_DAMAGE = {
     "temperature 0": (edit_config(lambda c: c.update(temperature=0)), "config.json: temperature=0: Input should be greater than 0"),
     "temperature -1": (edit_config(lambda c: c.update(temperature=-1)), "temperature=-1: Input should be greater than 0"),
     "temperature NaN": (edit_config(lambda c: c.update(temperature=float("nan"))), "temperature=nan: Input should be a finite number"),
+    "NaN weights": (lambda run: nan_weights(run / "model.safetensors"), "model.safetensors: classifier.2.weight holds NaN or infinite values"),
     "threshold infinite": (edit_config(lambda c: c.update(unfamiliar_threshold=float("inf"))), "unfamiliar_threshold=inf: Input should be a finite number"),
 }
 
@@ -137,6 +148,17 @@ def test_nan_target_std_stops_predict_and_evaluate_with_exit_2(made: dict[str, P
     assert result.stderr.strip().splitlines() == [f"error: {run / 'config.json'}: scaler.target_std=nan: Input should be a finite number; "
                                                   "the run folder was edited or damaged: restore it from a copy or retrain the run"]
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_an_absurd_target_mean_predicts_the_largest_count_instead_of_crashing(made: dict[str, Path], tmp_path: Path, run_cli) -> None:
+    """exp(1e6) overflowed to inf, and predict crashed turning it into a whole count."""
+    from instacli.features import MAX_LIKES
+
+    run = copy_of(made["run"], tmp_path)
+    edit_config(lambda c: c["scaler"].update(target_mean=1e6))(run)
+    result = run_cli("predict", run, made["src"], "--out", tmp_path / "p.parquet", "--workers", "0")
+    assert result.code == 0, result.stderr
+    assert set(pd.read_parquet(tmp_path / "p.parquet")["likes"]) == {int(MAX_LIKES)}
 
 
 def test_untampered_run_still_loads(made: dict[str, Path]) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -29,7 +30,7 @@ def build(
     val_fraction: Annotated[float, typer.Option(help="Share of each category for validation.")] = 0.15,
     test_fraction: Annotated[float, typer.Option(help="Share of each category for test.")] = 0.15,
     split_by: Annotated[str, typer.Option(help="How rows are split: 'random' (stratified by category), 'time' (newest posts in test, next newest in validation) or a COLUMN (e.g. source, owner, any engagement-table column): all rows with one value land in one split.")] = "random",
-    group_pattern: Annotated[str | None, typer.Option(help="Regex whose first capture group, searched in each file name, gives a 'source' column, e.g. '^([a-z]+-[a-z]+)_'; a photo that does not match is an error.")] = None,
+    group_pattern: Annotated[str | None, typer.Option(help=escape("Regex whose first capture group, searched in each file name, gives a 'source' column, e.g. '^([a-z]+-[a-z]+)_'; a photo that does not match is an error."))] = None,
     holdout: Annotated[str | None, typer.Option(help="Comma-separated values of the group column (--split-by COLUMN, else the --group-pattern source) whose rows form an extra split 'holdout'.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and of synthetic engagement.")] = 42,
     max_side: Annotated[int, typer.Option(help="Longer image side after resizing, in pixels.")] = 256,

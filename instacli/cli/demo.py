@@ -17,7 +17,7 @@ app = typer.Typer()
 
 @app.command("demo")
 def demo_command(
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the demo's dataset, run and predictions. [default: a new temp folder]"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the demo's dataset, run and predictions.", show_default="a new temp folder"),
     encoder: str = typer.Option("efficientnet-lite0", help="Image encoder; e.g. vit-scratch to learn from scratch (less accurate on 124 photos)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of an earlier demo in --out."),
 ) -> None:

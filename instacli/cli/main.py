@@ -9,8 +9,10 @@ What a command raises is handled in :meth:`InstacliGroup.invoke`, inside typer, 
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
+import warnings
 from typing import Any
 
 import typer
@@ -31,6 +33,14 @@ class InstacliGroup(TyperGroup):
     Typer would turn ``KeyboardInterrupt`` into a silent exit (0 when not standalone, 130 without a
     word when standalone), so it is caught here, below typer.
     """
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        """The command, with its listing in ``instacli --help`` set to its docstring's first paragraph
+        on one line: typer's rich listing kept the docstring's line breaks, cutting sentences mid-way."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and command.short_help is None and command.help:
+            command.short_help = " ".join(inspect.cleandoc(command.help).split("\n\n")[0].split())
+        return command
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -78,8 +88,21 @@ for command in (train, evaluate, predict, serve, export, explain, compare, demo,
     app.add_typer(command.app)
 
 
+_python_warning_format = warnings.formatwarning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    """instacli's own warnings (an unwritable cache, a plugin that failed to import) as one line, as its
+    errors are: Python's format added the file, line number and source line of the code that warned."""
+    text = str(message)
+    if text.startswith("instacli: "):
+        return f"warning: {text.removeprefix('instacli: ')}\n"
+    return _python_warning_format(message, category, filename, lineno, line)
+
+
 def main() -> None:
     """Run the CLI (exits with the command's code; see :class:`InstacliGroup`)."""
+    warnings.formatwarning = _one_line_warning
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if "GOMP_SPINCOUNT" not in os.environ:  # read once, when torch loads OpenMP: set before any torch import
         # OpenMP threads that spin while they wait collapse as soon as another process (decode workers, a

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 
 from instacli.cli.common import TTA_HELP, console
@@ -47,7 +48,7 @@ def predict_command(
     backend: Backend = typer.Option(Backend.pytorch, "--backend",
                                     help="onnxruntime: run the graph `instacli export` wrote (RUN may then be the .onnx file); needs the export extra."),
     carousel: Optional[str] = typer.Option(None, help="An Instaloader download's carousels: first (photo) or all.", show_default="first"),
-    engine: Engine = typer.Option(Engine.local, help="Where to score: this machine, or a Ray cluster (pip install 'instacli[ray]')."),
+    engine: Engine = typer.Option(Engine.local, help=escape("Where to score: this machine, or a Ray cluster (pip install 'instacli[ray]').")),
     address: Optional[str] = typer.Option(
         None, help="With --engine ray: the cluster, auto (the one on this machine), HOST:PORT or ray://HOST:PORT; default a local one."),
 ) -> None:
