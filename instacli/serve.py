@@ -43,6 +43,8 @@ from instacli.settings import ServeLimits, usable_cores
 
 #: Room for the form fields (engagement numbers, captions, JSON parts) of one request, all together.
 MAX_FIELD_BYTES = 2**20
+#: Requests per core that may hold their uploads at once (one decoding, one being read).
+UPLOADS_PER_CORE = 2
 #: The form field holding a photo's engagement as one JSON object (once for all photos, or once per photo).
 METADATA_FIELD = "metadata"
 #: Form fields a photo's engagement may be given in (each once for all photos, or once per photo).
@@ -248,6 +250,17 @@ class Batcher:
                     photo.answer.set_result(row)
 
 
+async def received(
+    request: Request, max_file_bytes: int, max_files: int, sizes: Sequence[int], decoding: anyio.CapacityLimiter,
+) -> tuple[list[str], list[dict[str, Any]], list[dict[int, torch.Tensor] | str]]:
+    """A request's photo names, engagement rows and decoded photos (or why each could not be read); its
+    uploaded bytes are gone when this returns."""
+    upload = await read_upload(request, max_file_bytes, max_files)
+    meta = engagement_rows(upload.fields, len(upload.photos))
+    decoded = await anyio.to_thread.run_sync(_decode, upload.photos, sizes, limiter=decoding)
+    return [name for name, _ in upload.photos], meta, decoded
+
+
 def _decode(photos: Iterable[tuple[str, bytes]], sizes: Sequence[int]) -> list[dict[int, torch.Tensor] | str]:
     """Each photo as uint8 squares at every size, or the one-line reason it cannot be read."""
     out: list[dict[int, torch.Tensor] | str] = []
@@ -272,6 +285,9 @@ def create_app(run: Path | str, limits: ServeLimits | None = None) -> FastAPI:
     # one decoding thread per core: decoding is CPU-bound, and a big photo takes up to ~1 GB while it
     # is decoded, so a thread per request (up to 40) let concurrent uploads take 40 GB
     decoding = anyio.CapacityLimiter(usable_cores())
+    # requests holding their uploaded bytes (up to max_files × max_file_mb each) until decoded: the others wait
+    # unread, so a crowd of clients cannot fill the memory; decoded photos are small, and batch together
+    uploads = anyio.CapacityLimiter(UPLOADS_PER_CORE * usable_cores())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -309,10 +325,8 @@ def create_app(run: Path | str, limits: ServeLimits | None = None) -> FastAPI:
         """One row per photo, as a row of `instacli predict`: label, probabilities, confidence, unfamiliar,
         likes, likes_from_defaults, error. A photo that cannot be read gets its reason in `error`; a
         request none of whose photos can be read is refused (422)."""
-        upload = await read_upload(request, max_file_bytes, limits.max_files)
-        meta = engagement_rows(upload.fields, len(upload.photos))
-        decoded = await anyio.to_thread.run_sync(_decode, upload.photos, predictor.sizes, limiter=decoding)
-        names = [name for name, _ in upload.photos]
+        async with uploads:
+            names, meta, decoded = await received(request, max_file_bytes, limits.max_files, predictor.sizes, decoding)
         good = [i for i, item in enumerate(decoded) if not isinstance(item, str)]
         if not good:
             raise Refused(422, f"{names[0]}: {decoded[0]}" if len(names) == 1 else f"none of the {len(names)} photos could be read; {names[0]}: {decoded[0]}")

@@ -6,6 +6,7 @@ the server still answers), and concurrent requests must share forward passes.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import socket
@@ -206,6 +207,31 @@ def test_concurrent_requests_decode_at_most_one_photo_per_core(trained: Path, ph
     assert codes == [200] * 20 and most[0] == 2, most
 
 
+def test_at_most_two_requests_per_core_hold_their_uploads(trained: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request read its whole upload (up to 16 × 20 MB) at once, however many clients sent: a crowd
+    of them could fill the memory. The others now wait, unread, and are all answered."""
+    import instacli.serve
+
+    busy, most = [0], [0]
+    real = instacli.serve.received
+
+    async def counted(*args: object):  # noqa: ANN202 — received's own signature
+        busy[0] += 1  # one event loop: no lock needed
+        most[0] = max(most[0], busy[0])
+        try:
+            await asyncio.sleep(0.05)
+            return await real(*args)
+        finally:
+            busy[0] -= 1
+
+    monkeypatch.setattr(instacli.serve, "received", counted)
+    monkeypatch.setattr(instacli.serve, "usable_cores", lambda: 1)
+    paths = sorted(photos.iterdir())
+    with serving(create_app(trained, LIMITS)) as base, ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda i: httpx.post(f"{base}/predict", files=_files([paths[i % len(paths)]]), timeout=60).status_code, range(12)))
+    assert codes == [200] * 12 and most[0] == 2, most
+
+
 def test_limits_out_of_range_are_one_line_errors() -> None:
     with pytest.raises(InstacliError, match=r"--max-files 0: Input should be greater than or equal to 1"):
         ServeLimits.from_flags(max_files=0)
@@ -229,8 +255,6 @@ def test_a_port_taken_or_out_of_range_is_one_line_and_exit_2(trained: Path, run_
 
 def test_a_too_large_photo_is_refused_while_it_arrives() -> None:
     """The upload is cut off at the limit: an endless photo is refused after ~limit bytes were read."""
-    import asyncio
-
     from starlette.requests import Request
 
     from instacli.serve import Refused, read_upload
