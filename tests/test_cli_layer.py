@@ -346,3 +346,10 @@ def test_python_m_instacli_works_beside_a_folder_named_instacli(tmp_path: Path) 
     done = subprocess.run([sys.executable, "-m", "instacli", "--version"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"instacli {__version__}"
+
+
+def test_rates_below_ten_per_second_keep_two_significant_digits() -> None:
+    """A slow model scoring 0.3 photos a second printed "(0 images/s)" in predict's and train's summaries."""
+    from instacli.cli.common import per_second
+
+    assert [per_second(rate) for rate in (0.3, 0.0123, 2.345, 9.96, 312.4)] == ["0.3", "0.012", "2.3", "10", "312"]

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.progress import Progress
 
-from instacli.cli.common import TTA_HELP, console
+from instacli.cli.common import TTA_HELP, console, per_second
 from instacli.errors import InstacliError
 from instacli.settings import DECODE_WORKERS, PREDICT_BATCH_SIZE
 
@@ -86,7 +86,7 @@ def predict_command(
                                      on_batch=lambda n: progress.advance(task, n), **common)
     console.print(
         f"[green]wrote[/] {summary.out}: {summary.scored} scored, {summary.failed} unreadable "
-        f"({summary.scored / max(summary.seconds, 1e-9):.0f} images/s)"
+        f"({per_second(summary.scored / max(summary.seconds, 1e-9))} images/s)"
     )
     if summary.skipped:
         reasons = Counter(s.reason for s in summary.skipped)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from instacli.cli.common import per_second
 from instacli.progress import Reporter
 
 
@@ -128,9 +129,9 @@ class RichReporter(RunBar):
             acc = r.get("val_accuracy")
             table.add_row(
                 str(r["epoch"]), f"{r['train_loss']:.3f}", f"{r['val_loss']:.3f}", f"{acc:.3f}" if acc is not None else "-",
-                f"{r['val_likes_loss']:.3f}", f"{r['images_per_second']:.0f}", "★" if r["best"] else "",
+                f"{r['val_likes_loss']:.3f}", per_second(r["images_per_second"]), "★" if r["best"] else "",
             )
         self.console.print(table)
         self.console.print(
-            f"[green]saved[/] {summary['run']}  ({summary['seconds']:.0f} s, {summary['images_per_second']:.0f} images/s)"
+            f"[green]saved[/] {summary['run']}  ({summary['seconds']:.0f} s, {per_second(summary['images_per_second'])} images/s)"
         )
