@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,8 +195,10 @@ def split_photos(run: LoadedRun, data: Path, split: str) -> Photos:
 
 
 def _png_name(name: str, taken: set[str]) -> str:
-    """A flat, unique PNG file name for the photo ``name`` (a relative path)."""
-    stem = "__".join(Path(name).with_suffix("").parts) or "photo"
+    """A flat, unique PNG file name for the photo ``name`` (a relative path), without control characters
+    or a leading dash (a photo named ``-rf\n.jpg`` gave an output file a shell reads as an option)."""
+    stem = re.sub(r"[\x00-\x1f\x7f]", "_", "__".join(Path(name).with_suffix("").parts)) or "photo"
+    stem = "_" + stem[1:] if stem.startswith("-") else stem
     candidate, k = f"{stem}.png", 1
     while candidate in taken:
         k += 1

@@ -143,3 +143,11 @@ def test_missing_explain_extra_is_one_line_naming_it(trained: tuple[Path, Path],
     monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # what an install without the extra looks like to import
     result = run_cli("explain", trained[0], tmp_path / "photos", "--out", tmp_path / "why")
     assert result.code == 2 and "pip install 'instacli[explain]'" in result.stderr and not (tmp_path / "why").exists()
+
+
+def test_heatmap_file_names_have_no_control_character_or_leading_dash() -> None:
+    """A photo named ``-rf\\n.jpg`` gave ``category/-rf\\n.png``: a name a shell reads as an option, over two lines."""
+    from instacli.explain import _png_name
+
+    taken: set[str] = set()
+    assert [_png_name(name, taken) for name in ("-rf\n.jpg", "a/\tb.jpg", "-rf\n.png", "ok.jpg")] == ["_rf_.png", "a___b.png", "_rf_-2.png", "ok.png"]
