@@ -324,6 +324,14 @@ def edit_json(path: Path, change: Callable[[dict], object]) -> None:
     path.write_text(json.dumps(content))
 
 
+def nan_weights(path: Path) -> None:
+    """Every weight of the run NaN, shapes kept (a run edited in place)."""
+    from safetensors.torch import load_file, save_file
+
+    save_file({name: tensor.float().fill_(float("nan")).to(tensor.dtype) if tensor.is_floating_point() else tensor
+               for name, tensor in load_file(str(path)).items()}, str(path))
+
+
 def refused(*args: object) -> Outcome:
     code, stderr, _ = run_cli(*args)
     return Outcome(code, stderr, False, 0)
@@ -353,6 +361,7 @@ def tamper_attacks(work: Path, run: Path, data: Path, src: Path) -> list[tuple[s
         "target_std NaN": lambda r: edit_json(r / "config.json", lambda c: c["scaler"].update(target_std=float("nan"))),
         "temperature 0": lambda r: edit_json(r / "config.json", lambda c: c.update(temperature=0)),
         "temperature NaN": lambda r: edit_json(r / "config.json", lambda c: c.update(temperature=float("nan"))),
+        "NaN weights": lambda r: nan_weights(r / "model.safetensors"),
     }
     attacks = []
     for label, damage in runs.items():
@@ -380,7 +389,8 @@ def tamper_attacks(work: Path, run: Path, data: Path, src: Path) -> list[tuple[s
     (work / "width.toml").write_text("encoder_options = {width = -4}\n")
     for flags in (["--epochs", "0"], ["--batch-size", "0"], ["--batch-size", "-4"], ["--grad-accum", "0"], ["--image-size", "3"],
                   ["--image-size", "-64"], ["--image-size", "100000"], ["-E", "width=-8"], ["-E", "depth=1.5"], ["-E", "pool=evil"],
-                  ["-R", "hidden=-1"], ["--config", work / "width.toml"], ["--lr", "nan"], ["--lr", "-1"]):
+                  ["-R", "hidden=-1"], ["--config", work / "width.toml"], ["--lr", "nan"], ["--lr", "-1"],
+                  ["-E", "width=20001", "-E", "heads=1"]):  # 81 GiB of weights in allocations that each fit
         attacks.append((f"train {' '.join(map(str, flags))}", lambda f=flags: refused(
             "train", "--data", data, "--out", work / "tampered" / "never-written", "--quiet", *f), "refused", 0))
     for command, args in (("predict", [src, "--out", work / "tampered" / "never.csv"]), ("evaluate", ["--data", data])):
