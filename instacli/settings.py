@@ -258,7 +258,7 @@ def load_settings(config: Path | None = None, **flags: Any) -> TrainSettings:
 
         cls = FromFile
     try:
-        return cls(**given)
+        settings = cls(**given)
     except InstacliError:  # e.g. a --time-budget that is not a duration
         raise
     except ValidationError as exc:
@@ -277,3 +277,19 @@ def load_settings(config: Path | None = None, **flags: Any) -> TrainSettings:
                             "or [\"comments\"], or unset it") from None
     except Exception as exc:  # e.g. a TOML syntax error
         raise InstacliError(f"{config}: cannot read settings ({exc}); fix the TOML file") from None
+    if config is not None:
+        _name_the_file_of_a_bad_component(settings, config, given)
+    return settings
+
+
+def _name_the_file_of_a_bad_component(settings: TrainSettings, config: Path, flags: dict[str, Any]) -> None:
+    """An unknown encoder, option or value that the ``--config`` file brought is one line naming the file
+    (the same line without it sent the user looking through the flags); one the flags bring is left as it is."""
+    try:
+        check_components(settings)
+    except InstacliError as exc:
+        try:
+            check_components(TrainSettings(**flags))
+        except Exception:  # noqa: BLE001 — the flags alone fail too (or need the file's values): not the file's doing
+            raise exc from None
+        raise InstacliError(f"{config}: {exc}") from None

@@ -68,7 +68,11 @@ def test_toml_encoder_options_are_checked_too(tmp_path: Path, run_cli) -> None:
     (tmp_path / "bad.toml").write_text("epochs = 1\nencoder_options = {width = -4}\n")
     result = run_cli("train", "--data", tmp_path / "no-such-data", "--out", tmp_path / "run", "--config", tmp_path / "bad.toml", "--quiet")
     assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert "encoder 'vit-scratch' option width=-4: Input should be greater than or equal to 1" in result.stderr
+    # the file is named: the same line without it sent the user looking through the flags
+    assert f"error: {tmp_path / 'bad.toml'}: encoder 'vit-scratch' option width=-4: Input should be greater than or equal to 1" in result.stderr
+    (tmp_path / "good.toml").write_text("epochs = 1\n")  # a bad flag beside a good file: the file is not blamed
+    result = run_cli("train", "--data", tmp_path / "no-such-data", "--config", tmp_path / "good.toml", "-E", "width=-4", "--quiet")
+    assert result.code == 2 and result.stderr.startswith("error: encoder 'vit-scratch' option width=-4"), result.stderr
 
 
 def test_toml_lr_nan_names_the_file(tmp_path: Path, run_cli) -> None:
