@@ -217,8 +217,7 @@ def apply_recipe(settings: TrainSettings) -> TrainSettings:
 
     entry = registry.encoders.get(settings.encoder)
     recipe = {"freeze_encoder": False, **entry.recipe}  # without one: fine-tune
-    pretrained = encoder_options(settings).get("pretrained", entry.options().get("pretrained"))
-    if str(pretrained).lower() in ("none", "false"):  # random weights (``-E pretrained=false`` arrives as a bool)
+    if entry.random_weights(encoder_options(settings)):
         recipe["freeze_encoder"] = False
     unset = {key: value for key, value in recipe.items() if key in TrainSettings.model_fields and getattr(settings, key) is None}
     return settings.model_copy(update=unset)

@@ -221,6 +221,24 @@ def test_weights_that_fit_one_allocation_at_a_time_but_not_together_are_refused_
     assert registry.encoders.create("efficientnet-lite0") is not None
 
 
+def test_checkpoints_without_a_pretrained_option_are_loaded_once_not_counted_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hf:ID`` and ``minilm`` take no ``pretrained`` option yet load a checkpoint: the weights check
+    built them on the meta device first, which loaded (for a hub id: downloaded) the checkpoint a second time."""
+    from transformers import AutoModel
+
+    from tests.conftest import TINY_HF_DIR, save_tiny_hf
+
+    folder = save_tiny_hf(TINY_HF_DIR / "vit")
+    loads: list[str] = []
+    load = AutoModel.from_pretrained.__func__
+    monkeypatch.setattr(AutoModel, "from_pretrained", classmethod(lambda cls, source, **kw: loads.append(str(source)) or load(cls, source, **kw)))
+    registry.encoders.create(f"hf:{folder}")
+    registry.text_encoders.create("minilm")
+    assert len(loads) == 2 and loads[0] == str(folder), loads
+    assert registry.regressors.get("mlp").random_weights({}) and registry.encoders.get("timm:test_resnet").random_weights({})
+    assert not registry.encoders.get("timm:test_resnet").random_weights({"pretrained": True})
+
+
 def test_training_refuses_what_its_optimizer_state_would_not_fit_in(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     from instacli.settings import TrainSettings
     from instacli.training import train
