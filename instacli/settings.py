@@ -288,7 +288,8 @@ def _name_the_file_of_a_bad_component(settings: TrainSettings, config: Path, fla
         check_components(settings)
     except InstacliError as exc:
         try:
-            check_components(TrainSettings(**flags))
+            # the file's data folder too: a file that sets it left the flags alone invalid (data is required)
+            check_components(TrainSettings(**{"data": settings.data, **flags}))
         except Exception:  # noqa: BLE001 — the flags alone fail too (or need the file's values): not the file's doing
             raise exc from None
         raise InstacliError(f"{config}: {exc}") from None

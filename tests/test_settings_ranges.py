@@ -70,6 +70,9 @@ def test_toml_encoder_options_are_checked_too(tmp_path: Path, run_cli) -> None:
     assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1
     # the file is named: the same line without it sent the user looking through the flags
     assert f"error: {tmp_path / 'bad.toml'}: encoder 'vit-scratch' option width=-4: Input should be greater than or equal to 1" in result.stderr
+    (tmp_path / "all.toml").write_text(f"data = '{tmp_path / 'no-such-data'}'\nencoder_options = {{width = -4}}\n")  # no --data flag
+    result = run_cli("train", "--out", tmp_path / "run", "--config", tmp_path / "all.toml", "--quiet")
+    assert result.stderr.startswith(f"error: {tmp_path / 'all.toml'}: encoder 'vit-scratch' option width=-4"), result.stderr
     (tmp_path / "good.toml").write_text("epochs = 1\n")  # a bad flag beside a good file: the file is not blamed
     result = run_cli("train", "--data", tmp_path / "no-such-data", "--config", tmp_path / "good.toml", "-E", "width=-4", "--quiet")
     assert result.code == 2 and result.stderr.startswith("error: encoder 'vit-scratch' option width=-4"), result.stderr
