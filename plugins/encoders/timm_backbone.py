@@ -127,8 +127,13 @@ def build_network(
         return model, None
     head = linear_head(model.get_classifier())
     model.reset_classifier(0)  # the network now gives its pooled pre-logits features, which ``head`` maps to logits
-    width = int(getattr(model, "head_hidden_size", None) or model.num_features)
-    return model, head.requires_grad_(False) if head is not None and head.in_features == width else None
+    return model, head.requires_grad_(False) if head is not None and head.in_features == pooled_width(model) else None
+
+
+def pooled_width(net: nn.Module) -> int:
+    """The width of a classifier-less timm model's output: after the head's hidden layer where the model
+    has one (MobileNetV3), else its last features'."""
+    return int(getattr(net, "head_hidden_size", None) or net.num_features)
 
 
 def linear_head(classifier: object) -> nn.Linear | None:
@@ -157,8 +162,7 @@ class TimmEncoder(ImageEncoder):
         self.net = net
         self.preprocess = preprocess
         self.imagenet_head = imagenet_head
-        # the pooled features' width: after the head's hidden layer where the model has one (MobileNetV3)
-        self.embed_dim = int(getattr(net, "head_hidden_size", None) or net.num_features)
+        self.embed_dim = pooled_width(net)
 
     def cam_layer(self) -> tuple[nn.Module, int] | None:
         """The last stage timm lists in the model's ``feature_info``: feature maps ``(B, C, H, W)`` of a
