@@ -83,6 +83,15 @@ class Entry:
                 opts[p.name] = None if p.default is inspect.Parameter.empty else p.default
         return opts
 
+    def random_weights(self, options: dict[str, Any]) -> bool:
+        """Whether the component built with ``options`` starts from random weights: its ``pretrained``
+        option (given, or its default) is none/false (``-E pretrained=false`` arrives as a bool); without
+        such an option, whether it was registered without pretrained weights (``hf:`` and ``minilm``
+        load a checkpoint although they take no ``pretrained``)."""
+        if "pretrained" in self.options():
+            return str(options.get("pretrained", self.options()["pretrained"])).lower() in ("none", "false")
+        return self.pretrained is None
+
     @cached_property
     def option_types(self) -> dict[str, TypeAdapter]:
         """A validator per annotated option of the factory, from its type hints (``Annotated`` bounds,
@@ -289,7 +298,7 @@ def check_weights_fit(who: str, entry: Entry, valid: dict[str, Any], given: dict
     their options set the size freely, and a pretrained build (a fixed architecture) could download.
     A factory that cannot build on the meta device is built for real, as before.
     """
-    if str(valid.get("pretrained", entry.options().get("pretrained"))).lower() not in ("none", "false"):
+    if not entry.random_weights(valid):
         return
     import psutil
     import torch

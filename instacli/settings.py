@@ -217,8 +217,7 @@ def apply_recipe(settings: TrainSettings) -> TrainSettings:
 
     entry = registry.encoders.get(settings.encoder)
     recipe = {"freeze_encoder": False, **entry.recipe}  # without one: fine-tune
-    pretrained = encoder_options(settings).get("pretrained", entry.options().get("pretrained"))
-    if str(pretrained).lower() in ("none", "false"):  # random weights (``-E pretrained=false`` arrives as a bool)
+    if entry.random_weights(encoder_options(settings)):
         recipe["freeze_encoder"] = False
     unset = {key: value for key, value in recipe.items() if key in TrainSettings.model_fields and getattr(settings, key) is None}
     return settings.model_copy(update=unset)
@@ -289,7 +288,8 @@ def _name_the_file_of_a_bad_component(settings: TrainSettings, config: Path, fla
         check_components(settings)
     except InstacliError as exc:
         try:
-            check_components(TrainSettings(**flags))
+            # the file's data folder too: a file that sets it left the flags alone invalid (data is required)
+            check_components(TrainSettings(**{"data": settings.data, **flags}))
         except Exception:  # noqa: BLE001 — the flags alone fail too (or need the file's values): not the file's doing
             raise exc from None
         raise InstacliError(f"{config}: {exc}") from None

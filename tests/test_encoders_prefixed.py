@@ -15,6 +15,7 @@ import huggingface_hub.constants
 import pytest
 import timm
 import torch
+from torch import nn
 from safetensors.torch import save_file
 
 from instacli import registry
@@ -152,7 +153,8 @@ def test_timm_pretrained_checkpoint_loads_offline_and_the_run_no_longer_needs_it
         registry.encoders.create("timm:test_resnet", pretrained=str(other))
 
 
-@pytest.mark.parametrize(("name", "size"), [("test_resnet", 32), ("test_convnext", 32), ("test_vit", None)])
+# resnetv2_18: a 1×1 convolution as classifier (BiT, DLA), which the pooled embedding could not enter
+@pytest.mark.parametrize(("name", "size"), [("test_resnet", 32), ("test_convnext", 32), ("test_vit", None), ("resnetv2_18", 32)])
 def test_timm_imagenet_weights_keep_their_classifier_as_the_imagenet_head(name: str, size: int | None, tmp_path: Path) -> None:
     torch.manual_seed(0)
     full = timm.create_model(name).eval()
@@ -171,6 +173,15 @@ def test_timm_imagenet_weights_keep_their_classifier_as_the_imagenet_head(name: 
         else:
             assert encoder.imagenet_head is None, kind
     assert registry.encoders.create(f"timm:{name}", image_size=size).imagenet_head is None  # random weights know no class
+
+
+def test_a_timm_classifier_with_batch_norm_or_two_heads_is_no_imagenet_head() -> None:
+    """RepViT's head (batch norm, then Linear) would follow the batch's statistics whenever the encoder trains."""
+    from instacli_plugins.encoders.timm_backbone import linear_head
+
+    assert linear_head(nn.Sequential(nn.BatchNorm1d(8), nn.Linear(8, 1000))) is None
+    assert linear_head((nn.Linear(8, 1000), nn.Linear(8, 1000))) is None  # a distilled model's two heads
+    assert linear_head(nn.Linear(8, 3)) is None  # not ImageNet's classes
 
 
 def test_timm_pretrained_weights_get_the_frozen_probe_with_the_prior_and_random_ones_are_trained(checkpoint_run: tuple[Path, dict]) -> None:

@@ -70,6 +70,9 @@ def test_toml_encoder_options_are_checked_too(tmp_path: Path, run_cli) -> None:
     assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1
     # the file is named: the same line without it sent the user looking through the flags
     assert f"error: {tmp_path / 'bad.toml'}: encoder 'vit-scratch' option width=-4: Input should be greater than or equal to 1" in result.stderr
+    (tmp_path / "all.toml").write_text(f"data = '{tmp_path / 'no-such-data'}'\nencoder_options = {{width = -4}}\n")  # no --data flag
+    result = run_cli("train", "--out", tmp_path / "run", "--config", tmp_path / "all.toml", "--quiet")
+    assert result.stderr.startswith(f"error: {tmp_path / 'all.toml'}: encoder 'vit-scratch' option width=-4"), result.stderr
     (tmp_path / "good.toml").write_text("epochs = 1\n")  # a bad flag beside a good file: the file is not blamed
     result = run_cli("train", "--data", tmp_path / "no-such-data", "--config", tmp_path / "good.toml", "-E", "width=-4", "--quiet")
     assert result.code == 2 and result.stderr.startswith("error: encoder 'vit-scratch' option width=-4"), result.stderr
@@ -219,6 +222,24 @@ def test_weights_that_fit_one_allocation_at_a_time_but_not_together_are_refused_
     assert registry.encoders.create("vit-scratch") is not None
     _available(monkeypatch, 1)  # pretrained weights: a fixed architecture, not counted (a meta build could download)
     assert registry.encoders.create("efficientnet-lite0") is not None
+
+
+def test_checkpoints_without_a_pretrained_option_are_loaded_once_not_counted_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hf:ID`` and ``minilm`` take no ``pretrained`` option yet load a checkpoint: the weights check
+    built them on the meta device first, which loaded (for a hub id: downloaded) the checkpoint a second time."""
+    from transformers import AutoModel
+
+    from tests.conftest import TINY_HF_DIR, save_tiny_hf
+
+    folder = save_tiny_hf(TINY_HF_DIR / "vit")
+    loads: list[str] = []
+    load = AutoModel.from_pretrained.__func__
+    monkeypatch.setattr(AutoModel, "from_pretrained", classmethod(lambda cls, source, **kw: loads.append(str(source)) or load(cls, source, **kw)))
+    registry.encoders.create(f"hf:{folder}")
+    registry.text_encoders.create("minilm")
+    assert len(loads) == 2 and loads[0] == str(folder), loads
+    assert registry.regressors.get("mlp").random_weights({}) and registry.encoders.get("timm:test_resnet").random_weights({})
+    assert not registry.encoders.get("timm:test_resnet").random_weights({"pretrained": True})
 
 
 def test_training_refuses_what_its_optimizer_state_would_not_fit_in(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -167,9 +167,11 @@ class HFBackbone(ImageEncoder):
         """The last module whose output has the shape of the model's ``last_hidden_state`` (feature maps
         ``(B, C, H, W)``, or tokens: class/register tokens, then a square grid of patches) and whose
         patches reach the embedding, found by one forward and backward with every module hooked
-        (transformers names them differently per family). With CLS pooling that is the last layer's
-        input norm: after it, the patch tokens no longer reach the class token, and Grad-CAM there
-        would be all zero. None when no module gives such a plain tensor."""
+        (transformers names them differently per family). With CLS pooling that is inside the last
+        layer, before its attention mixes the tokens (its value projection, the last of query, key and
+        value to run): after the mixing the patch tokens no longer reach the class token, and Grad-CAM
+        there would be all zero. The gradients are taken for those outputs only (``autograd.grad``), so
+        no parameter's ``.grad`` is touched. None when no module gives such a plain tensor."""
         size = self.preprocess.image_size
         generator = torch.Generator().manual_seed(0)
         pixels = torch.randn(1, 3, size, size, generator=generator).requires_grad_(True)  # gradients even when frozen

@@ -12,7 +12,7 @@ run stores ``pretrained=None``: reloading it builds the architecture with random
 run's own safetensors then replace, so no download happens again.
 
 Pretrained weights for ImageNet-1k's 1000 classes (timm's own, or a checkpoint that holds the
-classifier) keep that classifier, frozen, as ``imagenet_head``, and the prefix's recipe is
+classifier) keep that classifier, frozen, as ``imagenet_head`` (see ``linear_head``), and the prefix's recipe is
 efficientnet-lite0's: a frozen probe reading the semantic prior (:mod:`instacli.semantic`), the
 recipe that generalizes best to photos of new kinds (README, shift benchmark). Random weights are
 trained end to end, as ``apply_recipe`` does for any encoder without pretrained weights.
@@ -125,9 +125,33 @@ def build_network(
         imagenet = load_checkpoint(model, model_name, Path(str(pretrained)).expanduser()) and imagenet
     if not imagenet:
         return model, None
-    head = model.get_classifier()
+    head = linear_head(model.get_classifier())
     model.reset_classifier(0)  # the network now gives its pooled pre-logits features, which ``head`` maps to logits
-    return model, head.requires_grad_(False) if isinstance(head, nn.Module) else None
+    return model, head.requires_grad_(False) if head is not None and head.in_features == pooled_width(model) else None
+
+
+def pooled_width(net: nn.Module) -> int:
+    """The width of a classifier-less timm model's output: after the head's hidden layer where the model
+    has one (MobileNetV3), else its last features'."""
+    return int(getattr(net, "head_hidden_size", None) or net.num_features)
+
+
+def linear_head(classifier: object) -> nn.Linear | None:
+    """``classifier`` as a Linear map of the pooled features to the logits, or None where it is none.
+
+    DLA's and ResNetV2's (BiT) classifier is a 1×1 convolution, which the ``(B, D)`` embedding cannot
+    enter: it becomes the Linear it computes. Anything else is no head here: distilled models have two
+    (a tuple), and a head with batch norm (RepViT's, LeViT's) would use the batch's statistics, and
+    change its own, whenever the encoder trains.
+    """
+    if isinstance(classifier, nn.Conv2d) and classifier.kernel_size == (1, 1) and classifier.groups == 1:
+        linear = nn.Linear(classifier.in_channels, classifier.out_channels, bias=classifier.bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(classifier.weight.flatten(1))
+            if classifier.bias is not None:
+                linear.bias.copy_(classifier.bias)
+        return linear
+    return classifier if isinstance(classifier, nn.Linear) and classifier.out_features == IMAGENET_CLASSES else None
 
 
 class TimmEncoder(ImageEncoder):
@@ -138,8 +162,7 @@ class TimmEncoder(ImageEncoder):
         self.net = net
         self.preprocess = preprocess
         self.imagenet_head = imagenet_head
-        # the pooled features' width: after the head's hidden layer where the model has one (MobileNetV3)
-        self.embed_dim = int(getattr(net, "head_hidden_size", None) or net.num_features)
+        self.embed_dim = pooled_width(net)
 
     def cam_layer(self) -> tuple[nn.Module, int] | None:
         """The last stage timm lists in the model's ``feature_info``: feature maps ``(B, C, H, W)`` of a
