@@ -221,6 +221,32 @@ def test_a_crowd_of_requests_decodes_one_photo_per_core_and_holds_two_uploads_pe
     assert codes == [200] * 20 and most == {"decoding": 2, "uploads": 4}, most
 
 
+def test_clients_stalled_mid_upload_are_cut_off_and_the_others_are_answered(trained: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two clients that stop sending halfway held both upload places of a 1-core server for ever, and
+    every other request waited behind them. Now an upload has a deadline: they get 408, the others an answer."""
+    import instacli.serve
+
+    monkeypatch.setattr(instacli.serve, "UPLOAD_SECONDS", 0.5)
+    monkeypatch.setattr(instacli.serve, "usable_cores", lambda: 1)
+    with serving(create_app(trained, LIMITS)) as base:
+        port = int(base.rsplit(":", 1)[1])
+        stalled = []
+        for _ in range(2):
+            client = socket.create_connection(("127.0.0.1", port))
+            client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                           b"Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.jpg\"\r\n\r\n")
+            stalled.append(client)
+        time.sleep(0.1)  # both places taken
+        answered = httpx.post(f"{base}/predict", files=_files(sorted(photos.iterdir())[:1]), timeout=30)
+        replies = []
+        for client in stalled:
+            client.settimeout(10)
+            replies.append(client.recv(200).split(b"\r\n")[0])
+            client.close()
+    assert answered.status_code == 200
+    assert replies == [b"HTTP/1.1 408 Request Timeout"] * 2
+
+
 def test_limits_out_of_range_are_one_line_errors() -> None:
     with pytest.raises(InstacliError, match=r"--max-files 0: Input should be greater than or equal to 1"):
         ServeLimits.from_flags(max_files=0)
