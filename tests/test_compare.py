@@ -253,6 +253,10 @@ def test_parse_overrides() -> None:
     assert tagged == {"timm:test_resnet.r160_in1k": {"lr": 0.01, "encoder_options": {"drop_path": 0.1}}}
     with pytest.raises(InstacliError, match="expected ENCODER.KEY=VALUE or ENCODER.encoder_options"):
         parse_overrides(["vit-scratch.options.width=3"], models)
+    with pytest.raises(InstacliError, match="'timm:test_resnet.r160_in1k' is not compared here"):  # said 'timm:test_resnet'
+        parse_overrides(["timm:test_resnet.r160_in1k.lr=0.01"], models)
+    with pytest.raises(InstacliError, match="'hf-vit' is not compared here"):
+        parse_overrides(["hf-vit.encoder_options.width=3"], models)
 
 
 # -- baselines on a hand-made example --------------------------------------------------------

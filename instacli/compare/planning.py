@@ -76,7 +76,8 @@ def parse_overrides(pairs: Iterable[str], models: Sequence[str]) -> dict[str, di
             read, dot, key = target.rpartition(".")
             if not sep or not dot or not read or not key:
                 raise InstacliError(f"--set {pair!r}: expected ENCODER.KEY=VALUE, e.g. --set efficientnet-lite0.freeze_encoder=true")
-            raise InstacliError(f"--set {pair!r}: '{read.partition('.')[0]}' is not compared here; it must be one of {', '.join(models)}")
+            read = read.removesuffix(".encoder_options").removesuffix(".regressor_options")  # the name, with a timm tag's dots
+            raise InstacliError(f"--set {pair!r}: '{read}' is not compared here; it must be one of {', '.join(models)}")
         group, _, key = target.removeprefix(f"{model}.").rpartition(".")  # vit-scratch.encoder_options.width → a nested option
         if not sep or not key:
             raise InstacliError(f"--set {pair!r}: expected ENCODER.KEY=VALUE, e.g. --set efficientnet-lite0.freeze_encoder=true")

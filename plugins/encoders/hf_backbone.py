@@ -174,7 +174,8 @@ class HFBackbone(ImageEncoder):
         no parameter's ``.grad`` is touched. None when no module gives such a plain tensor."""
         size = self.preprocess.image_size
         generator = torch.Generator().manual_seed(0)
-        pixels = torch.randn(1, 3, size, size, generator=generator).requires_grad_(True)  # gradients even when frozen
+        device = next(self.model.parameters()).device
+        pixels = torch.randn(1, 3, size, size, generator=generator).to(device).requires_grad_(True)  # gradients even when frozen
         seen: list[tuple[nn.Module, torch.Tensor]] = []
         handles = [module.register_forward_hook(lambda m, _in, out: seen.append((m, out)) if isinstance(out, torch.Tensor) else None)
                    for module in self.model.modules() if module is not self.model]
@@ -189,7 +190,7 @@ class HFBackbone(ImageEncoder):
         prefix = shape[1] - math.isqrt(shape[1]) ** 2 if len(shape) == 3 else 0
         candidates = [(module, out) for module, out in seen if out.shape == shape and out.requires_grad]
         embedding = _pool(output, self.pooling)  # a random direction of it: the sum of a normed vector has no gradient
-        grads = torch.autograd.grad((embedding * torch.randn(embedding.shape, generator=generator)).sum(), [out for _, out in candidates], allow_unused=True)
+        grads = torch.autograd.grad((embedding * torch.randn(embedding.shape, generator=generator).to(device)).sum(), [out for _, out in candidates], allow_unused=True)
         reached = [module for (module, _), grad in zip(candidates, grads) if grad is not None and grad[:, prefix:].abs().sum() > 0]
         return (reached[-1], prefix) if reached else None
 
