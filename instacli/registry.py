@@ -35,6 +35,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The fix :meth:`Registry.create` gives for options that do not fit together (a run's config.json has its own).
 FIX_OPTIONS = "fix its options"
 
+#: Values of a ``pretrained`` option meaning random weights (``-E pretrained=false`` arrives as a bool).
+RANDOM_WEIGHTS = frozenset({"none", "false"})
+
 #: Options that the trainer or a saved run fills in itself; they are not user-facing.
 _INTERNAL_OPTIONS = {"embed_dim", "num_features", "imagenet_head"}
 
@@ -85,11 +88,12 @@ class Entry:
 
     def random_weights(self, options: dict[str, Any]) -> bool:
         """Whether the component built with ``options`` starts from random weights: its ``pretrained``
-        option (given, or its default) is none/false (``-E pretrained=false`` arrives as a bool); without
-        such an option, whether it was registered without pretrained weights (``hf:`` and ``minilm``
-        load a checkpoint although they take no ``pretrained``)."""
-        if "pretrained" in self.options():
-            return str(options.get("pretrained", self.options()["pretrained"])).lower() in ("none", "false")
+        option (given, or its default) is one of :data:`RANDOM_WEIGHTS`; without such an option, whether
+        it was registered without pretrained weights (``hf:`` and ``minilm`` load a checkpoint although
+        they take no ``pretrained``)."""
+        defaults = self.options()
+        if "pretrained" in defaults:
+            return str(options.get("pretrained", defaults["pretrained"])).lower() in RANDOM_WEIGHTS
         return self.pretrained is None
 
     @cached_property

@@ -34,12 +34,10 @@ from torch import nn
 
 from instacli.encoders import ImageEncoder, Preprocess
 from instacli.errors import InstacliError, exception_line, unreadable_checkpoint
-from instacli.registry import DropRate, ImageSize, register_encoder_prefix
+from instacli.registry import RANDOM_WEIGHTS, DropRate, ImageSize, register_encoder_prefix
 
 #: Values of ``pretrained`` meaning "timm's own pretrained weights" (``-E pretrained=true`` arrives as a bool).
 HUB = {"true"}
-#: Values meaning "random initialization".
-NONE = {"none", "false"}
 #: Classes of ImageNet-1k, whose classifier the semantic prior reads.
 IMAGENET_CLASSES = 1000
 #: The checkpoint read from a folder: what timm's ``save_for_hf`` and transformers' ``save_pretrained`` write.
@@ -111,7 +109,7 @@ def build_network(
     cfg = get_pretrained_cfg(model_name)
     if image_size is not None and cfg is not None and cfg.fixed_input_size:
         kwargs["img_size"] = image_size
-    imagenet = cfg is not None and cfg.num_classes == IMAGENET_CLASSES and (imagenet_head or choice not in NONE)
+    imagenet = cfg is not None and cfg.num_classes == IMAGENET_CLASSES and (imagenet_head or choice not in RANDOM_WEIGHTS)
     try:
         model = timm.create_model(model_name, pretrained=choice in HUB, num_classes=IMAGENET_CLASSES if imagenet else 0, **kwargs)
     except TypeError as exc:  # e.g. a model without stochastic depth given drop_path
@@ -121,7 +119,7 @@ def build_network(
             f"timm:{model_name}: cannot load timm's pretrained weights ({exception_line(exc)}); they need the network once "
             "(or a filled Hugging Face cache): go online, or pass --pretrained a local checkpoint, or leave --pretrained out for random weights"
         ) from None
-    if choice not in HUB | NONE:
+    if choice not in HUB | RANDOM_WEIGHTS:
         imagenet = load_checkpoint(model, model_name, Path(str(pretrained)).expanduser()) and imagenet
     if not imagenet:
         return model, None
